@@ -1,0 +1,32 @@
+"""mcvae_framework: Multi-Clustering Equivariant VAEs, assembled from plugins.
+
+Public API::
+
+    from mcvae_framework import load_config, build, plugin_manager, hookimpl
+"""
+
+from __future__ import annotations
+
+from .build import build
+from .config import load_config, validate_config
+from .errors import ConfigError, DataError, McvaeError, PluginError, TrainingError
+from .hookspecs import hookimpl
+from .plugins import create_plugin_manager, plugin_manager
+from .registry import ComponentConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ComponentConfig",
+    "ConfigError",
+    "DataError",
+    "McvaeError",
+    "PluginError",
+    "TrainingError",
+    "build",
+    "create_plugin_manager",
+    "hookimpl",
+    "load_config",
+    "plugin_manager",
+    "validate_config",
+]

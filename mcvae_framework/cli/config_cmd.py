@@ -1,0 +1,58 @@
+"""``mcvae config validate|show|schema``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import yaml
+
+from ..config import config_to_dict, experiment_config_class, load_config
+from ..errors import ConfigError
+from . import cli
+
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="SECTION.FIELD=VALUE",
+    help="override a config value (YAML syntax); repeatable",
+)
+
+
+@cli.group("config")
+def config_group():
+    """Validate, show and describe experiment config files."""
+
+
+@config_group.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def validate_command(files):
+    """Validate each FILE as a whole; exit 2 if any is invalid."""
+    failed = 0
+    for path in files:
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            failed += 1
+            click.echo(f"Error: {exc}", err=True)
+        else:
+            click.echo(f"ok  {path}")
+    if failed:
+        raise SystemExit(2)
+
+
+@config_group.command("show")
+@click.argument("file", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of YAML")
+def show_command(file, overrides, as_json):
+    """Print FILE resolved: overrides applied and every default filled in."""
+    data = config_to_dict(load_config(file, overrides))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
+
+
+@config_group.command("schema")
+def schema_command():
+    """Print the JSON schema of experiment configs (for the loaded plugins)."""
+    click.echo(json.dumps(experiment_config_class().model_json_schema(), indent=2))

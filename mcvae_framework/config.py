@@ -1,0 +1,222 @@
+"""Experiment configs: YAML/JSON files validated as a whole before anything runs.
+
+The experiment's config class is assembled after plugins load: each component section
+(``data``, ``group``, ``encoder``, ``decoder``, ``prior``) is a union of the registered
+config classes, discriminated by ``type``. Errors name the file, the field path and what
+is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Iterable, Optional, Union
+
+import yaml
+from pydantic import Field, TypeAdapter, ValidationError, create_model
+
+from .errors import ConfigError
+from .hookspecs import KINDS
+from .plugins import registry as current_registry
+from .registry import ComponentConfig, Registry
+from .sections import ExperimentBase
+
+#: sections that may be written as ``null`` (the plain-VAE baseline has no group).
+NULLABLE = {"group"}
+
+
+def _component_annotation(registry: Registry, kind: str):
+    classes = [e.config_class for e in registry.entries(kind)]
+    if not classes:
+        return Any  # nothing registered: the tag pre-check reports it
+    if len(classes) == 1:
+        return classes[0]
+    return Annotated[Union[tuple(classes)], Field(discriminator="type")]
+
+
+def experiment_config_class(registry: Registry | None = None) -> type[ExperimentBase]:
+    """The ``ExperimentConfig`` class for the loaded plugins (built once per registry)."""
+    registry = registry or current_registry()
+    cls = getattr(registry, "_experiment_class", None)
+    if cls is None:
+        fields = {}
+        for kind in KINDS:
+            ann = _component_annotation(registry, kind)
+            fields[kind] = (Optional[ann], ...) if kind in NULLABLE else (ann, ...)
+        cls = create_model("ExperimentConfig", __base__=ExperimentBase, **fields)
+        registry._experiment_class = cls
+    return cls
+
+
+def _tag_problems(registry: Registry, data: dict) -> list[tuple[str, str]]:
+    """Unknown or missing ``type`` tags, answered with the list of known ones."""
+    problems = []
+    for kind in KINDS:
+        section = data.get(kind)
+        if section is None:
+            continue
+        known = registry.tags(kind)
+        listing = ", ".join(known) if known else "(no plugin registers one)"
+        if isinstance(section, ComponentConfig):
+            continue
+        if not isinstance(section, dict):
+            problems.append((kind, f"expected a mapping with a `type` key, got {section!r}"))
+        elif "type" not in section:
+            problems.append((f"{kind}.type", f"missing; known {kind} types: {listing}"))
+        elif section["type"] not in known:
+            problems.append(
+                (f"{kind}.type", f"unknown {kind} type {section['type']!r}; known {kind} types: "
+                 f"{listing} (see `mcvae plugins`)")
+            )
+    return problems
+
+
+def _format_loc(loc: Iterable) -> str:
+    parts = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def pydantic_problems(exc: ValidationError, skip_sections=()) -> list[tuple[str, str]]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = list(err["loc"])
+        if loc and loc[0] in skip_sections:
+            continue
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (not a field of this section; check the spelling in `mcvae config schema`)"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        elif "input" in err and err["type"] not in ("model_type",) and not isinstance(err["input"], dict):
+            msg = f"{msg} (got {err['input']!r})"
+        problems.append((_format_loc(loc), msg))
+    return problems
+
+
+def validate_config(data: Any, source: str | None = None, registry: Registry | None = None):
+    """Validate a config mapping into an ``ExperimentConfig`` or raise :class:`ConfigError`."""
+    registry = registry or current_registry()
+    if not isinstance(data, dict):
+        raise ConfigError([("", f"the top level must be a mapping of sections, got {type(data).__name__}")], source)
+    tag_problems = _tag_problems(registry, data)
+    cls = experiment_config_class(registry)
+    try:
+        config = cls.model_validate(data)
+    except ValidationError as exc:
+        bad = {p.split(".")[0] for p, _ in tag_problems}
+        problems = tag_problems + _drop_tag_segments(pydantic_problems(exc, skip_sections=bad), data)
+        raise ConfigError(problems, source) from None
+    if tag_problems:
+        raise ConfigError(tag_problems, source)
+    return config
+
+
+def _drop_tag_segments(problems, data: dict):
+    """pydantic reports a discriminated member as ``group.se2.angle_deg``; users wrote
+    ``group.angle_deg``. Remove the tag segment."""
+    out = []
+    for path, msg in problems:
+        head, _, rest = path.partition(".")
+        section = data.get(head)
+        if head in KINDS and isinstance(section, dict) and rest:
+            tag = str(section.get("type"))
+            if rest == tag:
+                rest = ""
+            elif rest.startswith(tag + ".") or rest.startswith(tag + "["):
+                rest = rest[len(tag) + (1 if rest[len(tag)] == "." else 0):]
+            path = head + ("." + rest if rest and not rest.startswith("[") else rest)
+        out.append((path, msg))
+    return out
+
+
+def component_config(kind: str, data: Any, registry: Registry | None = None) -> ComponentConfig:
+    """Validate one component section (a dict with ``type``) into its config object."""
+    registry = registry or current_registry()
+    if isinstance(data, ComponentConfig):
+        return data
+    problems = _tag_problems(registry, {kind: data})
+    if problems:
+        raise ConfigError(problems, f"{kind} config")
+    entry = registry.get(kind, data["type"])
+    try:
+        return TypeAdapter(entry.config_class).validate_python(data)
+    except ValidationError as exc:
+        problems = [(f"{kind}.{p}" if p else kind, m) for p, m in pydantic_problems(exc)]
+        raise ConfigError(problems, f"{kind} config") from None
+
+
+# ---------------------------------------------------------------- files and overrides
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Read a YAML or JSON file into a dict, with errors naming the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([("", "file not found" if not path.exists() else "not a file")], str(path))
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError([("", f"malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")], str(path)) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([("", f"malformed YAML{where}: {problem}")], str(path)) from None
+    if data is None:
+        raise ConfigError([("", "the file is empty; an experiment needs the sections " + ", ".join(KINDS))], str(path))
+    if not isinstance(data, dict):
+        raise ConfigError([("", f"the top level must be a mapping of sections, got {type(data).__name__}")], str(path))
+    return data
+
+
+def apply_overrides(data: dict, overrides: Iterable[str], source: str | None = None) -> dict:
+    """Apply ``a.b=value`` overrides (values parsed as YAML scalars) to a config dict."""
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError([("--set", f"{item!r} is not of the form section.field=value")], source)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        parts = key.strip().split(".")
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    [("--set", f"cannot set {key!r}: {'.'.join(parts[:i + 1])} is {child!r}, not a section")], source
+                )
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()):
+    """Load, override and validate an experiment config file.
+
+    :param path: a ``.yaml``/``.yml`` or ``.json`` file.
+    :param overrides: ``"section.field=value"`` strings applied before validation.
+    :raises ConfigError: naming the file, each bad field's path and what is allowed.
+    """
+    data = apply_overrides(read_config_file(path), overrides, source=str(path))
+    return validate_config(data, source=str(path))
+
+
+def config_to_dict(config) -> dict:
+    """The resolved config (defaults filled in) as plain JSON-able data."""
+    return config.model_dump(mode="json")

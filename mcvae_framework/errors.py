@@ -1,0 +1,48 @@
+"""Exceptions the CLI turns into one clear paragraph and a non-zero exit code."""
+
+from __future__ import annotations
+
+
+class McvaeError(Exception):
+    """Base class: an error a user can fix; the CLI prints it without a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(McvaeError, ValueError):
+    """A config file (or a config dict) is invalid.
+
+    ``problems`` holds ``(field_path, message)`` pairs; ``source`` names the file.
+    """
+
+    exit_code = 2
+
+    def __init__(self, problems, source: str | None = None):
+        self.problems = [(str(path), str(msg)) for path, msg in problems]
+        self.source = source
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = self.source or "config"
+        lines = [f"{where}: invalid configuration"]
+        for path, msg in self.problems:
+            lines.append(f"  {path}: {msg}" if path else f"  {msg}")
+        return "\n".join(lines)
+
+
+class PluginError(McvaeError):
+    """Plugins disagree (two claim the same tag) or one registers something malformed."""
+
+    exit_code = 3
+
+
+class DataError(McvaeError):
+    """Data cannot be found or read (names the path and how to get the data)."""
+
+    exit_code = 2
+
+
+class TrainingError(McvaeError):
+    """Training had to stop (non-finite loss, unreadable checkpoint, ...)."""
+
+    exit_code = 1

@@ -1,0 +1,98 @@
+"""Typed registries: (kind, tag) -> (pydantic config class, factory, plugin name)."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import PluginError
+from .hookspecs import KINDS
+
+
+class ComponentConfig(BaseModel):
+    """Base class of every component's config.
+
+    Subclasses declare ``type: Literal["<tag>"]`` and their own fields; unknown keys are
+    rejected so a typo in a config file never passes silently.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=False, protected_namespaces=())
+
+
+@dataclass(frozen=True)
+class Registration:
+    kind: str
+    tag: str
+    config_class: type[ComponentConfig]
+    factory: Callable[..., Any]
+    plugin: str
+
+    def build(self, config: ComponentConfig, **context):
+        return self.factory(config, **context)
+
+
+def tag_of(config_class: type) -> str:
+    """The one value of a config class's ``type: Literal[...]`` field."""
+    if not (isinstance(config_class, type) and issubclass(config_class, BaseModel)):
+        raise PluginError(f"{config_class!r} is not a pydantic model class")
+    field = config_class.model_fields.get("type")
+    args = typing.get_args(field.annotation) if field is not None else ()
+    if (
+        field is None
+        or typing.get_origin(field.annotation) is not typing.Literal
+        or len(args) != 1
+        or not isinstance(args[0], str)
+    ):
+        raise PluginError(
+            f"config class {config_class.__module__}.{config_class.__qualname__} must "
+            "declare `type: Literal['<tag>']` with exactly one string tag"
+        )
+    return args[0]
+
+
+class Registry:
+    """All components the loaded plugins registered, by kind and tag."""
+
+    def __init__(self):
+        self._entries: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
+
+    def add(self, kind: str, config_class, factory, plugin: str) -> Registration:
+        if kind not in self._entries:
+            raise PluginError(f"unknown component kind {kind!r}; kinds are {', '.join(KINDS)}")
+        tag = tag_of(config_class)
+        if not callable(factory):
+            raise PluginError(f"plugin {plugin!r}: factory for {kind} {tag!r} is not callable")
+        known = self._entries[kind].get(tag)
+        if known is not None:
+            raise PluginError(
+                f"two plugins register the {kind} tag {tag!r}: {known.plugin!r} and "
+                f"{plugin!r}. Uninstall or disable one of them (MCVAE_PLUGINS lists the "
+                "plugins to load)."
+            )
+        entry = Registration(kind, tag, config_class, factory, plugin)
+        self._entries[kind][tag] = entry
+        return entry
+
+    def tags(self, kind: str) -> list[str]:
+        return sorted(self._entries[kind])
+
+    def entries(self, kind: str) -> list[Registration]:
+        return [self._entries[kind][tag] for tag in self.tags(kind)]
+
+    def get(self, kind: str, tag: str) -> Registration:
+        try:
+            return self._entries[kind][tag]
+        except KeyError:
+            known = ", ".join(self.tags(kind)) or "(none registered)"
+            raise PluginError(f"unknown {kind} type {tag!r}; known {kind} types: {known}") from None
+
+    def by_plugin(self, plugin: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for kind in KINDS:
+            tags = [e.tag for e in self.entries(kind) if e.plugin == plugin]
+            if tags:
+                out[kind] = tags
+        return out

@@ -1,0 +1,85 @@
+"""The core's own config sections: ``model``, ``loss`` and ``training``.
+
+Components (``data``, ``group``, ``encoder``, ``decoder``, ``prior``) are chosen by their
+``type`` tag and validated by their plugin's config class; these three sections belong to
+the core and are the same for every experiment.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelConfig(Section):
+    """Sizes of the three latents' heads (the pose latent's size is the group's ``dim``)."""
+
+    z_cluster_dim: int = Field(10, ge=1, description="size of the invariant cluster latent z_c")
+    z_style_dim: int = Field(3, ge=0, description="size of the invariant style latent z_v (0 disables it)")
+    head_hidden: int = Field(0, ge=0, description="hidden width of the posterior heads (0: linear heads)")
+
+
+class LossConfig(Section):
+    """Terms and weights of the modified ELBO."""
+
+    mode: Literal["unsupervised", "supervised", "plain"] = Field(
+        "unsupervised",
+        description="unsupervised: invariance from random group actions; supervised: also "
+        "reconstruct the dataset's canonical images; plain: no invariance terms",
+    )
+    likelihood: Literal["bernoulli", "gaussian"] = Field("bernoulli", description="p(x | ...) of the reconstruction term")
+    gaussian_std: float = Field(0.1, gt=0, description="fixed std of the Gaussian likelihood")
+    beta: float = Field(1.0, ge=0, description="weight of the style KL")
+    cluster_weight: float = Field(1.0, ge=0, description="weight of the mixture KL of z_c")
+    pose_weight: float = Field(1.0, ge=0, description="weight of the pose KL / prior term")
+    n_augment: int = Field(8, ge=0, description="random group elements per image for the invariance terms")
+    invariance_weight: float = Field(1.0, ge=0, description="weight of the invariance terms")
+    supervised_weight: float = Field(1.0, ge=0, description="weight of the canonical reconstruction term (supervised mode)")
+    warmup_epochs: int = Field(0, ge=0, description="epochs over which beta and the invariance weight ramp up from 0")
+    pretrain_epochs: int = Field(0, ge=0, description="autoencoding epochs before prior.init_from(encoded z_c)")
+
+
+class TrainingConfig(Section):
+    """Optimisation, devices and where the run folder goes."""
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    scheduler: Literal["none", "cosine", "step"] = "none"
+    grad_clip: float = Field(0.0, ge=0, description="max gradient norm (0 disables clipping)")
+    seed: int = 0
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
+    num_workers: int = Field(0, ge=0)
+    out_dir: str = Field("runs/experiment", description="run folder (config, metrics.csv, checkpoints, log)")
+
+    @model_validator(mode="after")
+    def _check_device(self):
+        d = self.device
+        if not (d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit())):
+            raise ValueError(f"device {d!r} is not one of auto, cpu, cuda, cuda:N")
+        return self
+
+
+class ExperimentBase(Section):
+    """Base of the experiment config class that :mod:`mcvae_framework.config` assembles
+    once plugins are loaded; cross-section checks live here."""
+
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    training: TrainingConfig = TrainingConfig()
+
+    @model_validator(mode="after")
+    def _group_needed_for_invariance(self):
+        if getattr(self, "group", None) is None and self.loss.mode in ("unsupervised", "supervised"):
+            raise ValueError(
+                f"loss.mode {self.loss.mode!r} needs a group: set the `group` section "
+                "(for example {type: so2}) or use loss.mode: plain"
+            )
+        return self
