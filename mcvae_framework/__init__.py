@@ -11,6 +11,7 @@ from .build import build
 from .config import load_config, validate_config
 from .errors import ConfigError, DataError, McvaeError, PluginError, TrainingError
 from .hookspecs import hookimpl
+from .model import MCEVAE, build_model
 from .plugins import create_plugin_manager, plugin_manager
 from .registry import ComponentConfig
 
@@ -18,12 +19,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ComponentConfig",
+    "MCEVAE",
     "ConfigError",
     "DataError",
     "McvaeError",
     "PluginError",
     "TrainingError",
     "build",
+    "build_model",
     "create_plugin_manager",
     "hookimpl",
     "load_config",

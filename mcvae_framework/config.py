@@ -93,7 +93,7 @@ def pydantic_problems(exc: ValidationError, skip_sections=()) -> list[tuple[str,
         if err["type"] == "extra_forbidden":
             msg = "unknown key (not a field of this section; check the spelling in `mcvae config schema`)"
         elif err["type"] == "missing":
-            msg = "required field is missing"
+            msg = "required section is missing" if len(loc) == 1 else "required field is missing"
         elif "input" in err and err["type"] not in ("model_type",) and not isinstance(err["input"], dict):
             msg = f"{msg} (got {err['input']!r})"
         problems.append((_format_loc(loc), msg))
@@ -112,10 +112,19 @@ def validate_config(data: Any, source: str | None = None, registry: Registry | N
     except ValidationError as exc:
         bad = {p.split(".")[0] for p, _ in tag_problems}
         problems = tag_problems + _drop_tag_segments(pydantic_problems(exc, skip_sections=bad), data)
-        raise ConfigError(problems, source) from None
+        raise ConfigError(sorted(problems, key=_section_rank), source) from None
     if tag_problems:
         raise ConfigError(tag_problems, source)
     return config
+
+
+SECTION_ORDER = (*KINDS, "model", "loss", "training")
+
+
+def _section_rank(problem) -> int:
+    """Problems are listed in the order a config file lists its sections."""
+    head = problem[0].split(".")[0].split("[")[0]
+    return SECTION_ORDER.index(head) if head in SECTION_ORDER else len(SECTION_ORDER)
 
 
 def _drop_tag_segments(problems, data: dict):
@@ -218,5 +227,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()):
 
 
 def config_to_dict(config) -> dict:
-    """The resolved config (defaults filled in) as plain JSON-able data."""
-    return config.model_dump(mode="json")
+    """The resolved config (defaults filled in) as plain JSON-able data, sections in the
+    order a config file lists them."""
+    data = config.model_dump(mode="json")
+    return {key: data[key] for key in sorted(data, key=lambda k: _section_rank((k, "")))}

@@ -109,7 +109,7 @@ class McvaePluginManager(pluggy.PluginManager):
             caller = getattr(self.hook, hook_name)
             # Called one implementation at a time so that each registration knows its
             # plugin: duplicate tags are reported with both plugins' names.
-            for impl in reversed(caller.get_hookimpls()):
+            for impl in caller.get_hookimpls():  # registration order
 
                 def register(config_class, factory, _kind=kind, _plugin=impl.plugin_name):
                     registry.add(_kind, config_class, factory, plugin=_plugin)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Section(BaseModel):
@@ -22,6 +22,11 @@ class ModelConfig(Section):
     z_cluster_dim: int = Field(10, ge=1, description="size of the invariant cluster latent z_c")
     z_style_dim: int = Field(3, ge=0, description="size of the invariant style latent z_v (0 disables it)")
     head_hidden: int = Field(0, ge=0, description="hidden width of the posterior heads (0: linear heads)")
+    canonicalize: bool = Field(
+        True,
+        description="read z_c and z_v from the image moved back by the predicted pose (a second "
+        "encoder pass that builds invariance into the encoder); ignored without a group",
+    )
 
 
 class LossConfig(Section):
@@ -38,33 +43,51 @@ class LossConfig(Section):
     cluster_weight: float = Field(1.0, ge=0, description="weight of the mixture KL of z_c")
     pose_weight: float = Field(1.0, ge=0, description="weight of the pose KL / prior term")
     n_augment: int = Field(8, ge=0, description="random group elements per image for the invariance terms")
-    invariance_weight: float = Field(1.0, ge=0, description="weight of the invariance terms")
+    invariance_weight: float = Field(1.0, ge=0, description="weight of the invariance terms (invariant means and canonical decodings of moved copies)")
+    pose_consistency_weight: float = Field(
+        1.0, ge=0, description="weight of the pose-consistency term |log(exp(tau(h.x))^-1 h exp(tau(x)))|^2 (unsupervised mode)"
+    )
     supervised_weight: float = Field(1.0, ge=0, description="weight of the canonical reconstruction term (supervised mode)")
     warmup_epochs: int = Field(0, ge=0, description="epochs over which beta and the invariance weight ramp up from 0")
     pretrain_epochs: int = Field(0, ge=0, description="autoencoding epochs before prior.init_from(encoded z_c)")
 
 
 class TrainingConfig(Section):
-    """Optimisation, devices and where the run folder goes."""
+    """Optimisation, devices, evaluation, checkpoints and where the run folder goes."""
 
-    epochs: int = Field(20, ge=1)
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    scheduler: Literal["none", "cosine", "step"] = "none"
+    epochs: int = Field(20, ge=1, description="epochs of ELBO training (after loss.pretrain_epochs of pretraining)")
+    batch_size: int = Field(128, ge=1, description="images per optimisation step (per process under torchrun)")
+    lr: float = Field(1e-3, gt=0, description="learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay (decoupled for adamw)")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field("adam", description="optimiser")
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum of the sgd optimiser")
+    scheduler: Literal["none", "cosine", "step"] = Field(
+        "none",
+        description="learning-rate schedule, stepped once per epoch: cosine anneals to min_lr over "
+        "all epochs; step multiplies by lr_gamma every lr_step_size epochs",
+    )
+    min_lr: float = Field(0.0, ge=0, description="final learning rate of the cosine schedule")
+    lr_step_size: int = Field(10, ge=1, description="epochs between decays of the step schedule")
+    lr_gamma: float = Field(0.5, gt=0, le=1, description="decay factor of the step schedule")
     grad_clip: float = Field(0.0, ge=0, description="max gradient norm (0 disables clipping)")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="seed of python, numpy, torch and the trainer's own generators")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0, description="DataLoader workers (only for datasets not held in memory)")
+    eval_every: int = Field(1, ge=0, description="evaluate on the test split every N epochs and after the last (0: never)")
+    eval_batch_size: int = Field(512, ge=1, description="images per batch when evaluating and encoding")
+    checkpoint_every: int = Field(
+        0, ge=0, description="also keep checkpoints/epoch_NNNN.pt every N epochs (0: only last.pt, written every epoch)"
+    )
+    log_every: int = Field(10, ge=1, description="steps between refreshes of the progress bar's running loss terms")
+    progress: bool = Field(True, description="show a progress bar (only on a terminal, only on rank 0)")
     out_dir: str = Field("runs/experiment", description="run folder (config, metrics.csv, checkpoints, log)")
 
-    @model_validator(mode="after")
-    def _check_device(self):
-        d = self.device
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, d: str) -> str:
         if not (d in ("auto", "cpu", "cuda") or (d.startswith("cuda:") and d[5:].isdigit())):
             raise ValueError(f"device {d!r} is not one of auto, cpu, cuda, cuda:N")
-        return self
+        return d
 
 
 class ExperimentBase(Section):

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from torch import Tensor
 from torch.utils.data import Dataset
 
 
 class ImageDataset(Dataset):
     """A map-style dataset whose items are dicts.
 
-    Always ``image`` (float in ``[0, 1]``, ``C x H x W``); when known also ``label``
+    Always ``image`` (float32 in ``[0, 1]``, ``C x H x W``); when known also ``label``
     (int64 scalar), ``canonical`` (the un-moved image, same shape as ``image``) and
-    ``pose`` (the true ``tau``, float ``(dim,)``). Every item of one dataset has the same
-    keys, so the default collate function batches them.
+    ``pose`` (the true ``tau``, float32 ``(dim,)``). Every item of one dataset has the
+    same keys, so the default collate function batches them.
     """
 
     #: ``(C, H, W)`` of every item's ``image``.
@@ -20,7 +21,23 @@ class ImageDataset(Dataset):
     n_classes: int | None
     #: ``"train"`` or ``"test"``.
     split: str
+    #: optional human-readable name of each label class (``None`` when unknown).
+    class_names: list[str] | None = None
 
     def split_sizes(self) -> dict[str, int]:
-        """Sizes of every split of the underlying data, e.g. ``{"train": 60000, "test": 10000}``."""
+        """Number of items of every split as this dataset's config yields them (after any
+        ``limit``), e.g. ``{"train": 60000, "test": 10000}``; ``len(self)`` equals
+        ``split_sizes()[self.split]``."""
         raise NotImplementedError
+
+    def as_tensors(self) -> dict[str, Tensor] | None:
+        """All items stacked, for datasets held in memory: the same keys as an item, each
+        tensor with ``len(self)`` rows (row ``i`` equals item ``i``), so a trainer can cut
+        batches straight from memory without a Python call per item.
+
+        The tensors are the dataset's own storage: read them, do not modify them in place.
+
+        :returns: the stacked tensors, or ``None`` (the default) when the dataset is not
+            held in memory and must be read item by item.
+        """
+        return None

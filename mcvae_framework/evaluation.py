@@ -1,0 +1,514 @@
+"""Metrics of a trained MCE-VAE, and ``evaluate_run`` behind ``mcvae evaluate``.
+
+What is measured (each block of ``report.json``):
+
+* **clustering** -- accuracy after the best one-to-one matching of clusters to labels
+  (Hungarian algorithm), NMI and ARI (scikit-learn), cluster sizes;
+* **pose** (datasets that know the true pose ``tau``) -- the group's own ``distance``
+  between the predicted pose ``exp(tau_hat)`` and the true one, per unit (rotation in
+  degrees wrapped to [0, 180], also modulo 180 degrees for symmetric shapes; translation,
+  log-scale). The learned pose is only defined up to a fixed offset per cluster: with
+  ``x = g_true x0 = g_pred D`` the decoded canonical is ``D = h x0`` where
+  ``h = g_pred^-1 g_true``, and the model may pick any ``h`` per cluster (its canonical
+  "7" need not be upright). So errors are also reported after removing the best constant
+  offset per cluster (``g_pred h_c`` against ``g_true``);
+* **canonical** (datasets that know the canonical image) -- mean squared error of the
+  decoded canonical image against the true one, raw and after moving the decoded image by
+  its cluster's offset ``h_c^-1`` into the dataset's frame;
+* **invariance** -- how much the invariant posterior means move when the test images are
+  moved by random group elements (relative to the spread of those means), and how often
+  the cluster assignment stays the same;
+* **elbo** -- every term of the loss on the split (``losses.elbo_terms``, no gradients).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+# --------------------------------------------------------------------- clustering
+
+
+def contingency(labels, clusters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Counts of (label, cluster) pairs.
+
+    :returns: ``(table, label_values, cluster_values)``; ``table[i, j]`` counts images of
+        label ``label_values[i]`` assigned to cluster ``cluster_values[j]``.
+    """
+    labels = np.asarray(labels).ravel()
+    clusters = np.asarray(clusters).ravel()
+    if labels.shape != clusters.shape:
+        raise ValueError(f"labels ({labels.size}) and clusters ({clusters.size}) differ in length")
+    label_values, label_idx = np.unique(labels, return_inverse=True)
+    cluster_values, cluster_idx = np.unique(clusters, return_inverse=True)
+    table = np.zeros((label_values.size, cluster_values.size), dtype=np.int64)
+    np.add.at(table, (label_idx, cluster_idx), 1)
+    return table, label_values, cluster_values
+
+
+def hungarian_accuracy(labels, clusters) -> tuple[float, dict[int, int]]:
+    """Clustering accuracy after the best one-to-one matching of clusters to labels.
+
+    Clusters left without a label (more clusters than labels) count as wrong, as in the
+    literature (VaDE, ClusterGAN).
+
+    :param labels: true labels ``(N,)``.
+    :param clusters: cluster ids ``(N,)``.
+    :returns: ``(accuracy, {cluster: matched label})``.
+    """
+    table, label_values, cluster_values = contingency(labels, clusters)
+    if table.sum() == 0:
+        return float("nan"), {}
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    accuracy = table[rows, cols].sum() / table.sum()
+    mapping = {int(cluster_values[c]): int(label_values[r]) for r, c in zip(rows, cols)}
+    return float(accuracy), mapping
+
+
+def clustering_metrics(labels, clusters, n_clusters: int | None = None) -> dict:
+    """Accuracy (Hungarian), NMI, ARI and cluster sizes.
+
+    :param labels: true labels ``(N,)``.
+    :param clusters: cluster ids ``(N,)`` in ``0..n_clusters-1``.
+    :param n_clusters: number of mixture components (sizes of empty clusters are 0).
+    """
+    labels = np.asarray(labels).ravel()
+    clusters = np.asarray(clusters).ravel()
+    accuracy, mapping = hungarian_accuracy(labels, clusters)
+    k = int(n_clusters) if n_clusters is not None else int(clusters.max()) + 1
+    sizes = np.bincount(clusters.astype(np.int64), minlength=k)
+    return {
+        "accuracy": accuracy,
+        "nmi": float(normalized_mutual_info_score(labels, clusters)),
+        "ari": float(adjusted_rand_score(labels, clusters)),
+        "n_clusters": k,
+        "n_classes": int(np.unique(labels).size),
+        "clusters_used": int((sizes > 0).sum()),
+        "cluster_sizes": sizes.tolist(),
+        "cluster_to_label": {str(c): l for c, l in sorted(mapping.items())},
+    }
+
+
+# --------------------------------------------------------------------------- pose
+
+#: rotation by 180 degrees in homogeneous coordinates: an element of every 2-D group that
+#: rotates, used to fold the two orientations of a symmetric shape together.
+def _half_turn(like: torch.Tensor) -> torch.Tensor:
+    g = torch.eye(3, dtype=like.dtype, device=like.device)
+    g[0, 0] = g[1, 1] = -1.0
+    return g
+
+
+def mod180(rotation_deg: torch.Tensor) -> torch.Tensor:
+    """Rotation error in [0, 180] folded to [0, 90]: a half turn counts as no error."""
+    return torch.minimum(rotation_deg, 180.0 - rotation_deg)
+
+
+def _primary_error(errors: dict[str, torch.Tensor], fold: bool) -> torch.Tensor:
+    """The error an offset is chosen to minimise: rotation where the group rotates."""
+    if "rotation_deg" in errors:
+        return mod180(errors["rotation_deg"]) if fold else errors["rotation_deg"]
+    return errors[sorted(errors)[0]]
+
+
+def _expand(g: torch.Tensor, n: int) -> torch.Tensor:
+    return g.expand(n, *g.shape[-2:]) if g.dim() == 2 else g
+
+
+def _karcher_mean(group, h: torch.Tensor, start: torch.Tensor, steps: int = 10) -> torch.Tensor:
+    """Intrinsic mean of ``h`` (N, 3, 3) by ``m <- m exp(mean log(m^-1 h))`` from ``start``."""
+    m = start
+    for _ in range(steps):
+        step = group.log(group.compose(_expand(group.inverse(m[None]), len(h)), h)).mean(0, keepdim=True)
+        m = group.compose(m[None], group.exp(step))[0]
+        if step.abs().max() < 1e-7:
+            break
+    return m
+
+
+def best_offset(group, g_pred: torch.Tensor, g_true: torch.Tensor, *, fold: bool = False,
+                n_candidates: int = 64, seed: int = 0) -> torch.Tensor:
+    """The constant offset ``h`` (3, 3) that best aligns ``g_pred h`` with ``g_true``.
+
+    Candidates are the members' own offsets ``g_pred^-1 g_true`` (a seeded subsample);
+    the one with the smallest median error wins (robust to misclustered images), then it
+    is refined by the intrinsic mean of the offsets of the images it already fits (error
+    at most the median), kept only if the median error does not grow. With ``fold`` the
+    error is taken modulo a half turn, and offsets half a turn away are folded in before
+    averaging.
+
+    :param group: the model's :class:`~mcvae_framework.interfaces.LieGroup`.
+    :param g_pred: predicted poses ``(N, 3, 3)`` of one cluster's images.
+    :param g_true: true poses ``(N, 3, 3)``.
+    """
+    n = len(g_pred)
+    h = group.compose(group.inverse(g_pred), g_true)
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(n, generator=gen)[: min(n, n_candidates)]
+
+    def median_error(offset):
+        errors = group.distance(group.compose(g_pred, _expand(offset, n)), g_true)
+        err = _primary_error(errors, fold)
+        return err.median(), err
+
+    scores = [median_error(h[i])[0] for i in pick]
+    best = h[pick[int(torch.stack(scores).argmin())]]
+    best_score, err = median_error(best)
+    inliers = h[err <= best_score + 1e-6]
+    if fold and "rotation_deg" in group.distance(best[None], best[None]):
+        flipped = group.compose(inliers, _expand(_half_turn(h), len(inliers)))
+        near = _primary_error(group.distance(_expand(best, len(inliers)), inliers), False)
+        near_flip = _primary_error(group.distance(_expand(best, len(inliers)), flipped), False)
+        inliers = torch.where((near_flip < near)[:, None, None], flipped, inliers)
+    refined = _karcher_mean(group, inliers, best)
+    if torch.isfinite(refined).all() and median_error(refined)[0] <= best_score:
+        return refined
+    return best
+
+
+def _summary(values: torch.Tensor) -> dict:
+    v = values.detach().double().cpu()
+    return {"median": float(v.median()), "mean": float(v.mean())}
+
+
+def _error_summaries(errors: dict[str, torch.Tensor]) -> dict:
+    out = {key: _summary(val) for key, val in sorted(errors.items())}
+    if "rotation_deg" in errors:
+        out["rotation_deg_mod180"] = _summary(mod180(errors["rotation_deg"]))
+    return out
+
+
+def per_cluster_offsets(group, g_pred: torch.Tensor, g_true: torch.Tensor, clusters, *,
+                        fold: bool = False) -> dict[int, torch.Tensor]:
+    """``{cluster: best offset (3, 3)}`` for every non-empty cluster (see :func:`best_offset`)."""
+    clusters = torch.as_tensor(np.asarray(clusters))
+    return {
+        int(c): best_offset(group, g_pred[clusters == c], g_true[clusters == c], fold=fold)
+        for c in torch.unique(clusters)
+    }
+
+
+def apply_offsets(group, g_pred: torch.Tensor, clusters, offsets: dict[int, torch.Tensor]) -> torch.Tensor:
+    """``g_pred h_c`` with each image's cluster offset ``h_c``."""
+    clusters = np.asarray(clusters)
+    stacked = torch.stack([offsets[int(c)] for c in clusters]) if len(clusters) else g_pred
+    return group.compose(g_pred, stacked)
+
+
+def pose_metrics(group, tau_pred: torch.Tensor, tau_true: torch.Tensor, clusters) -> dict:
+    """Pose errors raw, after the best offset per cluster, and after the best offset per
+    cluster modulo a half turn.
+
+    :param group: the model's group; ``tau`` are its algebra coordinates.
+    :param tau_pred: posterior means ``(N, dim)``.
+    :param tau_true: the dataset's true poses ``(N, dim)``.
+    :param clusters: cluster ids ``(N,)`` (the offsets are per cluster).
+    :returns: ``{"raw": ..., "per_cluster_offset": ..., "per_cluster_offset_mod180": ...,
+        "offsets": {cluster: tau of its offset}}``; each error block maps a unit to its
+        median and mean.
+    """
+    with torch.no_grad():
+        tau_pred = tau_pred.double()
+        tau_true = tau_true.double()
+        g_pred, g_true = group.exp(tau_pred), group.exp(tau_true)
+        raw = group.distance(g_pred, g_true)
+        offsets = per_cluster_offsets(group, g_pred, g_true, clusters)
+        aligned = group.distance(apply_offsets(group, g_pred, clusters, offsets), g_true)
+        out = {
+            "raw": _error_summaries(raw),
+            "per_cluster_offset": _error_summaries(aligned),
+            "offsets": {str(c): group.log(h[None])[0].tolist() for c, h in sorted(offsets.items())},
+        }
+        if "rotation_deg" in raw:
+            folded = per_cluster_offsets(group, g_pred, g_true, clusters, fold=True)
+            aligned_f = group.distance(apply_offsets(group, g_pred, clusters, folded), g_true)
+            out["per_cluster_offset_mod180"] = {"rotation_deg_mod180": _summary(mod180(aligned_f["rotation_deg"]))}
+    out["_offsets"] = offsets  # for the canonical alignment; removed before writing
+    return out
+
+
+# ---------------------------------------------------------------------- canonical
+
+
+def canonical_metrics(group, decoded: torch.Tensor, true_canonical: torch.Tensor, clusters=None,
+                      offsets: dict[int, torch.Tensor] | None = None) -> dict:
+    """Mean squared error (per pixel, images in [0, 1]) of decoded canonical images.
+
+    ``mse`` compares them as they are. ``mse_offset_aligned`` first moves each decoded
+    image by the inverse of its cluster's pose offset (``h_c^-1 D``, see
+    :func:`best_offset`), i.e. into the dataset's canonical frame, since the model picks
+    its own canonical orientation per cluster.
+    """
+    decoded = decoded.float()
+    true_canonical = true_canonical.float()
+    out = {"mse": float(((decoded - true_canonical) ** 2).mean())}
+    if group is not None and offsets and clusters is not None:
+        h = torch.stack([offsets[int(c)] for c in np.asarray(clusters)]).to(decoded)
+        moved = group.act(decoded, group.inverse(h))
+        out["mse_offset_aligned"] = float(((moved - true_canonical) ** 2).mean())
+    return out
+
+
+# ---------------------------------------------------------------------- invariance
+
+
+def relative_change(before: torch.Tensor, after: torch.Tensor) -> float:
+    """Mean distance moved, relative to the mean distance of ``before`` from its centre.
+
+    0 means perfectly invariant; 1 means the change is as large as the typical spread of
+    the latent (as uninformative as a random other image).
+    """
+    spread = (before - before.mean(0, keepdim=True)).norm(dim=1).mean()
+    moved = (after - before).norm(dim=1).mean()
+    return float(moved / spread.clamp_min(1e-12))
+
+
+@torch.no_grad()
+def invariance_metrics(model, images: torch.Tensor, *, n_actions: int = 4, batch_size: int = 256,
+                       seed: int = 0) -> dict:
+    """Change of the invariant posterior means under random group actions.
+
+    Each image is moved by ``n_actions`` elements drawn from the group's configured pose
+    distribution (``group.sample``, seeded), encoded again, and compared with the
+    original's encoding (:func:`relative_change`); ``cluster_agreement`` is the fraction of
+    moved copies that keep the original's cluster.
+    """
+    group = model.group
+    if group is None:
+        return {}
+    gen = torch.Generator().manual_seed(seed)
+    device = _device_of(model)
+    keys = ("z_cluster", "z_style")
+    before, after = {k: [] for k in keys}, {k: [] for k in keys}
+    same = []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].to(device)
+        enc = model.encode(x)
+        probs = model.prior.responsibilities(enc.z_cluster.mean)
+        for _ in range(n_actions):
+            tau = group.sample(len(x), generator=gen).to(device=device, dtype=x.dtype)
+            moved_enc = model.encode(group.act(x, group.exp(tau)))
+            for k in keys:
+                post, post_m = getattr(enc, k), getattr(moved_enc, k)
+                if post is not None and post.mean.shape[1] > 0:
+                    before[k].append(post.mean.cpu())
+                    after[k].append(post_m.mean.cpu())
+            moved_probs = model.prior.responsibilities(moved_enc.z_cluster.mean)
+            same.append((moved_probs.argmax(1) == probs.argmax(1)).cpu())
+    out = {"n_actions": n_actions}
+    for k in keys:
+        if before[k]:
+            out[f"{k}_relative_change"] = relative_change(torch.cat(before[k]), torch.cat(after[k]))
+    out["cluster_agreement"] = float(torch.cat(same).float().mean())
+    return out
+
+
+# ------------------------------------------------------------------------- runs
+
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def dataset_tensors(dataset, batch_size: int = 512) -> dict[str, torch.Tensor]:
+    """Every item of ``dataset`` stacked by key (``image``, ``label``, ``canonical``,
+    ``pose``); uses the dataset's ``as_tensors()`` when it offers one."""
+    as_tensors = getattr(dataset, "as_tensors", None)
+    tensors = as_tensors() if callable(as_tensors) else None
+    if tensors is not None:
+        return dict(tensors)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    parts: dict[str, list] = {}
+    for batch in loader:
+        for key, value in batch.items():
+            parts.setdefault(key, []).append(torch.as_tensor(value))
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+@torch.no_grad()
+def model_outputs(model, images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """Predictions on ``images`` (CPU tensors): ``cluster``, ``probabilities``, ``tau``
+    (posterior mean, absent without a group), ``canonical``, ``reconstruction`` and the
+    invariant posterior means ``z_cluster`` / ``z_style``."""
+    model.eval()
+    device = _device_of(model)
+    parts: dict[str, list] = {}
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].to(device)
+        pred = model.predict(x)
+        out = model(x, sample=False)
+        row = {
+            "cluster": pred["cluster"],
+            "probabilities": pred["probabilities"],
+            "canonical": pred["canonical"],
+            "reconstruction": out.reconstruction,
+            "z_cluster": out.encoding.z_cluster.mean,
+        }
+        if pred.get("tau") is not None:
+            row["tau"] = pred["tau"]
+        if out.encoding.z_style is not None:
+            row["z_style"] = out.encoding.z_style.mean
+        for key, value in row.items():
+            parts.setdefault(key, []).append(value.detach().cpu())
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+@torch.no_grad()
+def elbo_metrics(model, tensors: dict[str, torch.Tensor], loss_config, *, epoch: int,
+                 batch_size: int = 256, seed: int = 0) -> dict:
+    """Every ELBO term averaged over the split (weighted by batch size), no gradients."""
+    from .losses import elbo_terms
+
+    model.eval()
+    device = _device_of(model)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    n = len(tensors["image"])
+    totals: dict[str, float] = {}
+    for start in range(0, n, batch_size):
+        batch = {k: v[start:start + batch_size].to(device) for k, v in tensors.items()}
+        terms = elbo_terms(model, batch, loss_config, epoch=epoch, generator=gen)
+        size = len(batch["image"])
+        for key, value in terms.items():
+            totals[key] = totals.get(key, 0.0) + float(value) * size
+    return {k: v / n for k, v in totals.items()}
+
+
+def evaluate_model(model, config, dataset, *, batch_size: int = 256, n_actions: int = 4,
+                   seed: int = 0, with_elbo: bool = True) -> dict:
+    """All metrics of ``model`` on ``dataset`` (see the module docstring).
+
+    :param model: a trained :class:`~mcvae_framework.model.MCEVAE`.
+    :param config: its experiment config (for the loss section).
+    :param dataset: an :class:`~mcvae_framework.interfaces.ImageDataset`.
+    :returns: the report dict (top-level ``accuracy``, ``nmi``, ``ari`` when labels exist).
+    """
+    tensors = dataset_tensors(dataset)
+    outputs = model_outputs(model, tensors["image"], batch_size)
+    clusters = outputs["cluster"].numpy()
+    report: dict = {"split": getattr(dataset, "split", None), "n_images": int(len(clusters))}
+    k = int(outputs["probabilities"].shape[1])
+    if "label" in tensors:
+        report["clustering"] = clustering_metrics(tensors["label"].numpy(), clusters, n_clusters=k)
+        for key in ("accuracy", "nmi", "ari"):
+            report[key] = report["clustering"][key]
+    else:
+        report["clustering"] = {"n_clusters": k, "cluster_sizes": np.bincount(clusters, minlength=k).tolist()}
+    report["reconstruction"] = {"mse": float(((outputs["reconstruction"] - tensors["image"].float()) ** 2).mean())}
+    group = model.group
+    offsets = None
+    if group is not None and "pose" in tensors and "tau" in outputs:
+        pose = pose_metrics(group, outputs["tau"], tensors["pose"], clusters)
+        offsets = pose.pop("_offsets")
+        report["pose"] = pose
+    if "canonical" in tensors:
+        report["canonical"] = canonical_metrics(group, outputs["canonical"], tensors["canonical"], clusters, offsets)
+    if group is not None:
+        report["invariance"] = invariance_metrics(model, tensors["image"], n_actions=n_actions,
+                                                  batch_size=batch_size, seed=seed)
+    if with_elbo:
+        epoch = getattr(getattr(config, "training", None), "epochs", 0)
+        report["elbo"] = elbo_metrics(model, tensors, config.loss, epoch=epoch, batch_size=batch_size, seed=seed)
+    return report
+
+
+def evaluate_run(run_dir, split: str = "test", *, device: str = "cpu", batch_size: int = 256,
+                 n_actions: int = 4, seed: int = 0) -> dict:
+    """Evaluate a run folder's last checkpoint; write ``report.json`` and ``report.md``.
+
+    :param run_dir: a folder written by ``mcvae train``.
+    :param split: which split of the run's dataset to score (``train`` or ``test``).
+    :param device: where to run the model.
+    :returns: the report (also written to ``RUN/report.json``; ``report.md`` holds the
+        same as tables).
+    """
+    from .build import build
+    from .training import load_trained_model
+
+    run_dir = Path(run_dir)
+    config, model = load_trained_model(run_dir, device=device)
+    model.eval()
+    dataset = build("data", config.data, split=split)
+    report = evaluate_model(model, config, dataset, batch_size=batch_size, n_actions=n_actions, seed=seed)
+    report = {"run_dir": str(run_dir), **report}
+    write_report(report, run_dir)
+    return report
+
+
+# ----------------------------------------------------------------------- writing
+
+
+def _clean(value):
+    """JSON-safe: NaN/inf become null, tensors and numpy scalars plain numbers."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return _clean(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def report_markdown(report: dict) -> str:
+    """The report as markdown tables (what ``mcvae evaluate`` prints)."""
+    lines = [f"# Evaluation of {report.get('run_dir', 'a model')} ({report.get('split')} split, "
+             f"{report.get('n_images')} images)", ""]
+    clus = report.get("clustering", {})
+    if "accuracy" in report:
+        lines += ["## Clustering", "", "| accuracy | NMI | ARI | clusters used |", "| --- | --- | --- | --- |",
+                  f"| {_fmt(report['accuracy'])} | {_fmt(report['nmi'])} | {_fmt(report['ari'])} | "
+                  f"{clus.get('clusters_used', '-')} of {clus.get('n_clusters', '-')} |", ""]
+    if "cluster_sizes" in clus:
+        lines += [f"Cluster sizes: {clus['cluster_sizes']}", ""]
+    if "pose" in report:
+        lines += ["## Pose error", "",
+                  "Errors of exp(tau) against the true pose (group distance); the learned pose is "
+                  "defined up to a constant offset per cluster, removed in the last columns.", "",
+                  "| unit | raw median | raw mean | offset removed median | offset removed mean |",
+                  "| --- | --- | --- | --- | --- |"]
+        raw, aligned = report["pose"]["raw"], report["pose"]["per_cluster_offset"]
+        for unit in raw:
+            lines.append(f"| {unit} | {_fmt(raw[unit]['median'])} | {_fmt(raw[unit]['mean'])} | "
+                         f"{_fmt(aligned[unit]['median'])} | {_fmt(aligned[unit]['mean'])} |")
+        folded = report["pose"].get("per_cluster_offset_mod180", {}).get("rotation_deg_mod180")
+        if folded:
+            lines.append(f"| rotation_deg_mod180, offset fitted mod 180 | | | {_fmt(folded['median'])} | "
+                         f"{_fmt(folded['mean'])} |")
+        lines.append("")
+    blocks = [("Canonical reconstruction (MSE per pixel)", "canonical"),
+              ("Reconstruction (MSE per pixel)", "reconstruction"),
+              ("Invariance under random group actions", "invariance"),
+              ("ELBO terms (per image)", "elbo")]
+    for title, key in blocks:
+        if report.get(key):
+            lines += [f"## {title}", "", "| quantity | value |", "| --- | --- |"]
+            lines += [f"| {name} | {_fmt(value)} |" for name, value in report[key].items()]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, run_dir) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` into ``run_dir``."""
+    run_dir = Path(run_dir)
+    clean = _clean(report)
+    json_path, md_path = run_dir / "report.json", run_dir / "report.md"
+    json_path.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(report_markdown(clean) + "\n", encoding="utf-8")
+    return json_path, md_path

@@ -1,0 +1,208 @@
+"""The MCE-VAE: a pose latent on a Lie group and invariant latents under a mixture prior.
+
+Assembled from registered components only (group, encoder, decoder, prior); the core
+never names a concrete one. Data flow of :meth:`MCEVAE.forward`::
+
+    x --encoder--> q(tau|x)                                  (pose head)
+    x --un-move by exp(tau)^-1 (if model.canonicalize)--> x_canon
+      --encoder--> q(z_c|x), q(z_v|x)                        (invariant heads)
+    (z_c, z_v) --decoder--> canonical image --act(exp(tau))--> reconstruction
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .build import build
+
+
+@dataclass
+class Posterior:
+    """A diagonal Gaussian ``q(. | x)`` given by its mean and log-variance, ``(N, d)`` each."""
+
+    mean: torch.Tensor
+    logvar: torch.Tensor
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        # The noise is drawn where the generator lives (the trainer's is on the CPU).
+        device = generator.device if generator is not None else self.mean.device
+        noise = torch.randn(self.mean.shape, generator=generator, device=device, dtype=self.mean.dtype)
+        noise = noise.to(self.mean.device)
+        return self.mean + torch.exp(0.5 * self.logvar) * noise
+
+    def entropy(self) -> torch.Tensor:
+        """``(N,)`` differential entropy."""
+        d = self.mean.shape[-1]
+        return 0.5 * (self.logvar.sum(-1) + d * (1.0 + math.log(2 * math.pi)))
+
+    def kl_standard_normal(self) -> torch.Tensor:
+        """``(N,)`` closed-form ``KL(q || N(0, I))``."""
+        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).sum(-1)
+
+
+@dataclass
+class Encoding:
+    """The three posteriors; ``tau`` is ``None`` without a group, ``z_style`` when its size is 0."""
+
+    tau: Posterior | None
+    z_cluster: Posterior
+    z_style: Posterior | None
+
+
+@dataclass
+class MCEVAEOutput:
+    reconstruction: torch.Tensor  # (N, C, H, W): the canonical image moved by the pose
+    canonical: torch.Tensor  # (N, C, H, W): the decoded, pose-free image
+    tau: torch.Tensor | None  # (N, group.dim) pose coordinates used
+    pose: torch.Tensor | None  # (N, 3, 3) exp(tau)
+    encoding: Encoding
+    z_cluster: torch.Tensor
+    z_style: torch.Tensor | None
+
+
+class PosteriorHead(nn.Module):
+    """Features -> (mean, log-variance) of a diagonal Gaussian."""
+
+    def __init__(self, in_features: int, dim: int, hidden: int = 0, logvar_init: float = 0.0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        if hidden:
+            layers += [nn.Linear(in_features, hidden), nn.SiLU()]
+            in_features = hidden
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Linear(in_features, 2 * dim)
+        self.dim = dim
+        with torch.no_grad():
+            self.out.bias[dim:].fill_(logvar_init)
+
+    def start_at_zero_mean(self) -> None:
+        """Make the head output mean 0 for every input (the pose head starts at the identity)."""
+        with torch.no_grad():
+            self.out.weight[: self.dim].zero_()
+            self.out.bias[: self.dim].zero_()
+
+    def forward(self, features: torch.Tensor) -> Posterior:
+        mean, logvar = self.out(self.body(features)).chunk(2, dim=-1)
+        # Bounded log-variance keeps exp() finite early in training.
+        return Posterior(mean, logvar.clamp(-12.0, 6.0))
+
+
+class MCEVAE(nn.Module):
+    """Multi-Clustering Equivariant VAE assembled from components.
+
+    :param group: a :class:`~mcvae_framework.interfaces.LieGroup`, or ``None`` (plain VAE).
+    :param encoder: an :class:`~mcvae_framework.interfaces.Encoder`.
+    :param decoder: a :class:`~mcvae_framework.interfaces.Decoder` over ``z_c ++ z_v``.
+    :param prior: a :class:`~mcvae_framework.interfaces.MixturePrior` over ``z_c``.
+    :param config: the experiment config it was built from (kept for saving).
+    """
+
+    def __init__(self, group, encoder, decoder, prior, *, z_cluster_dim: int, z_style_dim: int,
+                 head_hidden: int = 0, canonicalize: bool = True, config=None):
+        super().__init__()
+        self.group = group
+        self.encoder = encoder
+        self.decoder = decoder
+        self.prior = prior
+        self.config = config
+        self.z_cluster_dim = z_cluster_dim
+        self.z_style_dim = z_style_dim
+        self.canonicalize = canonicalize and group is not None
+        features = encoder.feature_dim
+        self.cluster_head = PosteriorHead(features, z_cluster_dim, head_hidden)
+        self.style_head = PosteriorHead(features, z_style_dim, head_hidden) if z_style_dim else None
+        if group is not None:
+            self.pose_head = PosteriorHead(features, group.dim, head_hidden, logvar_init=-6.0)
+            self.pose_head.start_at_zero_mean()
+        else:
+            self.pose_head = None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.encoder.image_shape)
+
+    # ------------------------------------------------------------------ inference
+    def encode(self, x: torch.Tensor) -> Encoding:
+        """Posterior parameters of the three latents for images ``x``."""
+        features = self.encoder(x)
+        tau = self.pose_head(features) if self.pose_head is not None else None
+        if self.canonicalize:
+            # Read the content from the image moved back to its canonical pose: the
+            # invariant heads then see (nearly) the same input for every pose of x.
+            undo = self.group.inverse(self.group.exp(tau.mean))
+            features = self.encoder(self.group.act(x, undo))
+        z_style = self.style_head(features) if self.style_head is not None else None
+        return Encoding(tau=tau, z_cluster=self.cluster_head(features), z_style=z_style)
+
+    def invariant_latent(self, z_cluster: torch.Tensor, z_style: torch.Tensor | None) -> torch.Tensor:
+        return z_cluster if z_style is None else torch.cat([z_cluster, z_style], dim=-1)
+
+    def decode(self, z_cluster: torch.Tensor, z_style: torch.Tensor | None = None) -> torch.Tensor:
+        """The canonical (pose-free) image for invariant latents."""
+        if z_style is None and self.z_style_dim:
+            z_style = z_cluster.new_zeros(z_cluster.shape[0], self.z_style_dim)
+        return self.decoder(self.invariant_latent(z_cluster, z_style))
+
+    def move(self, images: torch.Tensor, tau: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``images`` moved by ``exp(tau)`` (unchanged without a group)."""
+        if self.group is None or tau is None:
+            return images, None
+        pose = self.group.exp(tau)
+        return self.group.act(images, pose), pose
+
+    def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> MCEVAEOutput:
+        enc = self.encode(x)
+        pick = (lambda p: p.sample(generator)) if sample else (lambda p: p.mean)
+        z_cluster = pick(enc.z_cluster)
+        z_style = pick(enc.z_style) if enc.z_style is not None else None
+        tau = pick(enc.tau) if enc.tau is not None else None
+        canonical = self.decode(z_cluster, z_style)
+        reconstruction, pose = self.move(canonical, tau)
+        return MCEVAEOutput(reconstruction, canonical, tau, pose, enc, z_cluster, z_style)
+
+    @torch.no_grad()
+    def cluster_probabilities(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, K)``: the prior's responsibilities at the posterior mean of ``z_c``."""
+        return self.prior.responsibilities(self.encode(x).z_cluster.mean)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Cluster, cluster probabilities, pose (posterior mean) and canonical image."""
+        enc = self.encode(x)
+        probabilities = self.prior.responsibilities(enc.z_cluster.mean)
+        style = enc.z_style.mean if enc.z_style is not None else None
+        out = {
+            "cluster": probabilities.argmax(-1),
+            "probabilities": probabilities,
+            "z_cluster": enc.z_cluster.mean,
+            "canonical": self.decode(enc.z_cluster.mean, style),
+        }
+        if enc.tau is not None:
+            out["tau"] = enc.tau.mean
+        return out
+
+    @torch.no_grad()
+    def fit_prior(self, latents: torch.Tensor) -> None:
+        """Warm-start the mixture prior from encoded ``z_c`` means ``(N, z_cluster_dim)``."""
+        self.prior.init_from(latents)
+
+
+def build_model(config, image_shape: tuple[int, int, int] | None = None) -> MCEVAE:
+    """Assemble an :class:`MCEVAE` from an experiment config.
+
+    :param config: a validated experiment config (see :func:`mcvae_framework.load_config`).
+    :param image_shape: ``(C, H, W)`` of the data; read from the test split when omitted.
+    """
+    if image_shape is None:
+        image_shape = tuple(build("data", config.data, split="test").image_shape)
+    m = config.model
+    group = build("group", config.group) if config.group is not None else None
+    encoder = build("encoder", config.encoder, image_shape=image_shape)
+    decoder = build("decoder", config.decoder, image_shape=image_shape, latent_dim=m.z_cluster_dim + m.z_style_dim)
+    prior = build("prior", config.prior, dim=m.z_cluster_dim)
+    return MCEVAE(group, encoder, decoder, prior, z_cluster_dim=m.z_cluster_dim, z_style_dim=m.z_style_dim,
+                  head_hidden=m.head_hidden, canonicalize=m.canonicalize, config=config)

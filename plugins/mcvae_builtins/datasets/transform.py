@@ -1,0 +1,136 @@
+"""The ``transform`` block of a data config: move every image by a seeded pose of a group.
+
+```yaml
+transform: {group: se2, angle_deg: [-90, 90], shift: 0.25, seed: 0, canvas: 40}
+```
+
+``group`` is a group tag (see ``mcvae plugins``); ``seed`` and ``canvas`` belong to the
+transform; every other key goes to that group's config (``angle_deg``, ``shift``,
+``log_scale``, ... set the pose distribution its ``sample`` draws from).
+
+How the moved images are made:
+
+* Each image is first zero-padded (centred) to ``canvas x canvas`` pixels (default: the
+  image side, i.e. no padding). The padded, un-moved image is the item's ``canonical``.
+  Pad whenever the poses would push content out of the frame: ``28 -> 40`` keeps MNIST
+  digits whole under SE(2) shifts of a quarter side (7 px) and rotations; rotating a
+  28x28 digit without padding cuts its corners.
+* Poses are drawn once, in blocks of :data:`CHUNK` indices; block ``b`` of split ``s``
+  uses a ``torch.Generator`` seeded from ``(seed, s, b)``. Index ``i`` therefore gets the
+  same pose in every process and run, whatever the dataset's length or ``limit``, and the
+  train and test splits get independent poses.
+* The images are moved with the group's own ``exp`` and ``act``, a block at a time, when
+  the dataset is built; everything stays in memory, so reading an item costs nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+from mcvae_framework import build
+from mcvae_framework.config import component_config
+from mcvae_framework.errors import ConfigError
+
+#: poses are drawn (and images moved) this many indices at a time.
+CHUNK = 1024
+
+
+def _group_problems_text(exc: ConfigError) -> str:
+    """A group ConfigError's problems, with paths relative to the transform block."""
+    parts = []
+    for path, msg in exc.problems:
+        if path in ("group", "group.type"):
+            path = "group"
+        elif path.startswith("group."):
+            path = path[len("group."):]
+        parts.append(f"{path}: {msg}" if path else msg)
+    return "; ".join(parts)
+
+
+class TransformConfig(BaseModel):
+    """A seeded group pose per image; keys other than ``group``, ``seed`` and ``canvas``
+    are the group's own config fields."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    group: str = Field(..., description="tag of the group whose poses move the images (see `mcvae plugins`)")
+    seed: int = Field(0, description="seed of the poses: the same index always gets the same pose")
+    canvas: Optional[PositiveInt] = Field(
+        None, description="pad images (centred, zeros) to this side before moving them; default: the image side. "
+        "E.g. 40 for 28x28 digits under SE(2) shifts"
+    )
+
+    @model_validator(mode="after")
+    def _check_group_config(self):
+        # Validate the group part now, so `mcvae config validate` catches a bad group.
+        if "type" in (self.model_extra or {}):
+            raise ValueError("name the group with `group:`, not `type:`")
+        try:
+            component_config("group", self.group_config())
+        except ConfigError as exc:
+            raise ValueError(_group_problems_text(exc)) from None
+        return self
+
+    def group_config(self) -> dict:
+        """The group's config dict: ``{"type": group, **the other keys}``."""
+        return {"type": self.group, **(self.model_extra or {})}
+
+
+def pose_generator(seed: int, split: str, block: int) -> torch.Generator:
+    """The generator of one block of poses, a pure function of ``(seed, split, block)``."""
+    digest = hashlib.sha256(f"mcvae-transform:{seed}:{split}:{block}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def pad_to_canvas(images: torch.Tensor, canvas: int) -> torch.Tensor:
+    """Zero-pad ``(N, C, H, H)`` images, centred, to ``(N, C, canvas, canvas)``."""
+    side = images.shape[-1]
+    before = (canvas - side) // 2
+    after = canvas - side - before
+    if before == after == 0:
+        return images.contiguous()
+    return F.pad(images, (before, after, before, after))
+
+
+def build_transform_group(config: TransformConfig):
+    """The group named by the transform block, built through the plugin registry."""
+    try:
+        return build("group", config.group_config())
+    except ConfigError as exc:
+        raise ConfigError([("data.transform", _group_problems_text(exc))]) from None
+
+
+def transform_images(images: torch.Tensor, config: TransformConfig, split: str):
+    """Pad and move ``(N, C, H, H)`` images by seeded poses.
+
+    :returns: ``(moved, canonical, pose)``: the moved images and the padded un-moved
+        ones, both ``(N, C, canvas, canvas)`` float32, and ``pose`` ``(N, dim)``, the
+        Lie-algebra coordinates ``tau`` with ``moved[i] = act(canonical[i], exp(tau[i]))``.
+    :raises ConfigError: the canvas is smaller than the images.
+    """
+    side = images.shape[-1]
+    canvas = config.canvas or side
+    if canvas < side:
+        raise ConfigError(
+            [("data.transform.canvas", f"canvas {canvas} is smaller than the images ({side}x{side}); "
+              f"use at least {side} (padding only grows images)")]
+        )
+    group = build_transform_group(config)
+    canonical = pad_to_canvas(images.to(torch.float32), canvas)
+    n = canonical.shape[0]
+    moved = torch.empty_like(canonical)
+    pose = torch.empty(n, int(group.dim), dtype=torch.float32)
+    with torch.no_grad():
+        for block, start in enumerate(range(0, n, CHUNK)):
+            stop = min(start + CHUNK, n)
+            # Always draw a whole block so that index i's pose does not depend on n.
+            tau = group.sample(CHUNK, generator=pose_generator(config.seed, split, block))
+            tau = tau[: stop - start].to(torch.float32)
+            moved[start:stop] = group.act(canonical[start:stop], group.exp(tau)).clamp_(0.0, 1.0)
+            pose[start:stop] = tau
+    return moved, canonical, pose

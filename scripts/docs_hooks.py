@@ -1,0 +1,284 @@
+"""MkDocs hooks (``hooks:`` in mkdocs.yml): generate the configuration reference.
+
+The configuration page holds three markers that this module replaces while the site
+builds, so that the reference can never drift from the code:
+
+* ``<!-- mcvae:core-sections -->``: the core's own sections (``model``, ``loss``,
+  ``training``, ...), one table per section from its pydantic model;
+* ``<!-- mcvae:components -->``: for every component kind, every config class the
+  built-in plugins register, with its fields, types, defaults, constraints and
+  descriptions (taken from ``Field(description=...)``);
+* ``<!-- mcvae:ready-configs -->``: every ready experiment config under ``configs/``.
+
+Only the plugins shipped in the ``mcvae-framework`` distribution are listed, so the page
+is the same whichever third-party plugins happen to be installed where the site builds.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib.metadata
+import inspect
+import json
+import re
+import types
+import typing
+from pathlib import Path
+
+from mkdocs.exceptions import PluginError
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined, to_jsonable_python
+
+CONFIG_PAGE = "configuration.md"
+MARKERS = ("<!-- mcvae:core-sections -->", "<!-- mcvae:components -->", "<!-- mcvae:ready-configs -->")
+DISTRIBUTION = "mcvae-framework"
+
+#: what each component kind is for, shown above its components.
+KIND_INTROS = {
+    "data": "Where the images come from (and, optionally, the seeded group transform that moves them).",
+    "group": "The Lie group of the pose latent `tau`; `null` gives the plain-VAE baseline.",
+    "encoder": "The backbone that reads images; the model puts the three posterior heads on top.",
+    "decoder": "Maps the invariant latents `(z_c, z_v)` to a canonical image in `[0, 1]`.",
+    "prior": "The mixture prior of the cluster latent `z_c`; its components are the clusters.",
+}
+
+_root: Path | None = None
+
+
+# ---------------------------------------------------------------- mkdocs hook functions
+
+
+def on_config(config):
+    global _root
+    _root = Path(config["config_file_path"]).resolve().parent
+    return config
+
+
+def on_page_markdown(markdown, page, config, files):
+    if page.file.src_uri != CONFIG_PAGE:
+        return markdown
+    missing = [m for m in MARKERS if m not in markdown]
+    if missing:
+        raise PluginError(f"docs/{CONFIG_PAGE} lost its generation marker(s) {missing}")
+    registry = builtin_registry()
+    markdown = markdown.replace(MARKERS[0], core_sections_markdown(registry))
+    markdown = markdown.replace(MARKERS[1], components_markdown(registry))
+    markdown = markdown.replace(MARKERS[2], ready_configs_markdown(_root or Path.cwd()))
+    return markdown
+
+
+# ---------------------------------------------------------------- the registry to document
+
+
+def builtin_registry():
+    """A registry filled only by the entry points of the ``mcvae-framework`` distribution."""
+    from mcvae_framework.plugins import ENTRY_POINT_GROUP, create_plugin_manager
+
+    names = [
+        ep.name
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        if ep.dist is not None and _normalise(ep.dist.name) == _normalise(DISTRIBUTION)
+    ]
+    if not names:
+        raise PluginError(
+            f"no `{ENTRY_POINT_GROUP}` entry points of the {DISTRIBUTION} distribution were found: "
+            "install the project (`pip install -e .[docs]`) before building the docs"
+        )
+    pm = create_plugin_manager(load_entry_points=False)
+    pm.load_entry_points(only=names)
+    return pm.registry
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# ---------------------------------------------------------------- markdown generation
+
+
+def core_sections_markdown(registry) -> str:
+    from mcvae_framework.config import experiment_config_class
+    from mcvae_framework.hookspecs import KINDS
+
+    cls = experiment_config_class(registry)
+    out = []
+    for name, field in cls.model_fields.items():
+        if name in KINDS:
+            continue
+        model = _model_class(field.annotation)
+        if model is None:
+            continue
+        out.append(f"### `{name}`\n")
+        out.append(_doc(model))
+        out.append(model_table(model, path=name))
+    return "\n".join(out)
+
+
+def components_markdown(registry) -> str:
+    from mcvae_framework.hookspecs import HOOK_KINDS, KINDS
+
+    hook_of = {kind: hook for hook, kind in HOOK_KINDS.items()}
+    out = []
+    for kind in KINDS:
+        entries = registry.entries(kind)
+        out.append(f"### `{kind}`\n")
+        out.append(KIND_INTROS.get(kind, "") + f" Plugins add more through `{hook_of[kind]}`.\n")
+        if not entries:
+            out.append("*No built-in plugin registers one yet.*\n")
+            continue
+        out.append("| `type` | config class | summary |\n| --- | --- | --- |")
+        for entry in entries:
+            cls = entry.config_class
+            summary = _cell(_first_sentence(_doc(cls)))
+            out.append(f"| [`{entry.tag}`](#{_anchor(kind, entry.tag)}) | `{cls.__name__}` | {summary} |")
+        out.append("")
+        for entry in entries:
+            cls = entry.config_class
+            out.append(f"#### `{kind}: {entry.tag}` {{ #{_anchor(kind, entry.tag)} }}\n")
+            out.append(
+                f"Registered by plugin `{entry.plugin}` as `{cls.__module__}.{cls.__qualname__}`.\n"
+            )
+            out.append(_doc(cls))
+            out.append(model_table(cls, path=kind))
+    return "\n".join(out)
+
+
+def ready_configs_markdown(root: Path) -> str:
+    files = sorted(p for p in (root / "configs").glob("*") if p.suffix in (".yaml", ".yml", ".json"))
+    if not files:
+        return "*No ready configs yet.*\n"
+    out = ["| file | what it runs |\n| --- | --- |"]
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        out.append(f"| [`{rel}`](#{_slug(rel)}) | {_cell(_leading_comment(path)) or '&nbsp;'} |")
+    out.append("")
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        lang = "json" if path.suffix == ".json" else "yaml"
+        text = path.read_text(encoding="utf-8").rstrip()
+        out.append(f"#### `{rel}` {{ #{_slug(rel)} }}\n")
+        out.append(f"{_leading_comment(path)} Train it with `mcvae train {rel}`.\n")
+        out.append(f'??? example "{path.name}"\n')
+        out.append(f"    ```{lang}")
+        out.extend(("    " + line).rstrip() for line in text.splitlines())
+        out.append("    ```\n")
+    return "\n".join(out)
+
+
+def model_table(model: type[BaseModel], path: str) -> str:
+    """A table of ``model``'s fields, then one sub-table per nested model field."""
+    rows = ["| field | type | default | constraints | description |", "| --- | --- | --- | --- | --- |"]
+    nested = []
+    for name, field in model.model_fields.items():
+        rows.append(
+            f"| `{name}` | {_cell(type_text(field.annotation))} | {_cell(default_text(field))} | "
+            f"{_cell(constraints_text(field))} | {_cell(field.description or '')} |"
+        )
+        sub = _model_class(field.annotation)
+        if sub is not None and sub is not model:
+            nested.append((name, sub))
+    out = ["\n".join(rows), ""]
+    for name, sub in nested:
+        out.append(f"**`{path}.{name}`** ({sub.__name__}): {_doc(sub) or ''}\n")
+        out.append(model_table(sub, f"{path}.{name}"))
+    return "\n".join(out)
+
+
+def type_text(annotation) -> str:
+    """A reader's spelling of a type annotation: ``"so2"``, ``list[float]``, ``int | null``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is type(None):
+        return "null"
+    if origin is typing.Annotated:
+        return type_text(args[0])
+    if origin is typing.Literal:
+        return " | ".join(json.dumps(to_jsonable_python(a)) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(type_text(a) for a in args)
+    if origin is not None:
+        name = getattr(origin, "__name__", str(origin))
+        inner = ", ".join("..." if a is Ellipsis else type_text(a) for a in args)
+        return f"{name}[{inner}]" if args else name
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return " | ".join(json.dumps(to_jsonable_python(m.value)) for m in annotation)
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def default_text(field) -> str:
+    if field.default_factory is not None:
+        try:
+            value = field.default_factory()
+        except TypeError:  # a factory that takes the validated data
+            return "(computed)"
+    elif field.default is PydanticUndefined:
+        return "**required**"
+    else:
+        value = field.default
+    if isinstance(value, BaseModel):
+        return "(see below)"
+    return f"`{json.dumps(to_jsonable_python(value))}`"
+
+
+_BOUNDS = (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"), ("multiple_of", "multiple of"),
+           ("min_length", "min length"), ("max_length", "max length"), ("pattern", "matches"))
+
+
+def constraints_text(field) -> str:
+    parts = []
+    for item in field.metadata:
+        for attr, word in _BOUNDS:
+            value = getattr(item, attr, None)
+            if value is not None:
+                parts.append(f"{word} `{value}`")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def _model_class(annotation):
+    """The pydantic model inside ``annotation`` (``Model``, ``Model | None``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType, typing.Annotated):
+        models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if len(models) == 1:
+            return models[0]
+    return None
+
+
+def _doc(cls) -> str:
+    doc = cls.__dict__.get("__doc__")  # the class's own docstring, not pydantic's base one
+    return inspect.cleandoc(doc) + "\n" if doc else ""
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    match = re.match(r"(.+?[.!?])(\s|$)", text)
+    return match.group(1) if match else text
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _anchor(kind: str, tag: str) -> str:
+    return _slug(f"{kind}-{tag}")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _leading_comment(path: Path) -> str:
+    """The comment block at the top of a YAML file: its one-paragraph description."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    return " ".join(l for l in lines if l)

@@ -1,0 +1,139 @@
+"""Config files: every ready config validates; every bad one gets its clear message and exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import fake_plugins
+from mcvae_framework import ConfigError, load_config, validate_config
+from mcvae_framework.cli import cli
+from mcvae_framework.config import apply_overrides, config_to_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+READY = sorted((ROOT / "configs").glob("*.yaml"))
+BAD = sorted((Path(__file__).parent / "bad_configs").glob("*.*"))
+
+
+def expected_fragment(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), f"{path} must start with '# expect: <message fragment>'"
+    return first[len("# expect: "):]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "mcvae_framework.cli", *args], capture_output=True, text=True)
+
+
+def test_there_are_ready_configs():
+    assert len(READY) >= 5
+
+
+@pytest.mark.parametrize("path", READY, ids=[p.name for p in READY])
+def test_ready_config_validates(path):
+    config = load_config(path)
+    # the resolved config is itself a valid config (what `mcvae train` stores in config.json)
+    assert config_to_dict(validate_config(config_to_dict(config))) == config_to_dict(config)
+
+
+def test_cli_validates_all_ready_configs():
+    result = run_cli("config", "validate", *map(str, READY))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ok ") == len(READY)
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.name for p in BAD])
+def test_bad_config_gets_clear_message_and_exit_2(path):
+    result = run_cli("config", "validate", str(path))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert str(path) in result.stderr  # names the file
+    assert expected_fragment(path) in result.stderr
+
+
+def test_unknown_group_tag_lists_known_tags(tmp_path):
+    text = (ROOT / "configs" / "quickstart.yaml").read_text()
+    data = yaml.safe_load(text)
+    data["group"] = {"type": "nope"}
+    bad = tmp_path / "nope.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    result = run_cli("config", "validate", str(bad))
+    assert result.returncode == 2
+    assert "unknown group type 'nope'" in result.stderr
+    for tag in ("so2", "se2", "scale_rotation", "sim2"):
+        assert tag in result.stderr
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    result = run_cli("config", "validate", str(tmp_path / "absent.yaml"))
+    assert result.returncode == 2 and "file not found" in result.stderr
+
+
+def test_overrides_parse_yaml_scalars_and_create_sections():
+    data = apply_overrides({"training": {"epochs": 3}}, ["training.epochs=5", "loss.beta=0.5", "training.out_dir=runs/a b", "x.y=[1, 2]"])
+    assert data == {"training": {"epochs": 5, "out_dir": "runs/a b"}, "loss": {"beta": 0.5}, "x": {"y": [1, 2]}}
+    with pytest.raises(ConfigError, match="not of the form"):
+        apply_overrides({}, ["training.epochs"])
+    with pytest.raises(ConfigError, match="training.epochs is 3, not a section"):
+        apply_overrides({"training": {"epochs": 3}}, ["training.epochs.x=1"])
+
+
+def test_show_applies_overrides_and_fills_defaults():
+    result = run_cli("config", "show", str(ROOT / "configs" / "quickstart.yaml"), "--set", "training.epochs=7", "--json")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    assert shown["training"]["epochs"] == 7
+    assert list(shown)[:5] == ["data", "group", "encoder", "decoder", "prior"]
+    assert "grad_clip" in shown["training"]  # a default the file did not write
+
+
+def test_bad_override_exits_2():
+    result = run_cli("config", "show", str(ROOT / "configs" / "quickstart.yaml"), "--set", "training.epochs=-1")
+    assert result.returncode == 2 and "training.epochs" in result.stderr
+
+
+def test_schema_lists_component_tags():
+    result = run_cli("config", "schema")
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    assert set(schema["properties"]) >= {"data", "group", "encoder", "decoder", "prior", "model", "loss", "training"}
+    assert "so2" in result.stdout and "gmm" in result.stdout
+
+
+def test_json_and_yaml_files_load_the_same(tmp_path):
+    data = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text())
+    (tmp_path / "q.json").write_text(json.dumps(data))
+    assert config_to_dict(load_config(tmp_path / "q.json")) == config_to_dict(load_config(ROOT / "configs" / "quickstart.yaml"))
+
+
+def test_error_lists_every_problem_at_once(isolated_plugins):
+    isolated_plugins.register(fake_plugins.AllKinds(), name="fake")
+    bad = dict(fake_plugins.VALID, group={"type": "nope"}, encoder={"type": "fake_encoder", "width": 0})
+    bad["training"] = {"epochs": 0}
+    with pytest.raises(ConfigError) as info:
+        validate_config(bad, source="exp.yaml")
+    paths = [p for p, _ in info.value.problems]
+    assert paths == ["group.type", "encoder.width", "training.epochs"]
+    assert str(info.value).startswith("exp.yaml: invalid configuration")
+
+
+def test_group_may_be_null_for_the_plain_baseline(isolated_plugins):
+    isolated_plugins.register(fake_plugins.AllKinds(), name="fake")
+    config = validate_config(dict(fake_plugins.VALID, group=None, loss={"mode": "plain"}))
+    assert config.group is None
+
+
+def test_cli_plugins_in_process(isolated_plugins):
+    isolated_plugins.register(fake_plugins.AllKinds(), name="fake")
+    result = CliRunner().invoke(cli, ["plugins", "--json"])
+    assert result.exit_code == 0
+    (info,) = json.loads(result.output)["plugins"]
+    assert info["registers"]["prior"] == ["fake_prior", "other_prior"]
+    text = CliRunner().invoke(cli, ["plugins"]).output
+    assert "fake  (registered directly)" in text and "fake_group" in text
