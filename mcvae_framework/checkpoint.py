@@ -43,9 +43,10 @@ def package_versions() -> dict[str, str]:
 
     return {
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "mcvae_framework": __version__,
+        # str(): torch's version is a TorchVersion object, which weights_only refuses
+        "torch": str(torch.__version__),
+        "numpy": str(np.__version__),
+        "mcvae_framework": str(__version__),
     }
 
 
@@ -181,10 +182,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle, disallowed global, ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
         raise TrainingError(
-            f"checkpoint {path} cannot be read: it is truncated or corrupt ({type(exc).__name__}: "
-            f"{reason}). {fresh}"
+            f"checkpoint {path} cannot be read: it is truncated, corrupt, or holds objects that safe "
+            f"(weights_only) loading refuses ({type(exc).__name__}: {detail}). {fresh}"
         ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise TrainingError(f"{path} is not an mcvae checkpoint. {fresh}")

@@ -144,7 +144,7 @@ class LossModule(nn.Module):
         from . import losses  # the loss module imports the model; import when used
 
         if pretrain:
-            return losses.pretrain_terms(self.model, batch, self.loss_config)
+            return losses.pretrain_terms(self.model, batch, self.loss_config, generator=generator)
         return losses.elbo_terms(self.model, batch, self.loss_config, epoch=epoch, generator=generator)
 
 

@@ -97,9 +97,9 @@ def clustering_metrics(labels, clusters, n_clusters: int | None = None) -> dict:
 
 # --------------------------------------------------------------------------- pose
 
-#: rotation by 180 degrees in homogeneous coordinates: an element of every 2-D group that
-#: rotates, used to fold the two orientations of a symmetric shape together.
 def _half_turn(like: torch.Tensor) -> torch.Tensor:
+    """Rotation by 180 degrees in homogeneous coordinates: an element of every 2-D group
+    that rotates, used to fold the two orientations of a symmetric shape together."""
     g = torch.eye(3, dtype=like.dtype, device=like.device)
     g[0, 0] = g[1, 1] = -1.0
     return g
@@ -341,17 +341,19 @@ def model_outputs(model, images: torch.Tensor, batch_size: int = 256) -> dict[st
     parts: dict[str, list] = {}
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(device)
-        pred = model.predict(x)
+        # one pass: the posterior means decoded (forward with sample=False) and the prior's
+        # responsibilities at the mean of z_c (the model's cluster_probabilities)
         out = model(x, sample=False)
+        probabilities = model.prior.responsibilities(out.encoding.z_cluster.mean)
         row = {
-            "cluster": pred["cluster"],
-            "probabilities": pred["probabilities"],
-            "canonical": pred["canonical"],
+            "cluster": probabilities.argmax(-1),
+            "probabilities": probabilities,
+            "canonical": out.canonical,
             "reconstruction": out.reconstruction,
             "z_cluster": out.encoding.z_cluster.mean,
         }
-        if pred.get("tau") is not None:
-            row["tau"] = pred["tau"]
+        if out.encoding.tau is not None:
+            row["tau"] = out.encoding.tau.mean
         if out.encoding.z_style is not None:
             row["z_style"] = out.encoding.z_style.mean
         for key, value in row.items():
@@ -367,7 +369,7 @@ def elbo_metrics(model, tensors: dict[str, torch.Tensor], loss_config, *, epoch:
 
     model.eval()
     device = _device_of(model)
-    gen = torch.Generator(device=device).manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # CPU, like the trainer's
     n = len(tensors["image"])
     totals: dict[str, float] = {}
     for start in range(0, n, batch_size):
@@ -443,14 +445,14 @@ def evaluate_run(run_dir, split: str = "test", *, device: str = "cpu", batch_siz
 # ----------------------------------------------------------------------- writing
 
 
-def _clean(value):
+def json_safe(value):
     """JSON-safe: NaN/inf become null, tensors and numpy scalars plain numbers."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, (torch.Tensor, np.ndarray)):
-        return _clean(value.tolist())
+        return json_safe(value.tolist())
     if isinstance(value, (np.floating, float)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, np.integer):
@@ -501,13 +503,13 @@ def report_markdown(report: dict) -> str:
             lines += [f"## {title}", "", "| quantity | value |", "| --- | --- |"]
             lines += [f"| {name} | {_fmt(value)} |" for name, value in report[key].items()]
             lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines).rstrip()
 
 
 def write_report(report: dict, run_dir) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``run_dir``."""
     run_dir = Path(run_dir)
-    clean = _clean(report)
+    clean = json_safe(report)
     json_path, md_path = run_dir / "report.json", run_dir / "report.md"
     json_path.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
     md_path.write_text(report_markdown(clean) + "\n", encoding="utf-8")

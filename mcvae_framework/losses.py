@@ -45,39 +45,46 @@ def _invariant_means(enc: Encoding) -> torch.Tensor:
 
 
 def invariance_terms(model: MCEVAE, x: torch.Tensor, enc: Encoding, canonical: torch.Tensor,
-                     n_augment: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Penalties comparing ``x`` with ``n_augment`` randomly moved copies of it.
+                     n_augment: int, generator: torch.Generator | None = None,
+                     copy_gradients: bool = False) -> dict[str, torch.Tensor]:
+    """Penalties comparing ``x`` with ``n_augment`` randomly moved copies ``h . x``.
 
-    All copies go through the encoder in **one batched pass**. ``invariance``: squared
-    distance of the copies' invariant posterior means to the original's.
-    ``canonical_invariance``: mean squared difference per pixel of the copies' canonical decodings to
-    the original's (held fixed: the copies learn to match it). ``pose_consistency``:
-    ``|log(exp(tau(h.x))^-1 h exp(tau(x)))|^2`` -- the pose of a moved copy is the move
-    composed with the original's pose.
+    All copies go through the encoder in **one batched pass**. Unless ``copy_gradients``,
+    that pass runs without gradients: the copies are fixed targets that the original's
+    latents and pose are pulled to (the same fixed point, at a third of the cost).
+
+    * ``invariance``: squared distance between the invariant posterior means (``z_c``,
+      ``z_v``) of the original and of its copies;
+    * ``canonical_invariance``: mean squared difference per pixel between the canonical
+      decoding of the original and those of its copies;
+    * ``pose_consistency``: ``|log(exp(tau(x))^-1 h^-1 exp(tau(h.x)))|^2`` -- a copy's pose
+      is the move composed with the original's pose.
     """
     group = model.group
     n = x.shape[0]
     h_tau = group.sample(n * n_augment, generator=generator).to(device=x.device, dtype=x.dtype)
     h = group.exp(h_tau)
-    copies = group.act(x.repeat_interleave(n_augment, dim=0), h)
-    enc_copies = model.encode(copies)
+    with torch.set_grad_enabled(copy_gradients and torch.is_grad_enabled()):
+        copies = group.act(x.repeat_interleave(n_augment, dim=0), h)
+        enc_copies = model.encode(copies)
+        style = enc_copies.z_style.mean if enc_copies.z_style is not None else None
+        canonical_copies = model.decode(enc_copies.z_cluster.mean, style)
+        # The pose of x that each copy implies: h^-1 exp(tau(h.x)).
+        implied_pose = group.compose(group.inverse(h), group.exp(enc_copies.tau.mean))
+
+    def per_image(values: torch.Tensor) -> torch.Tensor:
+        return values.view(n, n_augment).mean(-1).mean()
 
     means = _invariant_means(enc).repeat_interleave(n_augment, dim=0)
-    invariance = (_invariant_means(enc_copies) - means).pow(2).sum(-1).view(n, n_augment).mean(-1)
-
-    style = enc_copies.z_style.mean if enc_copies.z_style is not None else None
-    canonical_copies = model.decode(enc_copies.z_cluster.mean, style)
-    target = canonical.detach().repeat_interleave(n_augment, dim=0)
-    canonical_invariance = (canonical_copies - target).pow(2).flatten(1).mean(-1).view(n, n_augment).mean(-1)
-
+    invariance = (_invariant_means(enc_copies) - means).pow(2).sum(-1)
+    canonical_x = canonical.repeat_interleave(n_augment, dim=0)
+    canonical_invariance = (canonical_copies - canonical_x).pow(2).flatten(1).mean(-1)
     pose_x = group.exp(enc.tau.mean).repeat_interleave(n_augment, dim=0)
-    expected = group.compose(h, pose_x)
-    residual = group.log(group.compose(group.inverse(group.exp(enc_copies.tau.mean)), expected))
-    pose_consistency = residual.pow(2).sum(-1).view(n, n_augment).mean(-1)
+    residual = group.log(group.compose(group.inverse(pose_x), implied_pose))
     return {
-        "invariance": invariance.mean(),
-        "canonical_invariance": canonical_invariance.mean(),
-        "pose_consistency": pose_consistency.mean(),
+        "invariance": per_image(invariance),
+        "canonical_invariance": per_image(canonical_invariance),
+        "pose_consistency": per_image(residual.pow(2).sum(-1)),
     }
 
 
@@ -91,7 +98,8 @@ def _extra_terms(model, batch, x, enc, canonical, loss_config, generator, weight
     """Invariance (unsupervised) or canonical-reconstruction (supervised) terms."""
     terms, total = {}, 0.0
     if loss_config.mode == "unsupervised" and model.group is not None and loss_config.n_augment > 0:
-        inv = invariance_terms(model, x, enc, canonical, loss_config.n_augment, generator)
+        inv = invariance_terms(model, x, enc, canonical, loss_config.n_augment, generator,
+                              copy_gradients=loss_config.copy_gradients)
         terms.update(inv)
         total = total + weight * (
             loss_config.invariance_weight * (inv["invariance"] + inv["canonical_invariance"])
@@ -106,23 +114,14 @@ def _extra_terms(model, batch, x, enc, canonical, loss_config, generator, weight
     return terms, total
 
 
-def elbo_terms(model: MCEVAE, batch: dict, loss_config, *, epoch: int = 0,
-               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """The modified ELBO on one batch.
-
-    :param batch: a dict with ``image`` (and ``canonical`` in supervised mode).
-    :param loss_config: the experiment's ``loss`` section.
-    :param epoch: 0-based epoch, for the warm-up of ``beta`` and the invariance weight.
-    :param generator: random source for the reparameterisation and the random moves.
-    :returns: ``loss`` (scalar to minimise) and every term, each a per-image mean.
-    """
+def _elbo(model: MCEVAE, batch: dict, loss_config, epoch: int, generator, cluster_kl) -> dict[str, torch.Tensor]:
     x = batch["image"]
     out = model(x, sample=True, generator=generator)
     enc = out.encoding
     warm = ramp(epoch, loss_config.warmup_epochs)
 
     terms = {"reconstruction": reconstruction_nll(out.reconstruction, x, loss_config).mean()}
-    terms["cluster_kl"] = model.prior.kl(enc.z_cluster.mean, enc.z_cluster.logvar, z_sample=out.z_cluster).mean()
+    terms["cluster_kl"] = cluster_kl(enc.z_cluster, out.z_cluster).mean()
     total = terms["reconstruction"] + loss_config.cluster_weight * terms["cluster_kl"]
     if enc.z_style is not None:
         terms["style_kl"] = enc.z_style.kl_standard_normal().mean()
@@ -136,14 +135,26 @@ def elbo_terms(model: MCEVAE, batch: dict, loss_config, *, epoch: int = 0,
     return terms
 
 
-def pretrain_terms(model: MCEVAE, batch: dict, loss_config, *, generator: torch.Generator | None = None
-                   ) -> dict[str, torch.Tensor]:
-    """Autoencoding warm-up before the prior is fitted: reconstruction from the posterior
-    means, plus the invariance (or supervised canonical) terms, without the KL terms."""
-    x = batch["image"]
-    out = model(x, sample=False)
-    terms = {"reconstruction": reconstruction_nll(out.reconstruction, x, loss_config).mean()}
-    extra, extra_total = _extra_terms(model, batch, x, out.encoding, out.canonical, loss_config, generator, 1.0)
-    terms.update(extra)
-    terms["loss"] = terms["reconstruction"] + extra_total
-    return terms
+def elbo_terms(model: MCEVAE, batch: dict, loss_config, *, epoch: int = 0,
+               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """The modified ELBO on one batch.
+
+    :param batch: a dict with ``image`` (and ``canonical`` in supervised mode).
+    :param loss_config: the experiment's ``loss`` section.
+    :param epoch: 0-based epoch, for the warm-up of ``beta`` and the invariance weight.
+    :param generator: random source for the reparameterisation and the random moves.
+    :returns: ``loss`` (scalar to minimise) and every term, each a per-image mean.
+    """
+    def mixture_kl(posterior: Posterior, z: torch.Tensor) -> torch.Tensor:
+        return model.prior.kl(posterior.mean, posterior.logvar, z_sample=z)
+
+    return _elbo(model, batch, loss_config, epoch, generator, mixture_kl)
+
+
+def pretrain_terms(model: MCEVAE, batch: dict, loss_config, *, epoch: int = 0,
+                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """The warm-up before the mixture prior is fitted (``loss.pretrain_epochs``): the same
+    objective with ``N(0, I)`` in place of the mixture prior on ``z_c`` -- a plain VAE with
+    the pose and invariance terms -- so that the latents the prior is then fitted to
+    (:meth:`MCEVAE.fit_prior`) have unit scale and calibrated posterior variances."""
+    return _elbo(model, batch, loss_config, epoch, generator, lambda posterior, z: posterior.kl_standard_normal())

@@ -79,15 +79,45 @@ class PosteriorHead(nn.Module):
         with torch.no_grad():
             self.out.bias[dim:].fill_(logvar_init)
 
-    def start_at_zero_mean(self) -> None:
-        """Make the head output mean 0 for every input (the pose head starts at the identity)."""
-        with torch.no_grad():
-            self.out.weight[: self.dim].zero_()
-            self.out.bias[: self.dim].zero_()
-
     def forward(self, features: torch.Tensor) -> Posterior:
         mean, logvar = self.out(self.body(features)).chunk(2, dim=-1)
         # Bounded log-variance keeps exp() finite early in training.
+        return Posterior(mean, logvar.clamp(-12.0, 6.0))
+
+
+class PoseHead(nn.Module):
+    """Features -> ``q(tau | x)``, with each angle predicted as a ``(cos, sin)`` pair.
+
+    A real-valued output cannot follow an angle all around the circle without a jump; the
+    pair can, and ``atan2`` turns it into ``theta`` on the principal branch. The head
+    starts at the identity for every input: zero weights, and ``(cos, sin) = (1, 0)``.
+    """
+
+    def __init__(self, in_features: int, group, hidden: int = 0, logvar_init: float = -6.0):
+        super().__init__()
+        self.dim = group.dim
+        self.angles = list(group.angle_coordinates)
+        layers: list[nn.Module] = []
+        if hidden:
+            layers += [nn.Linear(in_features, hidden), nn.SiLU()]
+            in_features = hidden
+        self.body = nn.Sequential(*layers)
+        # outputs: dim values (an angle's cos in its own column), one sin per angle, dim log-variances
+        self.out = nn.Linear(in_features, 2 * self.dim + len(self.angles))
+        with torch.no_grad():
+            self.out.weight.zero_()
+            self.out.bias.zero_()
+            self.out.bias[self.angles] = 1.0
+            self.out.bias[self.dim + len(self.angles):] = logvar_init
+
+    def forward(self, features: torch.Tensor) -> Posterior:
+        raw = self.out(self.body(features))
+        n_raw = self.dim + len(self.angles)
+        mean, logvar = raw[:, : self.dim], raw[:, n_raw:]
+        if self.angles:
+            sin = raw[:, self.dim:n_raw]
+            theta = torch.atan2(sin, mean[:, self.angles])
+            mean = mean.index_copy(1, torch.tensor(self.angles, device=mean.device), theta)
         return Posterior(mean, logvar.clamp(-12.0, 6.0))
 
 
@@ -116,8 +146,7 @@ class MCEVAE(nn.Module):
         self.cluster_head = PosteriorHead(features, z_cluster_dim, head_hidden)
         self.style_head = PosteriorHead(features, z_style_dim, head_hidden) if z_style_dim else None
         if group is not None:
-            self.pose_head = PosteriorHead(features, group.dim, head_hidden, logvar_init=-6.0)
-            self.pose_head.start_at_zero_mean()
+            self.pose_head = PoseHead(features, group, head_hidden)
         else:
             self.pose_head = None
 

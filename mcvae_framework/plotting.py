@@ -123,53 +123,54 @@ def latent_map_figure(latents, clusters, path, labels=None, method: str = "auto"
     return _save(fig, path)
 
 
-def pose_sweep(group, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` poses from the group's configured distribution, ordered by their first
-    coordinate (the angle, for the built-in 2-D groups), for a readable sweep."""
-    tau = group.sample(n, generator=torch.Generator().manual_seed(seed))
-    return tau[torch.argsort(tau[:, 0])]
+def pose_sweep(group, n: int, seed: int = 0, pool: int = 2000) -> torch.Tensor:
+    """``n`` poses spread evenly over the group's configured pose distribution: the
+    quantiles, by their first coordinate (the angle, for the built-in 2-D groups), of
+    ``pool`` seeded draws from ``group.sample``."""
+    tau = group.sample(max(pool, n), generator=torch.Generator().manual_seed(seed))
+    tau = tau[torch.argsort(tau[:, 0])]
+    picks = torch.linspace(0, len(tau) - 1, n + 2)[1:-1].round().long() if n > 1 else torch.tensor([len(tau) // 2])
+    return tau[picks]
 
 
 @torch.no_grad()
-def prototype_images(model, n_poses: int = 8, seed: int = 0) -> torch.Tensor:
+def prototype_images(model, n_poses: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Each mixture component's mean decoded (style latent at its prior mean, 0), then
     moved by a sweep of poses (:func:`pose_sweep`).
 
-    :returns: ``(K, 1 + n_poses, C, H, W)``: the canonical prototype, then its moved
-        copies (only the canonical one when the model has no group).
+    :returns: images ``(K, 1 + n_poses, C, H, W)`` -- the canonical prototype, then its
+        moved copies (only the canonical one when the model has no group) -- and the
+        sweep's poses ``(n_poses, dim)`` (``None`` without a group).
     """
     model.eval()
     means = model.prior.component_means().detach()
-    style_dim = _style_dim(model)
-    style = torch.zeros(len(means), style_dim, dtype=means.dtype, device=means.device) if style_dim else None
-    canonical = model.decode(means, style)
-    columns = [canonical]
+    canonical = model.decode(means, None)  # the model fills z_v with its prior mean, 0
+    columns, tau = [canonical], None
     if model.group is not None and n_poses > 0:
         tau = pose_sweep(model.group, n_poses, seed).to(device=canonical.device, dtype=canonical.dtype)
         for j in range(n_poses):
             g = model.group.exp(tau[j:j + 1].expand(len(canonical), -1))
             columns.append(model.group.act(canonical, g))
-    return torch.stack(columns, dim=1)
-
-
-def _style_dim(model) -> int:
-    config = getattr(model, "config", None)
-    section = getattr(config, "model", config)
-    return int(getattr(section, "z_style_dim", 0) or 0)
+    return torch.stack(columns, dim=1), tau
 
 
 def prototypes_figure(model, path, n_poses: int = 8, seed: int = 0) -> Path:
-    """``prototypes.png``: one row per mixture component (see :func:`prototype_images`)."""
+    """``prototypes.png``: one row per mixture component (see :func:`prototype_images`);
+    the sweep's columns are labelled by the pose's first coordinate ``tau_0`` (the angle in
+    radians for the built-in 2-D groups)."""
     plt = _pyplot()
-    images = prototype_images(model, n_poses, seed)
+    images, tau = prototype_images(model, n_poses, seed)
     k, cols = images.shape[:2]
     grid = _grid_image(images.flatten(0, 1), nrow=cols)
-    fig, ax = plt.subplots(figsize=(max(3.0, cols * 0.7 + 1), max(2.0, k * 0.7 + 0.6)), dpi=100)
+    fig, ax = plt.subplots(figsize=(max(3.0, cols * 0.75 + 1.2), max(2.0, k * 0.7 + 0.8)), dpi=100)
     ax.imshow(grid, interpolation="nearest")
-    step = grid.shape[0] / k
-    ax.set_yticks([step * (i + 0.5) for i in range(k)], [f"cluster {i}" for i in range(k)])
-    ax.set_xticks([grid.shape[1] / cols * 0.5], ["canonical"] if cols > 1 else ["prototype"])
-    ax.set_title("cluster prototypes (component means decoded), then a sweep of poses")
+    step_y, step_x = grid.shape[0] / k, grid.shape[1] / cols
+    ax.set_yticks([step_y * (i + 0.5) for i in range(k)], [f"cluster {i}" for i in range(k)])
+    names = ["canonical"] + ([f"{t:+.2f}" for t in tau[:, 0].tolist()] if tau is not None else [])
+    ax.set_xticks([step_x * (j + 0.5) for j in range(cols)], names, fontsize=7, rotation=45)
+    if tau is not None:
+        ax.set_xlabel("pose tau_0 of the sweep")
+    ax.set_title("cluster prototypes (component means decoded)")
     return _save(fig, path)
 
 

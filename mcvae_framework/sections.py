@@ -44,6 +44,12 @@ class LossConfig(Section):
     pose_weight: float = Field(1.0, ge=0, description="weight of the pose KL / prior term")
     n_augment: int = Field(8, ge=0, description="random group elements per image for the invariance terms")
     invariance_weight: float = Field(1.0, ge=0, description="weight of the invariance terms (invariant means and canonical decodings of moved copies)")
+    copy_gradients: bool = Field(
+        False,
+        description="back-propagate through the moved copies too; false (default) encodes them "
+        "without gradients, as fixed targets the original image's latents and pose are pulled to, "
+        "which costs a forward pass per copy instead of a forward and a backward pass",
+    )
     pose_consistency_weight: float = Field(
         1.0, ge=0, description="weight of the pose-consistency term |log(exp(tau(h.x))^-1 h exp(tau(x)))|^2 (unsupervised mode)"
     )
@@ -73,6 +79,9 @@ class TrainingConfig(Section):
     seed: int = Field(0, ge=0, lt=2**32, description="seed of python, numpy, torch and the trainer's own generators")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
     num_workers: int = Field(0, ge=0, description="DataLoader workers (only for datasets not held in memory)")
+    num_threads: int = Field(
+        0, ge=0, description="CPU threads torch may use (0: torch's default); 1 avoids oversubscription on busy machines"
+    )
     eval_every: int = Field(1, ge=0, description="evaluate on the test split every N epochs and after the last (0: never)")
     eval_batch_size: int = Field(512, ge=1, description="images per batch when evaluating and encoding")
     checkpoint_every: int = Field(

@@ -12,11 +12,17 @@ builds, so that the reference can never drift from the code:
 
 Only the plugins shipped in the ``mcvae-framework`` distribution are listed, so the page
 is the same whichever third-party plugins happen to be installed where the site builds.
+
+The home page holds a ``<!-- HOME-PICTURE ... -->`` marker: once
+``scripts/docs_home_figure.py RUN_DIR`` has written ``docs/images/quickstart.png`` (from a
+real run), the marker becomes that picture with a caption naming the run; until then it
+stays an invisible comment.
 """
 
 from __future__ import annotations
 
 import enum
+import html
 import importlib.metadata
 import inspect
 import json
@@ -30,6 +36,8 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
 CONFIG_PAGE = "configuration.md"
+HOME_PAGE = "index.md"
+HOME_PICTURE = "images/quickstart.png"
 MARKERS = ("<!-- mcvae:core-sections -->", "<!-- mcvae:components -->", "<!-- mcvae:ready-configs -->")
 DISTRIBUTION = "mcvae-framework"
 
@@ -55,6 +63,8 @@ def on_config(config):
 
 
 def on_page_markdown(markdown, page, config, files):
+    if page.file.src_uri == HOME_PAGE:
+        return home_picture(markdown, Path(config["docs_dir"]))
     if page.file.src_uri != CONFIG_PAGE:
         return markdown
     missing = [m for m in MARKERS if m not in markdown]
@@ -65,6 +75,27 @@ def on_page_markdown(markdown, page, config, files):
     markdown = markdown.replace(MARKERS[1], components_markdown(registry))
     markdown = markdown.replace(MARKERS[2], ready_configs_markdown(_root or Path.cwd()))
     return markdown
+
+
+def home_picture(markdown: str, docs_dir: Path) -> str:
+    """Replace the home page's picture marker by the picture, when it has been made."""
+    marker = re.search(r"<!-- HOME-PICTURE.*?-->", markdown, re.S)
+    picture = docs_dir / HOME_PICTURE
+    if marker is None or not picture.is_file():
+        return markdown
+    about = picture.with_suffix(".json")
+    facts = json.loads(about.read_text(encoding="utf-8")) if about.is_file() else {}
+    run = ", ".join(f"{key} `{facts[key]}`" for key in ("data", "group", "prior") if facts.get(key))
+    scores = ", ".join(f"{key} {facts[key]:.2f}" for key in ("accuracy", "nmi", "ari") if key in facts)
+    caption = (
+        "From a real run of `mcvae train configs/quickstart.yaml`"
+        + (f" ({run})" if run else "")
+        + (f"; test {scores}" if scores else "")
+        + ". Top: test images, their reconstructions, the canonical reconstructions and the "
+        "true canonical images. Bottom: the decoded cluster prototypes under a sweep of poses."
+    )
+    figure = f"![Input, reconstruction, canonical reconstruction and cluster prototypes]({HOME_PICTURE})\n\n*{caption}*"
+    return markdown[: marker.start()] + figure + markdown[marker.end():]
 
 
 # ---------------------------------------------------------------- the registry to document
@@ -118,6 +149,7 @@ def components_markdown(registry) -> str:
     from mcvae_framework.hookspecs import HOOK_KINDS, KINDS
 
     hook_of = {kind: hook for hook, kind in HOOK_KINDS.items()}
+    seen: dict = {}
     out = []
     for kind in KINDS:
         entries = registry.entries(kind)
@@ -139,7 +171,7 @@ def components_markdown(registry) -> str:
                 f"Registered by plugin `{entry.plugin}` as `{cls.__module__}.{cls.__qualname__}`.\n"
             )
             out.append(_doc(cls))
-            out.append(model_table(cls, path=kind))
+            out.append(model_table(cls, path=kind, seen=seen))
     return "\n".join(out)
 
 
@@ -165,22 +197,32 @@ def ready_configs_markdown(root: Path) -> str:
     return "\n".join(out)
 
 
-def model_table(model: type[BaseModel], path: str) -> str:
-    """A table of ``model``'s fields, then one sub-table per nested model field."""
+def model_table(model: type[BaseModel], path: str, seen: dict | None = None) -> str:
+    """A table of ``model``'s fields, then one sub-table per nested model field.
+
+    ``seen`` maps nested model classes already shown to their anchors, so that a block
+    every dataset shares (the ``transform``) is shown once and linked to afterwards.
+    """
+    seen = {} if seen is None else seen
     rows = ["| field | type | default | constraints | description |", "| --- | --- | --- | --- | --- |"]
     nested = []
     for name, field in model.model_fields.items():
+        description = field.description or ("the tag of this component" if name == "type" else "")
         rows.append(
-            f"| `{name}` | {_cell(type_text(field.annotation))} | {_cell(default_text(field))} | "
-            f"{_cell(constraints_text(field))} | {_cell(field.description or '')} |"
+            f"| `{name}` | {_cell(type_text(field.annotation))} | {default_text(field)} | "
+            f"{_cell(constraints_text(field))} | {_cell(description)} |"
         )
         sub = _model_class(field.annotation)
         if sub is not None and sub is not model:
             nested.append((name, sub))
     out = ["\n".join(rows), ""]
     for name, sub in nested:
-        out.append(f"**`{path}.{name}`** ({sub.__name__}): {_doc(sub) or ''}\n")
-        out.append(model_table(sub, f"{path}.{name}"))
+        if sub in seen:
+            out.append(f"**`{path}.{name}`** ({sub.__name__}): as [above](#{seen[sub]}).\n")
+            continue
+        seen[sub] = _slug(f"{path}.{name}-{sub.__name__}")
+        out.append(f'<a id="{seen[sub]}"></a>**`{path}.{name}`** ({sub.__name__}): {_doc(sub)}\n')
+        out.append(model_table(sub, f"{path}.{name}", seen))
     return "\n".join(out)
 
 
@@ -263,7 +305,21 @@ def _first_sentence(text: str) -> str:
 
 
 def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """One table cell: on one line, pipes escaped, and Markdown and HTML characters
+    outside code spans escaped (descriptions are plain text)."""
+    text = " ".join(str(text).split())
+    out, end = [], 0
+    for span in re.finditer(r"(`+).+?\1", text):  # code spans, ``double`` ones included
+        out += [_escape_markdown(text[end:span.start()]), span.group(0)]
+        end = span.end()
+    out.append(_escape_markdown(text[end:]))
+    return "".join(out).replace("|", "\\|")
+
+
+def _escape_markdown(text: str) -> str:
+    """Plain text for Markdown: no emphasis from ``prior_*_std``, no tags from ``<root>``."""
+    text = re.sub(r"([\\*_\[\]])", r"\\\1", text)
+    return html.escape(text, quote=False)
 
 
 def _anchor(kind: str, tag: str) -> str:

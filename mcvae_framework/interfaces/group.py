@@ -1,10 +1,33 @@
-"""The Lie-group interface: the pose latent ``tau`` lives in the group's Lie algebra."""
+"""The Lie-group interface: the pose latent ``tau`` lives in the group's Lie algebra.
+
+Two classes live here:
+
+* :class:`LieGroup`, the abstract interface every group plugin implements;
+* :class:`AffineGroup2D`, a reusable base for groups of planar affine maps (rotations,
+  translations, scalings), which supplies the parts that only depend on the matrices:
+  ``identity``, ``compose``, ``inverse``, ``act``, ``distance`` and the input checks.
+
+Image convention (shared by every 2-D group)
+---------------------------------------------
+Points are in *normalised image coordinates*, the convention of
+:func:`torch.nn.functional.affine_grid` with ``align_corners=False``: ``x`` runs along the
+width from ``-1`` (left edge of the first pixel) to ``+1`` (right edge of the last pixel),
+``y`` along the height from ``-1`` (top edge) to ``+1`` (bottom edge). A translation of
+``1`` is therefore half the image side, and because ``y`` points *down*, a positive angle
+turns the content *clockwise* as the image is displayed. A group element ``g`` is the
+homogeneous ``3 x 3`` matrix of the map ``p -> A p + t``; ``act(images, g)`` moves the
+content at ``p`` to ``g p``: ``out(q) = in(g^-1 q)``, sampled bilinearly, with zeros where
+``g^-1 q`` falls outside the image. Images must be square so that the normalised
+coordinates are isotropic (otherwise a rotation would shear).
+"""
 
 from __future__ import annotations
 
 import abc
+import math
 
 import torch
+import torch.nn.functional as F
 
 
 class LieGroup(abc.ABC):
@@ -17,6 +40,18 @@ class LieGroup(abc.ABC):
 
     #: size of the Lie algebra coordinates ``tau``.
     dim: int
+    #: name of each column of ``tau``, e.g. ``("theta", "u1", "u2")``. A column named
+    #: ``"theta"`` is an angle in radians (the contract kit checks its principal branch).
+    coordinate_names: tuple[str, ...] = ()
+    #: the validated config the group was built from (its pose distribution and prior).
+    config = None
+
+    @property
+    def angle_coordinates(self) -> tuple[int, ...]:
+        """Columns of ``tau`` that are angles (periodic). A network predicts each as a
+        ``(cos, sin)`` pair, so that its output is continuous all around the circle; by
+        default the columns named ``"theta"``."""
+        return tuple(i for i, name in enumerate(self.coordinate_names) if name == "theta")
 
     @abc.abstractmethod
     def exp(self, tau: torch.Tensor) -> torch.Tensor:
@@ -24,7 +59,8 @@ class LieGroup(abc.ABC):
 
     @abc.abstractmethod
     def log(self, g: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, 3)`` group elements -> ``(N, dim)`` coordinates on the principal branch."""
+        """``(N, 3, 3)`` group elements -> ``(N, dim)`` coordinates on the principal branch
+        (angles in ``(-pi, pi]``)."""
 
     def compose(self, g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
         """The product ``g1 g2`` (apply ``g2`` first)."""
@@ -43,15 +79,208 @@ class LieGroup(abc.ABC):
         """Move ``(N, C, H, W)`` images by ``g``: content at point ``p`` moves to ``g p``."""
 
     @abc.abstractmethod
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``(n, dim)`` coordinates drawn from the configured pose distribution."""
+    def sample(self, n: int, generator: torch.Generator | None = None, *, dtype=None, device=None) -> torch.Tensor:
+        """``(n, dim)`` coordinates drawn from the configured pose distribution.
+
+        :param n: how many.
+        :param generator: a seeded :class:`torch.Generator` for reproducible draws.
+        :param dtype: defaults to ``torch.get_default_dtype()``.
+        :param device: defaults to the generator's device, else the CPU.
+        """
 
     @abc.abstractmethod
     def log_prior(self, tau: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` log density of the configured pose prior at ``tau``."""
+        """``(N,)`` log density of the configured pose prior at ``tau``; finite and
+        differentiable everywhere (the ELBO's pose term is ``-log_prior(tau) - entropy``)."""
 
     @abc.abstractmethod
     def distance(self, g1: torch.Tensor, g2: torch.Tensor) -> dict[str, torch.Tensor]:
         """Pose errors between ``g1`` and ``g2``, each ``(N,)``, keyed by unit
         (``rotation_deg`` wrapped to [0, 180]; ``translation``, ``log_scale`` where the
         group has them)."""
+
+
+def _shape(t) -> str:
+    return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+class AffineGroup2D(LieGroup):
+    """Base class for groups of planar maps ``p -> A p + t`` with ``A`` a scaled rotation.
+
+    Supplies ``identity``, ``compose``, ``inverse`` (closed form), ``act`` (the sampling
+    grid of :func:`~torch.nn.functional.affine_grid` with ``theta`` = top two rows of
+    ``g^-1`` and ``align_corners=False``, then one
+    :func:`~torch.nn.functional.grid_sample` call for the whole batch, bilinear, zero
+    padding; see the module docstring for the coordinate convention), ``distance``
+    and the shape checks. A subclass sets ``name``, ``dim``, ``coordinate_names``,
+    ``has_translation`` and ``has_scale`` and implements ``exp``, ``log``, ``sample`` and
+    ``log_prior``.
+    """
+
+    #: the tag users write in configs; used in error messages.
+    name: str = "group"
+    #: whether elements carry a translation (reported by :meth:`distance`).
+    has_translation: bool = True
+    #: whether elements carry an isotropic scale (reported by :meth:`distance`).
+    has_scale: bool = False
+
+    # ------------------------------------------------------------------ input checks
+
+    def check_tau(self, tau) -> None:
+        """Raise ``ValueError`` unless ``tau`` is a floating ``(N, dim)`` tensor."""
+        if not isinstance(tau, torch.Tensor) or tau.dim() != 2 or tau.shape[1] != self.dim:
+            names = ", ".join(self.coordinate_names) or f"{self.dim} coordinates"
+            raise ValueError(
+                f"{self.name}: tau must be a tensor of shape (N, {self.dim}) with columns "
+                f"({names}); got shape {_shape(tau)}. Reshape it, e.g. tau.view(-1, {self.dim})."
+            )
+        if not tau.is_floating_point():
+            raise ValueError(f"{self.name}: tau must be a floating-point tensor, got dtype {tau.dtype}")
+
+    def check_matrices(self, g, what: str = "g") -> None:
+        """Raise ``ValueError`` unless ``g`` is a floating ``(N, 3, 3)`` tensor."""
+        if not isinstance(g, torch.Tensor) or g.dim() != 3 or tuple(g.shape[1:]) != (3, 3):
+            raise ValueError(
+                f"{self.name}: {what} must be homogeneous matrices of shape (N, 3, 3); got "
+                f"shape {_shape(g)}. Build elements with exp(tau) or identity(n)."
+            )
+        if not g.is_floating_point():
+            raise ValueError(f"{self.name}: {what} must be a floating-point tensor, got dtype {g.dtype}")
+
+    def check_images(self, images) -> None:
+        """Raise ``ValueError`` unless ``images`` is a floating ``(N, C, H, H)`` batch."""
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            raise ValueError(
+                f"{self.name}: images must be a 4-D batch (N, C, H, W); got shape {_shape(images)}. "
+                "Add the missing axes, e.g. images[None] for one image or images[:, None] for "
+                "single-channel batches."
+            )
+        if images.shape[-1] != images.shape[-2]:
+            raise ValueError(
+                f"{self.name}: images must be square (H == W) so that rotations do not shear in "
+                f"normalised coordinates; got shape {_shape(images)}. Pad or crop them to a square."
+            )
+        if not images.is_floating_point():
+            raise ValueError(f"{self.name}: images must be floating point, got dtype {images.dtype}")
+
+    # ------------------------------------------------------------ group structure
+
+    def identity(self, n: int, *, dtype=None, device=None) -> torch.Tensor:
+        """``(n, 3, 3)`` identity matrices (default dtype and CPU unless given)."""
+        eye = torch.eye(3, dtype=dtype or torch.get_default_dtype(), device=device)
+        return eye.expand(n, 3, 3).clone()
+
+    def compose(self, g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
+        """The product ``g1 g2`` (apply ``g2`` first); batch sizes must match or be 1."""
+        self.check_matrices(g1, "g1")
+        self.check_matrices(g2, "g2")
+        return torch.matmul(g1, g2)
+
+    @staticmethod
+    def _inverse_rows(g: torch.Tensor) -> torch.Tensor:
+        """Top two rows ``[A^-1, -A^-1 t]`` of ``g^-1``, shape ``(N, 2, 3)``."""
+        a, b, t1 = g[:, 0, 0], g[:, 0, 1], g[:, 0, 2]
+        c, d, t2 = g[:, 1, 0], g[:, 1, 1], g[:, 1, 2]
+        inv_det = 1.0 / (a * d - b * c)
+        ia, ib, ic, id_ = d * inv_det, -b * inv_det, -c * inv_det, a * inv_det
+        return torch.stack(
+            (ia, ib, -(ia * t1 + ib * t2), ic, id_, -(ic * t1 + id_ * t2)), dim=-1
+        ).view(-1, 2, 3)
+
+    def inverse(self, g: torch.Tensor) -> torch.Tensor:
+        """``g^-1`` in closed form (adjugate of the 2x2 block; no general matrix inverse)."""
+        self.check_matrices(g)
+        bottom = torch.zeros_like(g[:, 2:, :])
+        bottom[:, :, 2] = 1.0
+        return torch.cat((self._inverse_rows(g), bottom), dim=1)
+
+    # ------------------------------------------------------------------ the action
+
+    def act(self, images: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Move ``(N, C, H, H)`` images by ``(N, 3, 3)`` (or ``(1, 3, 3)``) elements ``g``.
+
+        The content at normalised point ``p`` moves to ``g p`` (bilinear sampling, zero
+        padding, ``align_corners=False``). Where ``g`` is exactly the identity the image
+        is returned bit for bit (resampling would blur it by rounding), while gradients
+        still flow to ``g`` as through the warp.
+
+        :returns: a tensor of the images' shape, dtype and device.
+        """
+        self.check_images(images)
+        self.check_matrices(g)
+        n = images.shape[0]
+        if g.shape[0] not in (1, n):
+            raise ValueError(
+                f"{self.name}: act got {n} images but {g.shape[0]} group elements (shape "
+                f"{_shape(g)}); pass one element per image or a single (1, 3, 3) element."
+            )
+        g = g.to(dtype=images.dtype, device=images.device).expand(n, 3, 3)
+        grid = self.sampling_grid(self._inverse_rows(g), images.shape[-2], images.shape[-1])
+        warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        eye = torch.eye(3, dtype=g.dtype, device=g.device)
+        is_identity = (g == eye).flatten(1).all(dim=1).view(n, 1, 1, 1)
+        if images.device.type == "cpu" and not bool(is_identity.any()):
+            # asking is free on the CPU (on an accelerator it would force a synchronisation,
+            # so there the select below always runs)
+            return warped
+        if torch.is_grad_enabled() and (g.requires_grad or images.requires_grad):
+            # value of the exact image, gradient of the warp (so d/dg is not lost at g = I)
+            exact = images.detach() + (warped - warped.detach())
+        else:
+            exact = images
+        return torch.where(is_identity, exact, warped)
+
+    @staticmethod
+    def sampling_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """``(N, H, W, 2)`` sampling grid of ``theta`` (``(N, 2, 3)``), equal to
+        ``affine_grid(theta, (N, C, H, W), align_corners=False)`` up to rounding.
+
+        Written as one broadcast sum of a per-column and a per-row term, which is several
+        times faster than ``affine_grid``'s batched product on the CPU; the result is a
+        permuted view, which ``grid_sample`` accepts as is.
+        """
+        xs = (2 * torch.arange(width, dtype=theta.dtype, device=theta.device) + 1) / width - 1
+        ys = (2 * torch.arange(height, dtype=theta.dtype, device=theta.device) + 1) / height - 1
+        t = theta.unsqueeze(-1)  # (N, 2, 3, 1)
+        columns = t[:, :, 0] * xs  # (N, 2, W): the x-dependent part of each output coordinate
+        rows = t[:, :, 1] * ys + t[:, :, 2]  # (N, 2, H): the y-dependent part plus the shift
+        return (columns.unsqueeze(2) + rows.unsqueeze(3)).permute(0, 2, 3, 1)
+
+    # -------------------------------------------------------------- pose read-outs
+
+    @staticmethod
+    def rotation_angle(g: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` rotation angle in ``(-pi, pi]`` of the linear part (radians)."""
+        angle = torch.atan2(g[:, 1, 0] - g[:, 0, 1], g[:, 0, 0] + g[:, 1, 1])
+        return torch.where(angle <= -math.pi, angle + 2 * math.pi, angle)
+
+    @staticmethod
+    def log_scale_of(g: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` log of the isotropic scale, ``0.5 log det A``."""
+        det = g[:, 0, 0] * g[:, 1, 1] - g[:, 0, 1] * g[:, 1, 0]
+        return 0.5 * torch.log(det)
+
+    @staticmethod
+    def translation_of(g: torch.Tensor) -> torch.Tensor:
+        """``(N, 2)`` translation column ``t`` (normalised units: 1 = half the image side)."""
+        return g[:, :2, 2]
+
+    def distance(self, g1: torch.Tensor, g2: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Pose errors between ``g1`` and ``g2``, each ``(N,)``.
+
+        * ``rotation_deg``: the angle between the two rotations, wrapped to ``[0, 180]``;
+        * ``translation`` (groups with translations): Euclidean distance of the two
+          translation columns in normalised units (1 = half the image side, so multiply by
+          ``H / 2`` for pixels);
+        * ``log_scale`` (groups with scaling): ``|log s1 - log s2|``.
+        """
+        self.check_matrices(g1, "g1")
+        self.check_matrices(g2, "g2")
+        diff = self.rotation_angle(g1) - self.rotation_angle(g2)
+        wrapped = torch.remainder(diff + math.pi, 2 * math.pi) - math.pi
+        out = {"rotation_deg": torch.rad2deg(wrapped.abs())}
+        if self.has_translation:
+            out["translation"] = torch.linalg.vector_norm(self.translation_of(g1) - self.translation_of(g2), dim=-1)
+        if self.has_scale:
+            out["log_scale"] = (self.log_scale_of(g1) - self.log_scale_of(g2)).abs()
+        return out

@@ -46,7 +46,8 @@ def check_split(split: str, tag: str) -> str:
     return split
 
 
-def seeded_split(n: int, labels: np.ndarray | None, test_fraction: float, seed: int, source: str) -> dict[str, np.ndarray]:
+def seeded_split(n: int, labels: np.ndarray | None, test_fraction: float, seed: int,
+                 source: str) -> dict[str, np.ndarray]:
     """Indices of a seeded train/test split, stratified by label when labels exist.
 
     Each class (or the whole set when unlabelled) sends ``round(test_fraction * size)``
@@ -142,23 +143,25 @@ class InMemoryImageDataset(ImageDataset):
         return dict(self._tensors)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.description}, split={self.split!r}, n={len(self)}, image_shape={self.image_shape})"
+        return (f"{type(self).__name__}({self.description}, split={self.split!r}, n={len(self)}, "
+                f"image_shape={self.image_shape})")
 
 
-def finish_dataset(config: DataConfigBase, split: str, images: torch.Tensor, labels: np.ndarray | None, *,
+def finish_dataset(config: DataConfigBase, split: str, images, labels: np.ndarray | None, *, scale: float,
                    n_classes: int | None, sizes: dict[str, int], class_names: list[str] | None = None,
                    description: str = "") -> InMemoryImageDataset:
-    """Apply ``limit`` and ``transform`` to one split's images and wrap them.
+    """Apply ``limit``, scale to ``[0, 1]`` floats, apply ``transform``, and wrap one split.
 
-    :param images: the whole split, ``(N, C, H, W)``, any dtype (scaled by the caller).
+    :param images: the whole split, ``(N, C, H, W)`` numpy array or tensor, any dtype.
     :param labels: ``(N,)`` integer labels or ``None``.
+    :param scale: the value that maps to 1.0 (255 for bytes).
     :param sizes: every split's size before ``limit``.
     """
     keep = balanced_first(labels, images.shape[0], config.limit)
     if len(keep) < images.shape[0]:
-        images = images[torch.as_tensor(keep)]
+        images = images[torch.as_tensor(keep)] if isinstance(images, torch.Tensor) else images[keep]
         labels = labels[keep] if labels is not None else None
-    tensors = {"image": images.contiguous()}
+    tensors = {"image": to_unit_float(images, scale)}
     if labels is not None:
         tensors["label"] = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     if config.transform is not None:
@@ -166,5 +169,5 @@ def finish_dataset(config: DataConfigBase, split: str, images: torch.Tensor, lab
         tensors.update(image=moved, canonical=canonical, pose=pose)
     return InMemoryImageDataset(
         tensors, split=split, n_classes=n_classes, class_names=class_names, description=description,
-        sizes={name: limited_size(n, config.limit) for name, n in sizes.items()},
+        sizes={name: limited_size(sizes[name], config.limit) for name in SPLITS},
     )

@@ -13,8 +13,11 @@ How the moved images are made:
 * Each image is first zero-padded (centred) to ``canvas x canvas`` pixels (default: the
   image side, i.e. no padding). The padded, un-moved image is the item's ``canonical``.
   Pad whenever the poses would push content out of the frame: ``28 -> 40`` keeps MNIST
-  digits whole under SE(2) shifts of a quarter side (7 px) and rotations; rotating a
-  28x28 digit without padding cuts its corners.
+  digits whole under SE(2) shifts of 7 px and rotations; rotating a
+  28x28 digit without padding cuts its corners. The group acts in the canvas's
+  normalised coordinates, so its ``shift`` is a fraction of the *canvas* side:
+  ``shift: 0.25`` moves up to 10 px on a 40 canvas; MCE-VAE's "up to 7 px on 28x28" is
+  ``shift: 0.175`` with ``canvas: 40``.
 * Poses are drawn once, in blocks of :data:`CHUNK` indices; block ``b`` of split ``s``
   uses a ``torch.Generator`` seeded from ``(seed, s, b)``. Index ``i`` therefore gets the
   same pose in every process and run, whatever the dataset's length or ``limit``, and the
@@ -102,7 +105,7 @@ def build_transform_group(config: TransformConfig):
     try:
         return build("group", config.group_config())
     except ConfigError as exc:
-        raise ConfigError([("data.transform", _group_problems_text(exc))]) from None
+        raise ConfigError([("data.transform", _group_problems_text(exc))], source="data config") from None
 
 
 def transform_images(images: torch.Tensor, config: TransformConfig, split: str):
@@ -118,7 +121,8 @@ def transform_images(images: torch.Tensor, config: TransformConfig, split: str):
     if canvas < side:
         raise ConfigError(
             [("data.transform.canvas", f"canvas {canvas} is smaller than the images ({side}x{side}); "
-              f"use at least {side} (padding only grows images)")]
+              f"use at least {side} (padding only grows images)")],
+            source="data config",
         )
     group = build_transform_group(config)
     canonical = pad_to_canvas(images.to(torch.float32), canvas)

@@ -48,5 +48,7 @@ def check_latent_dim(latent_dim, tag: str) -> int:
     :raises ConfigError: naming the decoder and the value it was given.
     """
     if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
-        raise ConfigError([("decoder.type", f"the {tag!r} decoder needs a positive int latent_dim, got {latent_dim!r}")])
+        raise ConfigError(
+            [("decoder.type", f"the {tag!r} decoder needs a positive int latent_dim, got {latent_dim!r}")]
+        )
     return latent_dim

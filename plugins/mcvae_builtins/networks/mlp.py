@@ -37,7 +37,8 @@ class MLPEncoder(Encoder):
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(self.image_shape)
         for out in config.hidden:
-            layers.append(nn.Linear(width, out))
+            # A bias before batch norm is cancelled by it (and would get no gradient).
+            layers.append(nn.Linear(width, out, bias=not config.batch_norm))
             if config.batch_norm:
                 layers.append(nn.BatchNorm1d(out))
             layers.append(make_activation(config.activation))

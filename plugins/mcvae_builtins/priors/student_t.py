@@ -46,8 +46,8 @@ class StudentTConfig(MixtureConfigBase):
     def _only_diag(cls, value: str) -> str:
         if value != "diag":
             raise ValueError(
-                f"student_t supports only diagonal scales (covariance: diag), got {value!r}; "
-                "use prior type gmm with covariance: full for full covariances"
+                "student_t supports only diagonal scales (covariance: diag); use prior type "
+                "gmm with covariance: full for full covariances"
             )
         return value
 
@@ -56,7 +56,8 @@ class StudentTConfig(MixtureConfigBase):
         if not self.min_dof < self.init_dof <= self.max_dof:
             raise ValueError(
                 f"degrees of freedom must satisfy min_dof < init_dof <= max_dof, got min_dof="
-                f"{self.min_dof}, init_dof={self.init_dof}, max_dof={self.max_dof}"
+                f"{self.min_dof}, init_dof={self.init_dof}, max_dof={self.max_dof}; set init_dof "
+                "between the two bounds"
             )
         return self
 

@@ -1,5 +1,5 @@
 """Numerical helpers of the ``student_t`` prior: a seeded Gamma sampler and the EM fit of a
-Student-t mixture (McLachlan & Peel, *Finite Mixture Models*, 2000, ch. 7)."""
+Student-t mixture (McLachlan & Peel, *Finite Mixture Models*, 2000, ch. 7; Liu & Rubin 1995)."""
 
 from __future__ import annotations
 
@@ -53,17 +53,28 @@ def student_t_log_density(z, loc, log_scale, dof) -> torch.Tensor:
     return norm.unsqueeze(0) - 0.5 * (dof + d).unsqueeze(0) * torch.log1p(maha / dof.unsqueeze(0))
 
 
-def _solve_dof(constant: torch.Tensor, low: float, high: float, iters: int = 60) -> torch.Tensor:
-    """Root in ``[low, high]`` of ``log(nu/2) - digamma(nu/2) + constant`` (decreasing in
-    nu), by bisection on log(nu); clamped to the interval when the root lies outside."""
-    lo = torch.full_like(constant, math.log(low))
-    hi = torch.full_like(constant, math.log(high))
+def _dof_score(dof: torch.Tensor, maha: torch.Tensor, d: int) -> torch.Tensor:
+    """``(N, K)`` derivative in ``nu`` of the Student-t log density at Mahalanobis ``maha``."""
+    return 0.5 * (
+        torch.digamma(0.5 * (dof + d))
+        - torch.digamma(0.5 * dof)
+        - d / dof
+        - torch.log1p(maha / dof)
+        + (dof + d) * maha / (dof * (dof + maha))
+    )
+
+
+def _maximise_dof(tau: torch.Tensor, maha: torch.Tensor, d: int, low: float, high: float, iters: int = 50):
+    """``(K,)`` maximiser in ``[low, high]`` of ``sum_i tau_ik log t_nu(z_i)`` over each
+    ``nu_k``: bisection on log(nu) for the sign of its derivative (clamped to the bounds)."""
+    k = tau.shape[1]
+    lo = torch.full((k,), math.log(low), dtype=tau.dtype, device=tau.device)
+    hi = torch.full((k,), math.log(high), dtype=tau.dtype, device=tau.device)
     for _ in range(iters):
         mid = 0.5 * (lo + hi)
-        half = 0.5 * torch.exp(mid)
-        positive = torch.log(half) - torch.digamma(half) + constant > 0
-        lo = torch.where(positive, mid, lo)
-        hi = torch.where(positive, hi, mid)
+        rising = (tau * _dof_score(torch.exp(mid).unsqueeze(0), maha, d)).sum(0) > 0
+        lo = torch.where(rising, mid, lo)
+        hi = torch.where(rising, hi, mid)
     return torch.exp(0.5 * (lo + hi))
 
 
@@ -80,14 +91,14 @@ def fit_student_t_mixture(
     fixed_weights: bool = False,
     min_scale2: float = 1e-6,
 ):
-    """ECM steps of maximum likelihood for a mixture of diagonal-scale Student-t.
+    """ECME steps of maximum likelihood for a mixture of diagonal-scale Student-t.
 
     E-step: responsibilities ``tau_ik`` and latent precision weights
     ``u_ik = (nu_k + d) / (nu_k + maha_ik)``. CM-steps: weights, locations
     (``tau * u``-weighted means), scales (``tau * u``-weighted second moments over
-    ``sum_i tau_ik``), then each ``nu_k`` as the root of McLachlan & Peel's CM-step equation
-    ``log(nu/2) - digamma(nu/2) + 1 + mean_tau(log u - u) + digamma((nu+d)/2) - log((nu+d)/2) = 0``,
-    kept in ``[min_dof, max_dof]``.
+    ``sum_i tau_ik``), then each ``nu_k`` maximising ``sum_i tau_ik log t_nu(z_i)`` with the
+    new locations and scales (the ECME variant of Liu & Rubin 1995, which converges far
+    faster in ``nu`` than plain ECM), kept in ``[min_dof, max_dof]``.
 
     All tensors float64 on one device: ``data (N, d)``, ``weights (K,)``, ``loc (K, d)``,
     ``scale2 (K, d)``, ``dof (K,)``. ``fixed_weights`` keeps ``weights`` as given.
@@ -106,7 +117,6 @@ def fit_student_t_mixture(
         loc = (w.T @ data) / w.sum(0).clamp_min(1e-10).unsqueeze(-1)
         scale2 = (w.unsqueeze(-1) * (data.unsqueeze(1) - loc.unsqueeze(0)).square()).sum(0) / n_k.unsqueeze(-1)
         scale2 = scale2.clamp_min(min_scale2)
-        half = 0.5 * (dof + d)
-        constant = 1 + (tau * (torch.log(u) - u)).sum(0) / n_k + torch.digamma(half) - torch.log(half)
-        dof = _solve_dof(constant, min_dof, max_dof)
+        maha = ((data.unsqueeze(1) - loc.unsqueeze(0)).square() / scale2.unsqueeze(0)).sum(-1)
+        dof = _maximise_dof(tau, maha, d, min_dof, max_dof)
     return weights, loc, scale2, dof

@@ -1,0 +1,87 @@
+"""``mcvae data show``: what a config's data section yields, in numbers and in a picture."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from ..build import build
+from ..config import load_config
+from . import cli
+from .config_cmd import set_option
+
+
+@cli.group("data")
+def data_group():
+    """Inspect the data an experiment config describes."""
+
+
+def _pairs_grid(ds, n: int):
+    """Images for a grid, ``n`` spread evenly over the dataset (so every class shows):
+    rows of canonical images, each followed by the row of the same images as moved; a
+    dataset without canonical images gives its images alone."""
+    import torch
+
+    count = min(n, len(ds))
+    index = torch.linspace(0, len(ds) - 1, count).round().long()
+    stacked = ds.as_tensors()
+    if stacked is None:
+        items = [ds[int(i)] for i in index]
+        picked = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+    else:
+        picked = {key: value[index] for key, value in stacked.items()}
+    per_row = 8
+    if "canonical" not in picked:
+        return picked["image"], per_row
+    rows = []
+    for start in range(0, count, per_row):
+        for part in (picked["canonical"][start:start + per_row], picked["image"][start:start + per_row]):
+            pad = per_row - part.shape[0]
+            rows.append(torch.cat([part, part.new_zeros(pad, *part.shape[1:])]) if pad else part)
+    return torch.cat(rows), per_row
+
+
+@data_group.command("show")
+@click.argument("config_file", metavar="CONFIG", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
+              help="which split to build and draw")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="PNG file for the grid (default: data_<type>_<split>.png)")
+@click.option("-n", "--count", type=click.IntRange(1, 256), default=32, show_default=True,
+              help="how many images the grid shows")
+def show_command(config_file, overrides, split, out, count):
+    """Print the sizes, classes and image shape of CONFIG's data section, and write a PNG
+    grid: with a transform, each row of canonical images sits above the same images as
+    moved; without one, the images alone."""
+    from torchvision.utils import save_image
+
+    config = load_config(config_file, overrides)
+    ds = build("data", config.data, split=split)
+    click.echo(f"data:        {getattr(ds, 'description', '') or config.data.type}  [{split} split]")
+    sizes = ds.split_sizes()
+    click.echo("sizes:       " + ", ".join(f"{name} {size:,}" for name, size in sizes.items()))
+    click.echo(f"image shape: {' x '.join(map(str, ds.image_shape))} (C x H x W)")
+    names = getattr(ds, "class_names", None)
+    if ds.n_classes is None:
+        click.echo("classes:     none (unlabelled)")
+    else:
+        click.echo(f"classes:     {ds.n_classes}" + (f" ({', '.join(names)})" if names else ""))
+        stacked = ds.as_tensors()
+        labels = stacked["label"].tolist() if stacked is not None else [int(ds[i]["label"]) for i in range(len(ds))]
+        counts = Counter(labels)
+        click.echo(f"{split} per class: " + ", ".join(f"{k}: {counts[k]}" for k in range(ds.n_classes)))
+    transform = getattr(config.data, "transform", None)
+    if transform is not None:
+        extra = ", ".join(f"{k}={v}" for k, v in (transform.model_extra or {}).items())
+        click.echo(f"transform:   group {transform.group}, seed {transform.seed}, canvas {ds.image_shape[-1]}"
+                   + (f", {extra}" if extra else ""))
+    click.echo("item keys:   " + ", ".join(ds[0].keys()))
+    grid, per_row = _pairs_grid(ds, count)
+    path = Path(out or f"data_{config.data.type}_{split}.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid, str(path), nrow=per_row, padding=2, pad_value=0.5)
+    layout = "rows of canonical images, each above the same images moved" if "canonical" in ds[0] else "images"
+    click.echo(f"wrote {path} ({layout})")

@@ -1,0 +1,29 @@
+"""``mcvae evaluate RUN_DIR``: clustering, pose, canonical and invariance metrics."""
+
+from __future__ import annotations
+
+import click
+
+from . import cli
+
+
+@cli.command("evaluate")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+              help="which split of the run's dataset to score")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--n-actions", default=4, show_default=True, type=click.IntRange(min=1),
+              help="random group actions per image for the invariance error")
+def evaluate_command(run_dir, split, device, batch_size, n_actions):
+    """Score RUN_DIR's trained model on a split; write report.json and report.md there.
+
+    Clustering accuracy (Hungarian matching), NMI and ARI; pose errors (raw and after the
+    best constant offset per cluster); canonical-reconstruction error; invariance of the
+    cluster latent under random group actions; the ELBO terms.
+    """
+    from ..evaluation import evaluate_run, report_markdown, json_safe
+
+    report = evaluate_run(run_dir, split=split, device=device, batch_size=batch_size, n_actions=n_actions)
+    click.echo(report_markdown(json_safe(report)))
+    click.echo(f"wrote {run_dir}/report.json and {run_dir}/report.md")

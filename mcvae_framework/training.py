@@ -1,0 +1,782 @@
+"""The trainer: seeding, batching, optimisation, progress, logging, checkpoints, resume, DDP.
+
+A run writes one folder (``training.out_dir``)::
+
+    RUN/config.json            the resolved config
+    RUN/metrics.csv            one row per epoch: epoch, phase, seconds, images_per_second,
+                               lr, train_<term>..., test_<term>...
+    RUN/train.log              the log (also shown on the console)
+    RUN/checkpoints/last.pt    written atomically after every epoch (and once before the first)
+    RUN/checkpoints/epoch_NNNN.pt  every ``training.checkpoint_every`` epochs, if asked
+
+From Python::
+
+    from mcvae_framework.training import train, load_trained_model
+    run_dir = train("configs/quickstart.yaml")
+    config, model = load_trained_model(run_dir)
+
+Under ``torchrun --nproc_per_node N`` the same code trains with DistributedDataParallel:
+each process reads its shard of every epoch's permutation, metrics are summed over
+processes, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm.auto import tqdm
+
+from .build import build
+from .checkpoint import (
+    atomic_write_text,
+    capture_rng_state,
+    load_checkpoint,
+    package_versions,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .config import config_to_dict, load_config, validate_config
+from .distributed import DistributedContext, LossModule, resolve_device, wrap_for_training
+from .errors import TrainingError
+
+log = logging.getLogger("mcvae_framework.training")
+
+#: independent random streams derived from ``training.seed`` (see :func:`derive_seed`).
+STREAM_DATA, STREAM_LOSS, STREAM_EVAL, STREAM_WORKERS = 1, 2, 3, 4
+
+#: config fields a resumed run must share with its checkpoint: they shape the parameters
+#: or the optimiser state that gets loaded.
+RESUME_MUST_MATCH = ("model", "group", "encoder", "decoder", "prior", "training.optimizer", "training.scheduler")
+
+
+class TrainingInterrupted(TrainingError):
+    """Ctrl-C: the checkpoint of the last finished epoch is on disk; ``--resume`` goes on."""
+
+    exit_code = 130
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed for one random stream, mixed from ``training.seed`` and stream ids
+    (so the data order, the loss noise and the evaluation noise never share a sequence)."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy's global RNG and torch (CPU and every GPU)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ===================================================================== batching
+
+
+@dataclasses.dataclass
+class MemoryBatches:
+    """Batches sliced straight from stacked in-memory tensors (``dataset.as_tensors()``).
+
+    The order of epoch ``e`` is a permutation seeded by ``(seed, e)``; under DDP each
+    process takes every ``world_size``-th index of it, padded like ``DistributedSampler``
+    so that all processes run the same number of steps.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    batch_size: int
+    shuffle: bool
+    drop_last: bool
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def size(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def indices(self, epoch: int) -> torch.Tensor:
+        n = self.size
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, STREAM_DATA, epoch))
+            order = torch.randperm(n, generator=generator)
+        else:
+            order = torch.arange(n)
+        if self.world_size == 1:
+            return order
+        if not self.shuffle:
+            return order[self.rank::self.world_size]  # evaluation: exact shards, no repeats
+        total = math.ceil(n / self.world_size) * self.world_size
+        padded = order.repeat(math.ceil(total / n))[:total]
+        return padded[self.rank:total:self.world_size]
+
+    def _chunks(self, count: int) -> list[tuple[int, int]]:
+        full, rest = divmod(count, self.batch_size)
+        # Drop a trailing partial batch only when there is a full one: a batch of one
+        # image breaks batch statistics, but a tiny dataset must still train.
+        keep_rest = rest and not (self.drop_last and full)
+        return [(i * self.batch_size, self.batch_size) for i in range(full)] + (
+            [(full * self.batch_size, rest)] if keep_rest else []
+        )
+
+    def __len__(self) -> int:
+        return len(self._chunks(len(self.indices(0))))
+
+    def __call__(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        order = self.indices(epoch)
+        for start, length in self._chunks(len(order)):
+            index = order[start:start + length]
+            yield {
+                key: value[index.to(value.device)].to(self.device, non_blocking=True)
+                for key, value in self.tensors.items()
+            }
+
+    def with_options(self, **changes) -> "MemoryBatches":
+        """The same tensors batched differently (e.g. unshuffled, one process)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass
+class LoaderBatches:
+    """Batches through a ``DataLoader`` for datasets that do not hold their data in memory
+    (a ``DistributedSampler`` shards them under DDP)."""
+
+    dataset: Any
+    batch_size: int
+    shuffle: bool
+    drop_last: bool
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+    num_workers: int = 0
+
+    def _sampler(self, epoch: int):
+        if self.shuffle:
+            sampler = DistributedSampler(
+                self.dataset, num_replicas=self.world_size, rank=self.rank, shuffle=True,
+                seed=derive_seed(self.seed, STREAM_DATA) % 2**31, drop_last=False,
+            )
+            sampler.set_epoch(epoch)
+            return sampler
+        return range(self.rank, len(self.dataset), self.world_size)
+
+    def _loader(self, epoch: int) -> DataLoader:
+        sampler = self._sampler(epoch)
+        return DataLoader(
+            self.dataset, batch_size=self.batch_size, sampler=sampler,
+            drop_last=self.drop_last and len(sampler) >= self.batch_size,
+            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+            # the loader's own generator seeds its workers without touching torch's global RNG
+            generator=torch.Generator().manual_seed(derive_seed(self.seed, STREAM_WORKERS, epoch)),
+        )
+
+    def __len__(self) -> int:
+        return len(self._loader(0))
+
+    def __call__(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
+        for batch in self._loader(epoch):
+            if not isinstance(batch, dict):
+                batch = {"image": batch}
+            yield {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+
+    def with_options(self, **changes) -> "LoaderBatches":
+        return dataclasses.replace(self, **changes)
+
+
+def make_batches(dataset, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int,
+                 context: DistributedContext, device: torch.device, num_workers: int = 0):
+    """Batches from memory when ``dataset.as_tensors()`` offers tensors, else a DataLoader."""
+    as_tensors = getattr(dataset, "as_tensors", None)
+    tensors = as_tensors() if callable(as_tensors) else None
+    common = dict(batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
+                  rank=context.rank, world_size=context.world_size, device=device)
+    if isinstance(tensors, dict) and tensors:
+        if device.type == "cuda" and _fits_on_gpu(tensors, device):
+            tensors = {key: value.to(device) for key, value in tensors.items()}  # one copy, no per-step transfer
+        return MemoryBatches(tensors, **common)
+    return LoaderBatches(dataset, num_workers=num_workers, **common)
+
+
+def _fits_on_gpu(tensors: dict[str, torch.Tensor], device: torch.device) -> bool:
+    needed = sum(t.numel() * t.element_size() for t in tensors.values())
+    free, _ = torch.cuda.mem_get_info(device)
+    return needed < free // 4
+
+
+# ===================================================================== optimisation
+
+
+def make_optimizer(parameters, training) -> torch.optim.Optimizer:
+    """The optimiser named by ``training.optimizer`` (adam, adamw, sgd)."""
+    parameters = list(parameters)
+    if training.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=training.lr, weight_decay=training.weight_decay)
+    if training.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=training.lr, weight_decay=training.weight_decay)
+    return torch.optim.SGD(parameters, lr=training.lr, momentum=training.momentum, weight_decay=training.weight_decay)
+
+
+def make_scheduler(optimizer, training, total_epochs: int):
+    """The per-epoch learning-rate schedule named by ``training.scheduler`` (or ``None``)."""
+    if training.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_epochs, 1), eta_min=training.min_lr)
+    if training.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=training.lr_step_size, gamma=training.lr_gamma)
+    return None
+
+
+# ===================================================================== metrics
+
+
+class TermAverager:
+    """Image-weighted means of the loss terms over an epoch, summed across processes."""
+
+    def __init__(self):
+        self.names: list[str] | None = None
+        self.sums: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, names: list[str], values: torch.Tensor, n_images: int) -> None:
+        """``values``: one CPU float per name, each a mean over ``n_images`` images."""
+        if self.names is None:
+            self.names, self.sums = list(names), torch.zeros(len(names), dtype=torch.float64)
+        self.sums += values.to(torch.float64) * n_images
+        self.count += n_images
+
+    def means(self, context: DistributedContext, device: torch.device) -> tuple[dict[str, float], int]:
+        """``({term: mean}, total images)`` over every process."""
+        if self.names is None:
+            return {}, 0
+        # nccl reduces CUDA tensors only; gloo CPU ones: reduce on the training device
+        packed = torch.cat([self.sums, torch.tensor([float(self.count)], dtype=torch.float64)])
+        packed = context.all_reduce_sum(packed.to(device)).cpu()
+        total = int(packed[-1].item())
+        return {name: float(packed[i] / max(total, 1)) for i, name in enumerate(self.names)}, total
+
+
+def write_metrics_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite ``metrics.csv`` atomically from all rows (columns: union, first-seen order;
+    pretraining and ELBO epochs report different terms)."""
+    seen: list[str] = []
+    for row in rows:
+        seen += [key for key in row if key not in seen]
+    # fixed columns first, then every train_ term, then every test_ term
+    rank = {"train_": 1, "test_": 2}
+    columns = sorted(seen, key=lambda key: rank.get(key[: key.find("_") + 1], 0))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: (f"{value:.6g}" if isinstance(value, float) else value) for key, value in row.items()})
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out if out or not prefix else {prefix: data}
+    return {prefix: data}
+
+
+def config_differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
+    """``(field, old value, new value)`` for every leaf that differs between two configs."""
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    missing = object()
+    keys = list(flat_old) + [k for k in flat_new if k not in flat_old]
+    return [
+        (key, flat_old.get(key, missing), flat_new.get(key, missing))
+        for key in keys
+        if flat_old.get(key, missing) != flat_new.get(key, missing)
+    ]
+
+
+# ===================================================================== logging
+
+
+class _TqdmConsoleHandler(logging.Handler):
+    """Console log lines that do not tear the progress bar."""
+
+    def emit(self, record):
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+# ===================================================================== the trainer
+
+
+class Trainer:
+    """Trains an MCE-VAE from an experiment config and writes its run folder.
+
+    :param config: a validated experiment config, a config dict, or a config file path.
+    :param resume: continue from ``RUN/checkpoints/last.pt`` (same run folder).
+    :param overwrite: start afresh in a run folder that already holds a run.
+    :param out_dir: the run folder; overrides ``training.out_dir``.
+    :param train_dataset: use this dataset instead of ``build("data", ..., split="train")``.
+    :param test_dataset: use this dataset instead of ``build("data", ..., split="test")``.
+    :param console: also log to the console (rank 0 only).
+
+    After :meth:`run`: ``model`` (the trained :class:`~mcvae_framework.model.MCEVAE`),
+    ``history`` (the metrics rows) and ``summary`` (wall time, images per second).
+    """
+
+    def __init__(self, config, *, resume: bool = False, overwrite: bool = False, out_dir: str | Path | None = None,
+                 train_dataset=None, test_dataset=None, console: bool = True):
+        if isinstance(config, (str, Path)):
+            config = load_config(config)
+        elif isinstance(config, dict):
+            config = validate_config(config)
+        if out_dir is not None:
+            config = config.model_copy(update={"training": config.training.model_copy(update={"out_dir": str(out_dir)})})
+        self.config = config
+        self.config_dict = config_to_dict(config)
+        self.resume = resume
+        self.overwrite = overwrite
+        self.run_dir = Path(config.training.out_dir)
+        self.train_dataset = train_dataset
+        self.test_dataset = test_dataset
+        self.console = console
+        self.history: list[dict[str, Any]] = []
+        self.epochs_done = 0
+        self.summary: dict[str, Any] = {}
+        self.model = None
+        self._handlers: list[logging.Handler] = []
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.pt"
+
+    @property
+    def pretrain_epochs(self) -> int:
+        return self.config.loss.pretrain_epochs
+
+    @property
+    def total_epochs(self) -> int:
+        """Pretraining epochs plus ELBO epochs."""
+        return self.pretrain_epochs + self.config.training.epochs
+
+    # ------------------------------------------------------------------ entry point
+
+    def run(self) -> Path:
+        """Train to ``total_epochs`` (from the last checkpoint when resuming); returns the run folder.
+
+        :raises TrainingError: non-finite loss, unreadable checkpoint, config mismatch on resume.
+        :raises TrainingInterrupted: Ctrl-C (the last finished epoch's checkpoint is kept).
+        """
+        self.context = DistributedContext.from_env()
+        self.device = resolve_device(self.config.training.device, self.context)
+        self.context.setup(self.device)
+        threads = torch.get_num_threads()
+        if self.config.training.num_threads:
+            torch.set_num_threads(self.config.training.num_threads)
+        try:
+            self._prepare_run_folder()
+            self._build()
+            if self.resume:
+                self._restore()
+            else:
+                self._save_checkpoint()  # epoch 0: an interruption in epoch 1 still resumes
+            self._train()
+        except KeyboardInterrupt:
+            if not self.checkpoint_path.exists():
+                error = TrainingInterrupted("training interrupted before its first checkpoint; nothing to resume")
+            else:
+                error = TrainingInterrupted(
+                    f"training interrupted during epoch {self.epochs_done + 1}; the checkpoint of the last "
+                    f"finished epoch ({self.epochs_done}) is {self.checkpoint_path}. Continue with "
+                    "`mcvae train CONFIG --resume` (same config and --out-dir)."
+                )
+            self._log_to_file(error)
+            raise error from None
+        except TrainingError as error:
+            self._log_to_file(error)
+            raise
+        finally:
+            torch.set_num_threads(threads)
+            self._close_logging()
+            self.context.close()
+        return self.run_dir
+
+    # ------------------------------------------------------------------ set-up
+
+    def _prepare_run_folder(self) -> None:
+        exists = self.checkpoint_path.exists()
+        if self.resume and not exists:
+            raise TrainingError(
+                f"--resume: {self.run_dir} holds no checkpoint ({self.checkpoint_path} is missing); "
+                "start a fresh run without --resume"
+            )
+        if not self.resume and exists and not self.overwrite:
+            raise TrainingError(
+                f"{self.run_dir} already holds a run ({self.checkpoint_path}). Continue it with "
+                "--resume, start it afresh with --overwrite, or choose another folder with --out-dir."
+            )
+        self.context.barrier()  # every process has looked before rank 0 changes anything
+        if self.context.is_main:
+            if not self.resume:
+                for stale in (self.run_dir / "checkpoints", self.run_dir / "metrics.csv", self.run_dir / "train.log"):
+                    if stale.is_dir():
+                        shutil.rmtree(stale)
+                    elif stale.exists():
+                        stale.unlink()
+            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            self._open_logging()
+            atomic_write_text(self.run_dir / "config.json", json.dumps(self.config_dict, indent=2) + "\n")
+        self.context.barrier()
+
+    def _open_logging(self) -> None:
+        log.setLevel(logging.INFO)
+        file_handler = logging.FileHandler(self.run_dir / "train.log", mode="a", encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self._handlers.append(file_handler)
+        if self.console:
+            console = _TqdmConsoleHandler()
+            console.setFormatter(logging.Formatter("%(message)s"))
+            self._handlers.append(console)
+        for handler in self._handlers:
+            log.addHandler(handler)
+        self._propagate, log.propagate = log.propagate, False
+
+    def _log_to_file(self, error: Exception) -> None:
+        """Record why training stopped in train.log (the console gets it from the caller)."""
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (error,), None)
+        for handler in self._handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+
+    def _close_logging(self) -> None:
+        for handler in self._handlers:
+            log.removeHandler(handler)
+            handler.close()
+        if self._handlers:
+            log.propagate = self._propagate
+        self._handlers = []
+
+    def _build(self) -> None:
+        from .model import build_model
+
+        cfg, training = self.config, self.config.training
+        seed_everything(training.seed)
+        train_data = self.train_dataset if self.train_dataset is not None else build("data", cfg.data, split="train")
+        test_data = self.test_dataset
+        if test_data is None and training.eval_every:
+            test_data = build("data", cfg.data, split="test")
+        self.image_shape = tuple(int(s) for s in train_data.image_shape)
+        self.model = build_model(cfg, image_shape=self.image_shape).to(self.device)
+        self.loss_module = LossModule(self.model, cfg.loss)
+        self.trained_module = wrap_for_training(self.loss_module, self.context, self.device)
+        self.optimizer = make_optimizer(self.model.parameters(), training)
+        self.scheduler = make_scheduler(self.optimizer, training, self.total_epochs)
+        # The trainer's own stream for the loss's sampling; distinct per process.
+        self.loss_generator = torch.Generator(device=self.device)
+        self.loss_generator.manual_seed(derive_seed(training.seed, STREAM_LOSS, self.context.rank))
+        self.train_batches = make_batches(
+            train_data, training.batch_size, shuffle=True, drop_last=True, seed=training.seed,
+            context=self.context, device=self.device, num_workers=training.num_workers,
+        )
+        if len(self.train_batches) == 0:
+            raise TrainingError(f"the training split of {cfg.data.type!r} is empty: nothing to train on")
+        self.test_batches = None
+        if test_data is not None and len(test_data) > 0:
+            self.test_batches = make_batches(
+                test_data, training.eval_batch_size, shuffle=False, drop_last=False, seed=training.seed,
+                context=self.context, device=self.device, num_workers=training.num_workers,
+            )
+        n_params = sum(p.numel() for p in self.model.parameters())
+        log.info(
+            "run folder %s | data %s: %d train / %s test images of shape %s | %d parameters | device %s%s",
+            self.run_dir, cfg.data.type, len(train_data), len(test_data) if test_data is not None else 0,
+            self.image_shape, n_params, self.device,
+            f" x {self.context.world_size} processes" if self.context.enabled else "",
+        )
+
+    def _restore(self) -> None:
+        checkpoint = load_checkpoint(self.checkpoint_path)
+        self._check_compatible(checkpoint)
+        try:
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            if self.scheduler is not None and checkpoint.get("scheduler") is not None:
+                self.scheduler.load_state_dict(checkpoint["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise TrainingError(
+                f"cannot resume from {self.checkpoint_path}: its state does not fit the model the config "
+                f"builds ({str(exc).splitlines()[0]}). Resume with the run's own config "
+                f"({self.run_dir / 'config.json'}) or start a fresh run in another --out-dir."
+            ) from None
+        self.history = list(checkpoint["metrics"])
+        self.epochs_done = int(checkpoint["epoch"])
+        states = checkpoint["rng"]
+        restore_rng_state(states[min(self.context.rank, len(states) - 1)], {"loss": self.loss_generator})
+        if len(states) != self.context.world_size:
+            log.warning("resuming %d-process checkpoint with %d processes: loss noise is reseeded",
+                        len(states), self.context.world_size)
+            self.loss_generator.manual_seed(
+                derive_seed(self.config.training.seed, STREAM_LOSS, self.context.rank, self.epochs_done))
+        log.info("resumed from %s after epoch %d of %d", self.checkpoint_path, self.epochs_done, self.total_epochs)
+
+    def _check_compatible(self, checkpoint: dict) -> None:
+        differences = config_differences(checkpoint["config"], self.config_dict)
+        fatal = [d for d in differences if d[0].startswith(RESUME_MUST_MATCH)]
+        if tuple(checkpoint["image_shape"]) != self.image_shape:
+            fatal.append(("image shape", tuple(checkpoint["image_shape"]), self.image_shape))
+        if fatal:
+            listing = "; ".join(f"{key}: checkpoint {old!r}, config {new!r}" for key, old, new in fatal)
+            raise TrainingError(
+                f"cannot resume {self.run_dir}: the config describes a different model than its checkpoint "
+                f"{self.checkpoint_path} ({listing}). Resume with the run's own config "
+                f"({self.run_dir / 'config.json'}), or start a fresh run in another --out-dir."
+            )
+        for key, old, new in differences:
+            if key != "training.out_dir":
+                log.warning("resuming with a changed setting: %s was %r, now %r", key, old, new)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _train(self) -> None:
+        if self.epochs_done >= self.total_epochs:
+            log.info("nothing to do: the run already finished its %d epochs", self.total_epochs)
+        wall_start = time.perf_counter()
+        images = 0
+        train_seconds = 0.0
+        for epoch in range(self.epochs_done, self.total_epochs):
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_terms, n_images, seconds = self._train_epoch(epoch)
+            if epoch + 1 == self.pretrain_epochs:
+                self._fit_prior()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            test_terms = self._evaluate(epoch) if self._evaluates(epoch) else {}
+            images += n_images
+            train_seconds += seconds
+            row = {"epoch": epoch + 1, "phase": self._phase(epoch), "seconds": seconds,
+                   "images_per_second": n_images / max(seconds, 1e-9), "lr": lr}
+            row.update({f"train_{k}": v for k, v in train_terms.items()})
+            row.update({f"test_{k}": v for k, v in test_terms.items()})
+            self.history.append(row)
+            self.epochs_done = epoch + 1
+            self._save_checkpoint()
+            if self.context.is_main:
+                write_metrics_csv(self.run_dir / "metrics.csv", self.history)
+            log.info("%s", self._epoch_line(row, train_terms, test_terms))
+        wall = time.perf_counter() - wall_start
+        self.summary = {"epochs": self.epochs_done, "wall_seconds": wall, "train_images": images,
+                        "images_per_second": images / train_seconds if train_seconds else float("nan")}
+        if images:
+            log.info("finished %d epochs in %.1f s (%.0f training images/s); run folder: %s", self.epochs_done,
+                     wall, self.summary["images_per_second"], self.run_dir)
+        else:
+            log.info("run folder: %s", self.run_dir)
+
+    def _phase(self, epoch: int) -> str:
+        return "pretrain" if epoch < self.pretrain_epochs else "train"
+
+    def _evaluates(self, epoch: int) -> bool:
+        every = self.config.training.eval_every
+        return bool(self.test_batches is not None and every and ((epoch + 1) % every == 0 or epoch + 1 == self.total_epochs))
+
+    def _epoch_line(self, row, train_terms, test_terms) -> str:
+        parts = [f"epoch {row['epoch']}/{self.total_epochs} ({row['phase']})",
+                 f"{row['seconds']:.1f} s", f"{row['images_per_second']:.0f} img/s",
+                 f"train loss {train_terms.get('loss', float('nan')):.4g}"]
+        if test_terms:
+            parts.append(f"test loss {test_terms.get('loss', float('nan')):.4g}")
+        return " | ".join(parts)
+
+    def _train_epoch(self, epoch: int) -> tuple[dict[str, float], int, float]:
+        """One epoch of optimisation; returns (mean terms over all processes, images, seconds)."""
+        training = self.config.training
+        pretrain = epoch < self.pretrain_epochs
+        loss_epoch = epoch - self.pretrain_epochs  # warm-up counts ELBO epochs only
+        self.trained_module.train()
+        averager = TermAverager()
+        steps = len(self.train_batches)
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{self.total_epochs}", leave=False, dynamic_ncols=True,
+                   disable=True if not (self.context.is_main and training.progress) else None)
+        start = time.perf_counter()
+        try:
+            for step, batch in enumerate(self.train_batches(epoch), start=1):
+                try:
+                    terms = self.trained_module(batch, epoch=loss_epoch, generator=self.loss_generator,
+                                                pretrain=pretrain)
+                except RuntimeError:
+                    # e.g. binary_cross_entropy refuses NaN predictions: name the bad data if that is the cause
+                    if self._nonfinite_inputs(batch):
+                        raise self._nonfinite_error(epoch, step, steps, self._nonfinite_inputs(batch)) from None
+                    raise
+                names = list(terms)
+                values = self._finite_values(terms, names, epoch, step, steps, batch)
+                self.optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                if training.grad_clip > 0:
+                    norm = nn.utils.clip_grad_norm_(self.model.parameters(), training.grad_clip)
+                    if not torch.isfinite(norm):  # identical on every process: grads are averaged
+                        raise self._nonfinite_error(epoch, step, steps, ["gradient norm"])
+                self.optimizer.step()
+                averager.add(names, values, len(batch["image"]))
+                bar.update()
+                if step % training.log_every == 0 or step == steps:
+                    running = {n: f"{float(averager.sums[i] / averager.count):.4g}" for i, n in enumerate(averager.names)}
+                    bar.set_postfix({"loss": running.pop("loss", "?"), **running}, refresh=False)
+        finally:
+            bar.close()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        means, n_images = averager.means(self.context, self.device)
+        return means, n_images, seconds
+
+    @staticmethod
+    def _nonfinite_inputs(batch: dict[str, torch.Tensor]) -> list[str]:
+        return [f"input {key!r} holds NaN/inf" for key, value in batch.items()
+                if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+
+    def _finite_values(self, terms: dict[str, torch.Tensor], names: list[str], epoch: int, step: int,
+                       steps: int, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The step's term values on the CPU; stops training (on every process at once)
+        before a non-finite loss can reach the parameters."""
+        values = torch.stack([terms[name].detach().reshape(()).to(torch.float64) for name in names])
+        bad = (~torch.isfinite(values)).to(torch.float64)
+        if self.context.enabled:  # every process must stop at the same step, or the others hang
+            self.context.all_reduce_sum(bad)
+        bad = bad.cpu()
+        if bool(bad.any()):
+            local = values.cpu()
+            raise self._nonfinite_error(
+                epoch, step, steps,
+                [f"{name} = {float(local[i])}" if not math.isfinite(float(local[i])) else f"{name} (on another process)"
+                 for i, name in enumerate(names) if bad[i] > 0] + self._nonfinite_inputs(batch),
+            )
+        return values.cpu()
+
+    def _nonfinite_error(self, epoch: int, step: int, steps: int, what: list[str]) -> TrainingError:
+        return TrainingError(
+            f"training stopped: non-finite value at epoch {epoch + 1} of {self.total_epochs}, step {step} of {steps} "
+            f"({self._phase(epoch)} phase): {', '.join(what)}. No checkpoint was written after this step; the last "
+            f"good checkpoint (epoch {self.epochs_done}) is {self.checkpoint_path}. Check the data for NaN/inf "
+            "values, or lower training.lr / set training.grad_clip, then --resume or start afresh."
+        )
+
+    def _fit_prior(self) -> None:
+        """After pretraining: fit the mixture prior to the encoded ``z_c`` means of the whole
+        training set (on rank 0, then copied to every process)."""
+        if self.context.is_main:
+            encode_all = self.train_batches.with_options(
+                shuffle=False, drop_last=False, rank=0, world_size=1, batch_size=self.config.training.eval_batch_size)
+            self.model.eval()
+            with torch.no_grad():
+                latents = torch.cat([self.model.encode(batch["image"]).z_cluster.mean for batch in encode_all(0)])
+            self.model.fit_prior(latents)
+            self.model.train()
+            log.info("fitted the %s prior to %d encoded training images", self.config.prior.type, len(latents))
+        self.context.broadcast_module_state(self.model.prior)
+        in_optimizer = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        if any(id(p) not in in_optimizer for p in self.model.parameters()):
+            raise TrainingError(
+                f"the {self.config.prior.type!r} prior replaced its parameter tensors in init_from; it must copy "
+                "into the existing ones (param.copy_(...)) so the optimiser keeps training them"
+            )
+
+    def _evaluate(self, epoch: int) -> dict[str, float]:
+        """Mean loss terms on the test split (eval mode, no gradients, fixed noise)."""
+        pretrain = epoch < self.pretrain_epochs
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(derive_seed(self.config.training.seed, STREAM_EVAL, self.context.rank))
+        averager = TermAverager()
+        self.loss_module.eval()
+        try:
+            with torch.no_grad():
+                for batch in self.test_batches(epoch):
+                    # the bare module: evaluation needs no gradient synchronisation
+                    terms = self.loss_module(batch, epoch=epoch - self.pretrain_epochs, generator=generator,
+                                             pretrain=pretrain)
+                    names = list(terms)
+                    values = torch.stack([terms[n].detach().reshape(()).to(torch.float64) for n in names]).cpu()
+                    averager.add(names, values, len(batch["image"]))
+        finally:
+            self.loss_module.train()
+        means, _ = averager.means(self.context, self.device)
+        return means
+
+    def _save_checkpoint(self) -> None:
+        """``checkpoints/last.pt`` (atomically) for the epochs finished so far; every process's
+        RNG states go in, so that a resumed DDP run draws what an uninterrupted one would."""
+        rng_states = self.context.all_gather_objects(capture_rng_state({"loss": self.loss_generator}))
+        if not self.context.is_main:
+            return
+        checkpoint = {
+            "epoch": self.epochs_done,
+            "config": self.config_dict,
+            "image_shape": list(self.image_shape),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": rng_states,
+            "metrics": self.history,
+            "versions": package_versions(),
+            "world_size": self.context.world_size,
+        }
+        save_checkpoint(checkpoint, self.checkpoint_path)
+        every = self.config.training.checkpoint_every
+        if every and self.epochs_done and self.epochs_done % every == 0:
+            save_checkpoint(checkpoint, self.checkpoint_path.with_name(f"epoch_{self.epochs_done:04d}.pt"))
+
+
+def train(config, resume: bool = False, **options) -> Path:
+    """Train from a config (object, dict or file path); returns the run folder.
+
+    :param resume: continue the run in ``training.out_dir`` from its last checkpoint.
+    :param options: further :class:`Trainer` keyword arguments (``out_dir``, ``overwrite``, ...).
+    """
+    return Trainer(config, resume=resume, **options).run()
+
+
+def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu"):
+    """The config and the trained model of a run, in eval mode.
+
+    :param run_dir: a run folder (its ``checkpoints/last.pt`` is read) or a checkpoint file.
+    :param device: where to put the model.
+    :returns: ``(config, model)``.
+    :raises TrainingError: no readable checkpoint there.
+    """
+    from .model import build_model
+
+    path = Path(run_dir)
+    checkpoint_path = path if path.is_file() else path / "checkpoints" / "last.pt"
+    checkpoint = load_checkpoint(checkpoint_path)
+    config = validate_config(checkpoint["config"], source=str(checkpoint_path))
+    with torch.random.fork_rng(devices=[]):  # building initialises weights: leave the caller's RNG alone
+        model = build_model(config, image_shape=tuple(checkpoint["image_shape"]))
+    model.load_state_dict(checkpoint["model"])
+    return config, model.to(device).eval()
+
+
+__all__ = [
+    "LossModule",
+    "Trainer",
+    "TrainingInterrupted",
+    "load_trained_model",
+    "make_optimizer",
+    "make_scheduler",
+    "train",
+]

@@ -1,0 +1,116 @@
+"""``arrays``: images from a ``.npy`` file, or a ``.npz`` file with ``images`` and
+optional ``labels``; split by a seed.
+
+Images are ``N x H x W`` (one channel) or ``N x C x H x W`` with ``H == W``; ``uint8``
+(0..255), other integers within 0..255, or floats within ``[0, 1]``. Labels are ``N``
+integers; values that are not ``0..K-1`` are renumbered in sorted order (the original
+values become the class names).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from mcvae_framework.errors import DataError
+
+from .base import SeededSplitConfig, check_split, finish_dataset, seeded_split
+
+
+class ArraysConfig(SeededSplitConfig):
+    """Images (and labels) from a NumPy ``.npy`` / ``.npz`` file."""
+
+    type: Literal["arrays"] = "arrays"
+    path: str = Field(..., description=".npy file of images, or .npz with keys `images` and optional `labels`")
+
+
+def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The raw ``images`` and ``labels`` (or ``None``) arrays of ``path``.
+
+    :raises DataError: missing file, wrong suffix, unreadable file or missing key.
+    """
+    if not path.is_file():
+        raise DataError(f"arrays: no file at {path} (resolved: {path.resolve()}); set `path:` to a .npy or .npz file")
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".npz"):
+        raise DataError(f"arrays: {path} is neither .npy nor .npz; save the images with numpy.save or numpy.savez")
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False), None
+        with np.load(path, allow_pickle=False) as archive:
+            if "images" not in archive.files:
+                keys = ", ".join(archive.files) or "none"
+                raise DataError(f"arrays: {path} has no `images` array (its keys: {keys}); "
+                                "save it as numpy.savez(path, images=..., labels=...)")
+            labels = archive["labels"] if "labels" in archive.files else None
+            return archive["images"], labels
+    except DataError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise DataError(f"arrays: cannot read {path} ({exc}); it must be a file written by numpy.save / numpy.savez "
+                        "without pickled objects") from None
+
+
+def check_images(images: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
+    """``(N, C, H, H)`` images and the value that maps to 1.0.
+
+    :raises DataError: wrong rank, non-square, unsupported dtype or values out of range.
+    """
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.ndim != 4:
+        raise DataError(f"arrays {path}: images have shape {images.shape} (rank {images.ndim}); expected "
+                        "N x H x W or N x C x H x W")
+    n, c, h, w = images.shape
+    if c not in (1, 3) and images.shape[-1] in (1, 3):
+        raise DataError(f"arrays {path}: images have shape {images.shape}, which looks channel-last; transpose "
+                        "them to N x C x H x W, e.g. images.transpose(0, 3, 1, 2)")
+    if h != w or n == 0:
+        raise DataError(f"arrays {path}: images have shape {images.shape}; they must be square (H == W) and non-empty")
+    if images.dtype == np.uint8:
+        return images, 255.0
+    if np.issubdtype(images.dtype, np.integer) or images.dtype == np.bool_:
+        lo, hi = int(images.min()), int(images.max())
+        if lo < 0 or hi > 255:
+            raise DataError(f"arrays {path}: integer images must lie in 0..255, found {lo}..{hi}")
+        return images, 255.0
+    if np.issubdtype(images.dtype, np.floating):
+        lo, hi = float(images.min()), float(images.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+            hint = " (divide by 255?)" if np.isfinite(hi) and hi > 1.0 else ""
+            raise DataError(f"arrays {path}: float images must lie in [0, 1], found {lo}..{hi}{hint}")
+        return images, 1.0
+    raise DataError(f"arrays {path}: images have dtype {images.dtype}; use uint8 or float")
+
+
+def check_labels(labels: np.ndarray, n_images: int, path: Path) -> tuple[np.ndarray, list[str]]:
+    """Labels as ``0..K-1`` int64 and the class names (the original values).
+
+    :raises DataError: wrong length or rank, or values that are not integers.
+    """
+    if labels.ndim != 1 or len(labels) != n_images:
+        raise DataError(f"arrays {path}: labels have shape {labels.shape} but there are {n_images} images; "
+                        f"expected one label per image, shape ({n_images},)")
+    if not (np.issubdtype(labels.dtype, np.integer) or
+            (np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0))):
+        raise DataError(f"arrays {path}: labels must be integers, got dtype {labels.dtype}")
+    values, codes = np.unique(labels.astype(np.int64), return_inverse=True)
+    return codes.astype(np.int64), [str(v) for v in values]
+
+
+def make_arrays(config: ArraysConfig, *, split: str = "train"):
+    check_split(split, "arrays")
+    path = Path(config.path).expanduser()
+    raw_images, raw_labels = read_arrays(path)
+    images, scale = check_images(raw_images, path)
+    labels, names = check_labels(raw_labels, len(images), path) if raw_labels is not None else (None, None)
+    parts = seeded_split(len(images), labels, config.test_fraction, config.split_seed, f"arrays {path}")
+    idx = parts[split]
+    return finish_dataset(
+        config, split, images[idx], labels[idx] if labels is not None else None, scale=scale,
+        n_classes=len(names) if names else None, sizes={k: len(v) for k, v in parts.items()}, class_names=names,
+        description=f"arrays ({path})",
+    )

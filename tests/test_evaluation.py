@@ -1,0 +1,228 @@
+"""Metrics of mcvae_framework.evaluation against hand-made cases and scikit-learn."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from mcvae_framework import build
+from mcvae_framework.evaluation import (
+    best_offset,
+    canonical_metrics,
+    clustering_metrics,
+    hungarian_accuracy,
+    json_safe,
+    mod180,
+    pose_metrics,
+    relative_change,
+    report_markdown,
+    write_report,
+)
+
+# ----------------------------------------------------------------- clustering
+
+
+def test_permuted_labelling_scores_perfectly():
+    labels = np.repeat(np.arange(5), 7)
+    clusters = (labels * 3 + 2) % 5  # a bijection of the labels
+    metrics = clustering_metrics(labels, clusters, n_clusters=5)
+    assert metrics["accuracy"] == 1.0
+    assert metrics["nmi"] == pytest.approx(1.0)
+    assert metrics["ari"] == pytest.approx(1.0)
+    assert metrics["cluster_to_label"] == {str((l * 3 + 2) % 5): l for l in range(5)}
+
+
+def test_known_confusion_gives_known_accuracy():
+    # label 0: 8 in cluster 1, 2 in cluster 0; label 1: all 10 in cluster 0 -> 18 / 20.
+    labels = np.array([0] * 10 + [1] * 10)
+    clusters = np.array([1] * 8 + [0] * 2 + [0] * 10)
+    accuracy, mapping = hungarian_accuracy(labels, clusters)
+    assert accuracy == pytest.approx(0.9)
+    assert mapping == {1: 0, 0: 1}
+
+
+def test_a_majority_vote_is_not_a_matching():
+    # Both labels are mostly in cluster 0; a one-to-one matching may use cluster 0 once.
+    labels = np.array([0] * 6 + [1] * 6)
+    clusters = np.array([0] * 5 + [1] + [0] * 4 + [1] * 2)
+    # best: cluster 0 -> label 0 (5) + cluster 1 -> label 1 (2) = 7, or 0 -> 1 (4) + 1 -> 0 (1) = 5
+    assert hungarian_accuracy(labels, clusters)[0] == pytest.approx(7 / 12)
+
+
+def test_surplus_clusters_count_as_wrong_and_sizes_include_empty_ones():
+    labels = np.array([0, 0, 1, 1])
+    clusters = np.array([0, 1, 2, 3])
+    metrics = clustering_metrics(labels, clusters, n_clusters=6)
+    assert metrics["accuracy"] == pytest.approx(0.5)
+    assert metrics["cluster_sizes"] == [1, 1, 1, 1, 0, 0]
+    assert metrics["clusters_used"] == 4
+    assert metrics["n_classes"] == 2
+
+
+def test_agrees_with_sklearn_and_with_a_brute_force_matching():
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        labels = rng.integers(0, 4, size=200)
+        clusters = np.where(rng.random(200) < 0.6, (labels + 1) % 4, rng.integers(0, 4, size=200))
+        metrics = clustering_metrics(labels, clusters)
+        assert metrics["nmi"] == pytest.approx(normalized_mutual_info_score(labels, clusters))
+        assert metrics["ari"] == pytest.approx(adjusted_rand_score(labels, clusters))
+        brute = max(np.mean(np.array(perm)[clusters] == labels) for perm in itertools.permutations(range(4)))
+        assert metrics["accuracy"] == pytest.approx(brute)
+
+
+def test_mismatched_lengths_are_refused():
+    with pytest.raises(ValueError, match="differ in length"):
+        hungarian_accuracy([0, 1, 2], [0, 1])
+
+
+# ----------------------------------------------------------------------- pose
+
+
+@pytest.fixture(scope="module")
+def so2():
+    return build("group", {"type": "so2"})
+
+
+@pytest.fixture(scope="module")
+def se2():
+    return build("group", {"type": "se2"})
+
+
+def _offset_poses(n_per_cluster, offsets, noise_rad, seed=0):
+    """True angles in [-90, 90] deg and predictions off by a constant per cluster."""
+    gen = torch.Generator().manual_seed(seed)
+    clusters = np.repeat(np.arange(len(offsets)), n_per_cluster)
+    true = (torch.rand(len(clusters), 1, generator=gen, dtype=torch.float64) - 0.5) * math.pi
+    noise = noise_rad * torch.randn(len(clusters), 1, generator=gen, dtype=torch.float64)
+    pred = true - torch.tensor(offsets, dtype=torch.float64)[clusters][:, None] + noise
+    return pred, true, clusters
+
+
+def test_per_cluster_offset_is_removed(so2):
+    pred, true, clusters = _offset_poses(150, [0.5, -2.0, 3.0], noise_rad=0.0)
+    report = pose_metrics(so2, pred, true, clusters)
+    assert report["raw"]["rotation_deg"]["median"] > 20
+    assert report["per_cluster_offset"]["rotation_deg"]["median"] < 1e-3
+    assert report["per_cluster_offset"]["rotation_deg"]["mean"] < 1e-3
+    recovered = [report["offsets"][str(c)][0] for c in range(3)]
+    assert recovered == pytest.approx([0.5, -2.0, 3.0], abs=1e-5)
+
+
+def test_offset_removal_leaves_the_noise(so2):
+    noise_deg = 4.0
+    pred, true, clusters = _offset_poses(400, [1.0, -1.5], noise_rad=math.radians(noise_deg))
+    aligned = pose_metrics(so2, pred, true, clusters)["per_cluster_offset"]["rotation_deg"]
+    # median of |N(0, s)| is 0.674 s; a wrong offset would add to it
+    assert aligned["median"] == pytest.approx(0.674 * noise_deg, rel=0.15)
+
+
+def test_a_single_offset_for_all_images_is_not_enough_when_clusters_differ(so2):
+    pred, true, clusters = _offset_poses(100, [0.0, 2.0], noise_rad=0.0)
+    one_cluster = pose_metrics(so2, pred, true, np.zeros_like(clusters))["per_cluster_offset"]["rotation_deg"]
+    per_cluster = pose_metrics(so2, pred, true, clusters)["per_cluster_offset"]["rotation_deg"]
+    assert one_cluster["mean"] > 40 and per_cluster["mean"] < 1e-3
+
+
+def test_half_turns_are_forgiven_only_modulo_180(so2):
+    pred, true, clusters = _offset_poses(200, [0.7, -0.4], noise_rad=math.radians(2.0))
+    flipped = torch.rand(len(pred), generator=torch.Generator().manual_seed(1)) < 0.3
+    pred = pred + math.pi * flipped[:, None].double()
+    report = pose_metrics(so2, pred, true, clusters)
+    assert report["per_cluster_offset"]["rotation_deg"]["mean"] > 40  # 30% are 180 deg off
+    assert report["per_cluster_offset_mod180"]["rotation_deg_mod180"]["median"] < 3
+    assert report["per_cluster_offset_mod180"]["rotation_deg_mod180"]["mean"] < 3
+
+
+def test_mod180_folds_half_turns():
+    assert mod180(torch.tensor([0.0, 10.0, 90.0, 170.0, 180.0])).tolist() == [0.0, 10.0, 90.0, 10.0, 0.0]
+
+
+def test_se2_offset_includes_translation(se2):
+    gen = torch.Generator().manual_seed(0)
+    n = 120
+    clusters = np.repeat([0, 1], n // 2)
+    true = torch.cat([(torch.rand(n, 1, generator=gen) - 0.5) * math.pi, (torch.rand(n, 2, generator=gen) - 0.5)], 1)
+    true = true.double()
+    offsets = torch.tensor([[0.4, 0.1, -0.2], [-1.0, 0.0, 0.3]], dtype=torch.float64)
+    h = se2.exp(offsets)[clusters]
+    pred = se2.log(se2.compose(se2.exp(true), se2.inverse(h)))  # g_true = g_pred h
+    report = pose_metrics(se2, pred, true, clusters)
+    assert report["raw"]["translation"]["mean"] > 0.05
+    assert report["per_cluster_offset"]["translation"]["mean"] < 1e-5
+    assert report["per_cluster_offset"]["rotation_deg"]["mean"] < 1e-4
+
+
+def test_best_offset_ignores_a_minority_of_outliers(so2):
+    pred, true, clusters = _offset_poses(200, [1.2], noise_rad=0.0)
+    wild = torch.rand(len(pred), generator=torch.Generator().manual_seed(2)) < 0.25
+    pred[wild] = (torch.rand(int(wild.sum()), 1, generator=torch.Generator().manual_seed(3)).double() - 0.5) * 6
+    h = best_offset(so2, so2.exp(pred), so2.exp(true))
+    assert so2.log(h[None])[0, 0].item() == pytest.approx(1.2, abs=1e-6)
+
+
+# ------------------------------------------------------------------ canonical
+
+
+def _blob(size=28):
+    y, x = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    # an asymmetric bump well inside the frame, so a rotation changes it
+    return torch.exp(-((x - 0.3) ** 2 / 0.05 + (y + 0.1) ** 2 / 0.02))[None]
+
+
+def test_canonical_error_after_moving_by_the_cluster_offset(so2):
+    true_canonical = torch.stack([_blob()] * 6)
+    clusters = np.array([0, 0, 0, 1, 1, 1])
+    offsets = {0: so2.exp(torch.tensor([[math.pi / 2]]))[0], 1: so2.exp(torch.tensor([[-math.pi / 3]]))[0]}
+    h = torch.stack([offsets[c] for c in clusters])
+    decoded = so2.act(true_canonical, h)  # the model's canonical frame differs per cluster
+    report = canonical_metrics(so2, decoded, true_canonical, clusters, offsets)
+    assert report["mse"] > 1e-3
+    assert report["mse_offset_aligned"] < 0.05 * report["mse"]
+
+
+def test_canonical_error_without_offsets_is_plain_mse():
+    a, b = torch.zeros(2, 1, 4, 4), torch.full((2, 1, 4, 4), 0.5)
+    assert canonical_metrics(None, a, b) == {"mse": pytest.approx(0.25)}
+
+
+# ----------------------------------------------------------------- invariance
+
+
+def test_relative_change_is_zero_when_invariant_and_one_for_a_shuffle():
+    gen = torch.Generator().manual_seed(0)
+    z = torch.randn(2000, 5, generator=gen)
+    assert relative_change(z, z) == 0.0
+    shuffled = z[torch.randperm(len(z), generator=gen)]
+    # E|z_i - z_j| / E|z_i - mean| = sqrt(2) for Gaussian-like clouds (chi ratio, 5 dims)
+    assert relative_change(z, shuffled) == pytest.approx(math.sqrt(2), rel=0.08)
+    # a shift by 0.01 of the typical radius along every one of the 5 axes
+    shift = 0.01 * (z - z.mean(0)).norm(dim=1).mean()
+    assert relative_change(z, z + shift) == pytest.approx(0.01 * math.sqrt(5), rel=1e-4)
+
+
+# --------------------------------------------------------------------- report
+
+
+def test_report_files_are_valid_json_and_markdown(tmp_path):
+    report = {
+        "run_dir": "runs/x", "split": "test", "n_images": 4, "accuracy": 0.5, "nmi": float("nan"), "ari": 0.1,
+        "clustering": clustering_metrics([0, 0, 1, 1], [1, 1, 1, 0], n_clusters=3),
+        "pose": {"raw": {"rotation_deg": {"median": 40.0, "mean": 50.0}},
+                 "per_cluster_offset": {"rotation_deg": {"median": 4.0, "mean": 5.0}}},
+        "elbo": {"loss": torch.tensor(12.5), "reconstruction": np.float32(10.0)},
+    }
+    json_path, md_path = write_report(report, tmp_path)
+    loaded = json.loads(json_path.read_text())
+    assert loaded["nmi"] is None and loaded["accuracy"] == 0.5
+    assert loaded["elbo"] == {"loss": 12.5, "reconstruction": 10.0}
+    text = md_path.read_text()
+    assert "| 0.5 | - | 0.1 | 2 of 3 |" in text
+    assert "| rotation_deg | 40 | 50 | 4 | 5 |" in text
+    assert report_markdown(json_safe(report)) == text.rstrip("\n")

@@ -1,0 +1,257 @@
+"""The built-in groups: contract kit, geomstats agreement, closed-form details, bad input."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from mcvae_framework import ConfigError, build
+from mcvae_framework.cli import cli
+from mcvae_framework.testing import LieGroupContract
+from mcvae_framework.testing import geomstats_reference as ref
+
+TAGS = ("so2", "se2", "scale_rotation", "sim2")
+
+
+# ---------------------------------------------------------------- the contract kit, x4
+
+
+class TestSO2Contract(LieGroupContract):
+    group_config = {"type": "so2"}
+
+
+class TestSE2Contract(LieGroupContract):
+    group_config = {"type": "se2", "shift": 0.2}
+
+
+class TestScaleRotationContract(LieGroupContract):
+    group_config = {"type": "scale_rotation", "prior": "uniform"}
+
+
+class TestSim2Contract(LieGroupContract):
+    group_config = {"type": "sim2", "angle_deg": [-90, 90], "shift": 0.25, "prior": "uniform"}
+
+
+# ---------------------------------------------------------------- geomstats agreement
+
+
+def _coordinates(n=64, seed=0, max_angle=math.pi):
+    """float64 (theta, log_scale, u) with exact zeros, tiny values, both sides of the
+    series radius, and angles up to ``max_angle``."""
+    gen = torch.Generator().manual_seed(seed)
+    theta = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * max_angle
+    log_scale = torch.randn(n, generator=gen, dtype=torch.float64) * 0.7
+    u = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    special = torch.tensor([0.0, 1e-12, 1e-7, 9.9e-4, 1.01e-3, 0.099, 0.101, max_angle], dtype=torch.float64)
+    theta[: len(special)] = special
+    log_scale[: len(special)] = special.flip(0) * 0.5
+    log_scale[0] = 0.0
+    return theta, log_scale, u
+
+
+def _few_inner(theta, count=12):
+    """Indices of the first ``count`` angles away from +-pi: scipy's ``logm`` (behind
+    geomstats' logarithms) may pick another branch near pi, and costs milliseconds per
+    matrix, so logarithms are compared on a dozen elements, the special ones included."""
+    return torch.nonzero(theta.abs() < math.pi - 0.1).flatten()[:count]
+
+
+@pytest.fixture(scope="module")
+def geomstats():
+    dtype = torch.get_default_dtype()
+    modules = ref.import_geomstats()
+    assert torch.get_default_dtype() == dtype, "importing geomstats changed torch's default dtype"
+    return modules
+
+
+def test_so2_matches_geomstats(geomstats):
+    theta, _, _ = _coordinates()
+    g = build("group", {"type": "so2"})
+    mats = g.exp(theta[:, None])
+    assert (mats[:, :2, :2] - ref.so2_exp(theta)).abs().max() < 1e-6
+    assert (mats - ref.matrix_exp(ref.planar_algebra_matrix(theta))).abs().max() < 1e-6
+    inner = _few_inner(theta)
+    assert (g.log(mats)[inner, 0] - ref.so2_log(mats[inner, :2, :2])).abs().max() < 1e-6
+
+
+def test_se2_matches_geomstats(geomstats):
+    theta, _, u = _coordinates()
+    g = build("group", {"type": "se2"})
+    tau = torch.cat((theta[:, None], u), dim=1)
+    mats = g.exp(tau)
+    assert (mats - ref.se2_exp(tau)).abs().max() < 1e-6
+    assert (mats - ref.matrix_exp(ref.planar_algebra_matrix(theta, u=u))).abs().max() < 1e-6
+    inner = _few_inner(theta)
+    assert (g.log(mats)[inner] - ref.se2_log(mats[inner])).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("tag", ["scale_rotation", "sim2"])
+def test_scaled_groups_match_the_matrix_exponential(geomstats, tag):
+    theta, log_scale, u = _coordinates()
+    g = build("group", {"type": tag})
+    if tag == "scale_rotation":
+        tau, u = torch.stack((theta, log_scale), dim=1), 0 * u
+    else:
+        tau = torch.cat((theta[:, None], log_scale[:, None], u), dim=1)
+    mats = g.exp(tau)
+    assert (mats - ref.matrix_exp(ref.planar_algebra_matrix(theta, log_scale, u))).abs().max() < 1e-6
+    inner = _few_inner(theta)
+    logm = ref.matrix_log(mats[inner])
+    expected = torch.stack((logm[:, 1, 0], logm[:, 0, 0], logm[:, 0, 2], logm[:, 1, 2]), dim=1)[:, : g.dim]
+    assert (g.log(mats)[inner] - expected).abs().max() < 1e-6
+
+
+def test_geomstats_reference_restores_the_default_dtype(geomstats):
+    before = torch.get_default_dtype()
+    ref.se2_exp(torch.zeros(2, 3, dtype=torch.float64))
+    ref.matrix_log(torch.eye(3, dtype=torch.float64)[None])
+    assert torch.get_default_dtype() == before
+    other = "numpy" if geomstats.backend == "pytorch" else "pytorch"
+    with pytest.raises(RuntimeError, match="already imported"):
+        ref.import_geomstats(other)
+
+
+# ---------------------------------------------------------------- closed-form details
+
+
+def test_se2_translation_is_v_theta_u_not_u():
+    g = build("group", {"type": "se2"})
+    mats = g.exp(torch.tensor([[math.pi / 2, 1.0, 0.0]], dtype=torch.float64))
+    assert torch.allclose(mats[0, :2, 2], torch.tensor([2 / math.pi, 2 / math.pi], dtype=torch.float64))
+
+
+def test_sim2_translation_is_phi_w_u():
+    # theta = 0: V = (e^s - 1) / s
+    g = build("group", {"type": "sim2"})
+    mats = g.exp(torch.tensor([[0.0, math.log(3.0), 1.0, -2.0]], dtype=torch.float64))
+    assert torch.allclose(mats[0, :2, 2], torch.tensor([1.0, -2.0], dtype=torch.float64) * 2 / math.log(3.0))
+    assert torch.allclose(mats[0, :2, :2], 3 * torch.eye(2, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("tag", ["se2", "sim2"])
+def test_float32_gradients_are_accurate_across_the_series_switch(tag):
+    # autograd in float32 vs float64 around the Taylor/exact switch and at 0
+    g = build("group", {"type": tag})
+    theta = torch.tensor([0.0, 1e-6, 1e-3, 0.05, 0.099, 0.101, 0.3, 1.0, 3.0], dtype=torch.float64)
+    tau = torch.zeros(len(theta), g.dim, dtype=torch.float64)
+    tau[:, 0] = theta
+    tau[:, -2:] = torch.tensor([0.7, -0.4], dtype=torch.float64)
+    if tag == "sim2":
+        tau[:, 1] = theta * 0.5
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        t = tau.to(dtype).requires_grad_(True)
+        g.exp(t)[:, :2, 2].sum().backward()
+        grads[dtype] = t.grad.double()
+    assert (grads[torch.float32] - grads[torch.float64]).abs().max() < 5e-6
+
+
+def test_uniform_prior_is_flat_inside_the_ranges_and_normalised():
+    g = build("group", {"type": "scale_rotation", "prior": "uniform", "angle_deg": [-90, 90], "log_scale": [-0.2, 0.4]})
+    inside = torch.tensor([[0.0, 0.0], [1.5, 0.39], [-1.5, -0.19]], dtype=torch.float64)
+    lp = g.log_prior(inside)
+    assert torch.allclose(lp, lp[:1].expand(3))
+    assert g.log_prior(torch.tensor([[2.0, 0.0]], dtype=torch.float64)) < lp[0]
+    # integrate exp(log_prior) on a grid: a proper density
+    th = torch.linspace(-8, 8, 801, dtype=torch.float64)
+    s = torch.linspace(-4, 4, 401, dtype=torch.float64)
+    grid = torch.cartesian_prod(th, s)
+    mass = g.log_prior(grid).exp().sum() * (th[1] - th[0]) * (s[1] - s[0])
+    assert abs(mass.item() - 1.0) < 1e-3
+
+
+@pytest.mark.parametrize("prior", ["normal", "uniform"])
+def test_se2_prior_is_a_proper_density(prior):
+    g = build("group", {"type": "se2", "prior": prior, "angle_deg": [-45, 45], "shift": 0.2})
+    th = torch.linspace(-6, 6, 121, dtype=torch.float64)
+    u = torch.linspace(-3, 3, 61, dtype=torch.float64)
+    grid = torch.cartesian_prod(th, u, u)
+    mass = g.log_prior(grid).exp().sum() * (th[1] - th[0]) * (u[1] - u[0]) ** 2
+    assert abs(mass.item() - 1.0) < 2e-3
+
+
+def test_normal_prior_is_the_gaussian_density():
+    g = build("group", {"type": "so2", "prior_angle_std_deg": 30})
+    theta = torch.tensor([[0.0], [0.5], [-2.0]], dtype=torch.float64)
+    expected = torch.distributions.Normal(0.0, math.radians(30)).log_prob(theta[:, 0])
+    assert torch.allclose(g.log_prior(theta), expected)
+
+
+def test_distance_units():
+    g = build("group", {"type": "sim2"})
+    a = g.exp(torch.tensor([[0.0, 0.0, 0.0, 0.0]], dtype=torch.float64))
+    b = g.exp(torch.tensor([[math.radians(30), 0.0, 0.0, 0.0]], dtype=torch.float64))
+    b[:, 0, 2] += 0.3
+    b[:, :2, :2] *= 2.0
+    d = g.distance(a, b)
+    assert set(d) == {"rotation_deg", "translation", "log_scale"}
+    assert abs(d["rotation_deg"].item() - 30) < 1e-9
+    assert abs(d["translation"].item() - 0.3) < 1e-9
+    assert abs(d["log_scale"].item() - math.log(2)) < 1e-9
+    assert set(build("group", {"type": "so2"}).distance(a, a)) == {"rotation_deg"}
+
+
+def test_positive_angle_turns_clockwise_on_screen():
+    # y points down in image coordinates: content right of the centre moves down
+    g = build("group", {"type": "so2"})
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 7] = 1.0  # right of the centre
+    out = g.act(x, g.exp(torch.tensor([[math.pi / 2]])))
+    assert out[0, 0].argmax().item() == 7 * 9 + 4  # row 7, column 4: below the centre
+
+
+# ---------------------------------------------------------------- configs and bad input
+
+
+@pytest.mark.parametrize(
+    "config, field, value",
+    [
+        ({"type": "so2", "angle_deg": [-200, 90]}, "angle_deg", "-200"),
+        ({"type": "se2", "angle_deg": [90, -90]}, "angle_deg", "reversed"),
+        ({"type": "se2", "shift": -0.1}, "shift", "-0.1"),
+        ({"type": "sim2", "log_scale": [0.5, 0.1]}, "log_scale", "reversed"),
+        ({"type": "so2", "shift": 0.1}, "shift", "unknown key"),
+        ({"type": "scale_rotation", "prior": "flat"}, "prior", "flat"),
+    ],
+)
+def test_bad_configs_name_the_field_and_value(config, field, value):
+    with pytest.raises(ConfigError) as info:
+        build("group", config)
+    message = str(info.value)
+    assert f"group.{field}" in message and value in message, message
+
+
+def test_defaults_are_documented():
+    for tag in TAGS:
+        cls = type(build("group", {"type": tag}).config)
+        for name, field in cls.model_fields.items():
+            assert field.description, f"{tag}.{name} has no description"
+
+
+def test_plugins_command_lists_the_groups():
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == 0, result.output
+    group_lines = [line for line in result.output.splitlines() if line.strip().startswith("group ")]
+    assert group_lines, result.output
+    listed = {tag.strip() for line in group_lines for tag in line.split(None, 1)[1].split(",")}
+    assert set(TAGS) <= listed
+
+
+def test_importing_the_plugin_keeps_the_default_dtype_and_skips_geomstats():
+    code = (
+        "import sys, torch\n"
+        "before = torch.get_default_dtype()\n"
+        "import mcvae_builtins.groups\n"
+        "from mcvae_framework import build\n"
+        f"for tag in {TAGS!r}:\n"
+        "    g = build('group', {'type': tag}); g.act(torch.rand(2, 1, 8, 8), g.exp(g.sample(2)))\n"
+        "assert torch.get_default_dtype() == before, torch.get_default_dtype()\n"
+        "assert 'geomstats' not in sys.modules, 'a group plugin imported geomstats'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

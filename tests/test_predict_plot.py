@@ -1,0 +1,224 @@
+"""End to end: a tiny trained run, then `mcvae evaluate`, `mcvae predict`, `mcvae plot`."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from mcvae_framework.cli import cli
+from mcvae_framework.errors import ConfigError, DataError
+
+# scikit-learn's 8x8 digits on a 12x12 canvas, rotated in [-90, 90]: small enough to
+# train one epoch in seconds, rich enough to exercise every metric (labels, canonical
+# images, true poses).
+DATA = {"type": "digits", "limit": 160,
+        "transform": {"group": "so2", "angle_deg": [-90, 90], "seed": 0, "canvas": 12}}
+CONFIG = {
+    "data": DATA,
+    "group": {"type": "so2", "angle_deg": [-90, 90]},
+    "encoder": {"type": "mlp"},
+    "decoder": {"type": "mlp"},
+    "prior": {"type": "gmm", "n_components": 4},
+    "model": {"z_cluster_dim": 3, "z_style_dim": 2},
+    "loss": {"mode": "unsupervised", "n_augment": 1},
+    "training": {"epochs": 1, "batch_size": 64, "device": "cpu", "seed": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    from mcvae_framework.training import Trainer
+
+    out = tmp_path_factory.mktemp("run")
+    Trainer(CONFIG, out_dir=out, console=False, overwrite=True).run()
+    return out
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "experiment.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    return path
+
+
+def _invoke(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result
+
+
+def _is_png(path):
+    from matplotlib.image import imread
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    image = imread(path)
+    assert image.ndim == 3 and min(image.shape[:2]) > 50, (path, image.shape)
+    return image
+
+
+# ------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_writes_report_json_and_md(run_dir):
+    result = _invoke("evaluate", run_dir, "--n-actions", "2")
+    assert result.exit_code == 0, result.output
+    assert "## Clustering" in result.output and "## Pose error" in result.output
+    report = json.loads((run_dir / "report.json").read_text())
+    for key in ("accuracy", "nmi", "ari"):
+        assert 0.0 <= report[key] <= 1.0 or (key == "ari" and -1.0 <= report[key] <= 1.0)
+    assert report["n_images"] == 160 and report["split"] == "test"
+    assert sum(report["clustering"]["cluster_sizes"]) == 160
+    assert len(report["clustering"]["cluster_sizes"]) == 4
+    pose = report["pose"]
+    assert 0 <= pose["per_cluster_offset"]["rotation_deg"]["median"] <= pose["raw"]["rotation_deg"]["median"] + 1e-9
+    assert set(pose["offsets"]) == {str(c) for c, n in enumerate(report["clustering"]["cluster_sizes"]) if n}
+    assert 0 <= report["canonical"]["mse"] <= 1 and "mse_offset_aligned" in report["canonical"]
+    assert 0 <= report["invariance"]["cluster_agreement"] <= 1
+    assert report["invariance"]["z_cluster_relative_change"] >= 0
+    assert np.isfinite(report["elbo"]["loss"]) and "reconstruction" in report["elbo"]
+    assert (run_dir / "report.md").read_text().startswith("# Evaluation of")
+
+
+def test_evaluate_matches_a_direct_computation(run_dir):
+    from mcvae_framework import build
+    from mcvae_framework.evaluation import evaluate_run, hungarian_accuracy
+    from mcvae_framework.training import load_trained_model
+
+    report = evaluate_run(run_dir, split="train", n_actions=1)
+    config, model = load_trained_model(run_dir)
+    data = build("data", config.data, split="train").as_tensors()
+    with torch.no_grad():
+        clusters = model.cluster_probabilities(data["image"]).argmax(1).numpy()
+    assert report["split"] == "train"
+    assert report["accuracy"] == pytest.approx(hungarian_accuracy(data["label"].numpy(), clusters)[0])
+
+
+# -------------------------------------------------------------------- predict
+
+
+def test_predict_csv_from_a_config(run_dir, config_file, tmp_path):
+    out = tmp_path / "pred.csv"
+    result = _invoke("predict", run_dir, "--data", config_file, "--out", out)
+    assert result.exit_code == 0, result.output
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 160
+    assert list(rows[0])[:3] == ["index", "label", "cluster"]
+    assert {"probability_0", "probability_3", "tau_0"} <= set(rows[0])
+    probs = np.array([[float(r[f"probability_{k}"]) for k in range(4)] for r in rows])
+    assert np.allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert [int(r["cluster"]) for r in rows] == probs.argmax(1).tolist()
+
+
+def test_predict_npz_with_canonical_images_agrees_with_the_model(run_dir, config_file, tmp_path):
+    from mcvae_framework import build
+    from mcvae_framework.training import load_trained_model
+
+    out = tmp_path / "pred.npz"
+    result = _invoke("predict", run_dir, "--data", config_file, "--out", out, "--canonical")
+    assert result.exit_code == 0, result.output
+    saved = np.load(out)
+    assert saved["canonical"].shape == (160, 1, 12, 12)
+    assert saved["probabilities"].shape == (160, 4) and saved["tau"].shape == (160, 1)
+    _, model = load_trained_model(run_dir)
+    images = build("data", DATA, split="test").as_tensors()["image"]
+    expected = model.predict(images)
+    assert np.array_equal(saved["cluster"], expected["cluster"].numpy())
+    assert np.allclose(saved["tau"], expected["tau"].numpy(), atol=1e-5)
+
+
+def test_predict_on_a_users_array_file(run_dir, tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, size=(30, 12, 12), dtype=np.uint8)
+    source = tmp_path / "mine.npy"
+    np.save(source, images)
+    out = tmp_path / "mine.npz"
+    result = _invoke("predict", run_dir, "--data", source, "--out", out)
+    assert result.exit_code == 0, result.output
+    saved = np.load(out)
+    assert len(saved["cluster"]) == 30  # every image, whatever split the dataset plugin makes
+    assert "label" not in saved.files
+
+
+def test_predict_refuses_bad_outputs_and_inputs(run_dir, config_file, tmp_path):
+    result = _invoke("predict", run_dir, "--data", config_file, "--out", tmp_path / "pred.txt")
+    assert result.exit_code != 0 and "unknown output format" in result.output
+    result = _invoke("predict", run_dir, "--data", config_file, "--out", tmp_path / "pred.csv", "--canonical")
+    assert result.exit_code != 0 and ".npz" in result.output
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((5, 20, 20), dtype=np.uint8))
+    result = _invoke("predict", run_dir, "--data", wrong, "--out", tmp_path / "w.csv")
+    assert result.exit_code != 0 and "trained on (1, 12, 12)" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_parquet_needs_an_engine_or_writes_a_table(tmp_path):
+    from mcvae_framework.prediction import write_predictions
+
+    result = {"index": np.arange(3), "cluster": np.array([0, 1, 1]),
+              "probabilities": np.full((3, 2), 0.5, dtype=np.float32), "tau": np.zeros((3, 1), np.float32)}
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        with pytest.raises(DataError, match="pip install pyarrow"):
+            write_predictions(result, tmp_path / "p.parquet")
+    else:
+        import pandas as pd
+
+        table = pd.read_parquet(write_predictions(result, tmp_path / "p.parquet"))
+        assert list(table.columns) == ["index", "cluster", "probability_0", "probability_1", "tau_0"]
+    with pytest.raises(ConfigError, match="unknown output format"):
+        write_predictions(result, tmp_path / "p.xlsx")
+
+
+# ----------------------------------------------------------------------- plot
+
+
+def test_plot_writes_every_figure(run_dir, tmp_path):
+    result = _invoke("plot", run_dir, "--out-dir", tmp_path / "plots", "--method", "pca", "--n-images", "6")
+    assert result.exit_code == 0, result.output
+    names = {"reconstructions", "latent_map", "prototypes", "training_curves"}
+    for name in names:
+        assert name in result.output
+        _is_png(tmp_path / "plots" / f"{name}.png")
+
+
+def test_prototype_images_move_the_decoded_means(run_dir):
+    from mcvae_framework.plotting import prototype_images
+    from mcvae_framework.training import load_trained_model
+
+    _, model = load_trained_model(run_dir)
+    images, tau = prototype_images(model, n_poses=3)
+    assert images.shape == (4, 4, 1, 12, 12) and tau.shape == (3, 1)
+    assert torch.all(tau[1:, 0] >= tau[:-1, 0])  # a sorted sweep
+    expected = model.group.act(images[:, 0], model.group.exp(tau[1:2].expand(4, -1)))
+    assert torch.allclose(images[:, 2], expected, atol=1e-6)
+    assert torch.allclose(images[:, 0], model.decode(model.prior.component_means(), None), atol=1e-6)
+
+
+def test_latent_map_and_curves_from_plain_arrays(tmp_path):
+    from mcvae_framework.plotting import embed_2d, latent_map_figure, training_curves_figure
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    latents = rng.normal(size=(60, 6)) + 5 * np.eye(6)[labels]
+    coords, used = embed_2d(latents, "tsne")
+    assert coords.shape == (60, 2) and used == "tsne"
+    _is_png(latent_map_figure(latents, labels, tmp_path / "map.png", labels=labels, method="pca"))
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text("epoch,phase,seconds,images_per_second,train_loss,test_loss\n"
+                       "1,train,1.0,100,5.0,6.0\n2,train,1.0,110,4.0,\n")
+    _is_png(training_curves_figure(metrics, tmp_path / "curves.png"))
+    with pytest.raises(ValueError, match="tsne, pca or auto"):
+        embed_2d(latents, "umap")
+
+
+def test_commands_on_a_folder_without_a_run_say_so(tmp_path):
+    for args in (("evaluate", tmp_path), ("plot", tmp_path)):
+        result = _invoke(*args)
+        assert result.exit_code != 0
+        assert "last.pt" in result.output and "Traceback" not in result.output
