@@ -15,7 +15,6 @@ so ``loss`` is the negative ELBO per image plus the weighted invariance penaltie
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .model import MCEVAE, Encoding, Posterior
 
@@ -32,7 +31,10 @@ def ramp(epoch: int, warmup_epochs: int) -> float:
 def reconstruction_nll(prediction: torch.Tensor, target: torch.Tensor, loss_config) -> torch.Tensor:
     """``(N,)`` negative log-likelihood of ``target`` under the decoder's ``prediction``."""
     if loss_config.likelihood == "bernoulli":
-        nll = F.binary_cross_entropy(prediction.clamp(_EPS, 1 - _EPS), target, reduction="none")
+        # Written out rather than F.binary_cross_entropy, which raises on a NaN input:
+        # a NaN must reach the trainer's check, which names the term.
+        p = prediction.clamp(_EPS, 1 - _EPS)
+        nll = -(target * torch.log(p) + (1 - target) * torch.log1p(-p))
     else:
         std = loss_config.gaussian_std
         nll = 0.5 * ((prediction - target) / std).pow(2) + torch.log(torch.tensor(std * (2 * torch.pi) ** 0.5))
@@ -53,8 +55,9 @@ def invariance_terms(model: MCEVAE, x: torch.Tensor, enc: Encoding, canonical: t
     that pass runs without gradients: the copies are fixed targets that the original's
     latents and pose are pulled to (the same fixed point, at a third of the cost).
 
-    * ``invariance``: squared distance between the invariant posterior means (``z_c``,
-      ``z_v``) of the original and of its copies;
+    * ``invariance``: squared change of the invariant posterior means (``z_c``, ``z_v``)
+      from the original to its copies, per latent dimension and relative to that
+      dimension's variance over the batch (0: invariant; about 2: unrelated);
     * ``canonical_invariance``: mean squared difference per pixel between the canonical
       decoding of the original and those of its copies;
     * ``pose_consistency``: ``|log(exp(tau(x))^-1 h^-1 exp(tau(h.x)))|^2`` -- a copy's pose
@@ -75,8 +78,12 @@ def invariance_terms(model: MCEVAE, x: torch.Tensor, enc: Encoding, canonical: t
     def per_image(values: torch.Tensor) -> torch.Tensor:
         return values.view(n, n_augment).mean(-1).mean()
 
-    means = _invariant_means(enc).repeat_interleave(n_augment, dim=0)
-    invariance = (_invariant_means(enc_copies) - means).pow(2).sum(-1)
+    means = _invariant_means(enc)
+    # Relative change: squared differences over the latents' own spread in the batch, so
+    # that shrinking every latent towards a constant does not lower the penalty.
+    spread = means.detach().var(dim=0, unbiased=False).clamp_min(1e-6)
+    change = _invariant_means(enc_copies) - means.repeat_interleave(n_augment, dim=0)
+    invariance = (change.pow(2) / spread).mean(-1)
     canonical_x = canonical.repeat_interleave(n_augment, dim=0)
     canonical_invariance = (canonical_copies - canonical_x).pow(2).flatten(1).mean(-1)
     pose_x = group.exp(enc.tau.mean).repeat_interleave(n_augment, dim=0)

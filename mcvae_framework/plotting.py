@@ -249,7 +249,8 @@ def plot_run(run_dir, split: str = "test", out_dir=None, *, n_images: int = 12, 
     subset = {k: v[pick] for k, v in tensors.items()}
     outputs = model_outputs(model, subset["image"])
     written = {}
-    shown = slice(0, min(n_images, len(pick)))
+    # evenly spaced through the (class-ordered) subset, so that every class shows
+    shown = torch.linspace(0, len(pick) - 1, min(n_images, len(pick))).round().long()
     rows = {"input": subset["image"][shown], "reconstruction": outputs["reconstruction"][shown],
             "canonical": outputs["canonical"][shown]}
     if "canonical" in subset:

@@ -4,8 +4,8 @@ A plugin imports from here (and from :mod:`mcvae_framework`), never from another
 """
 
 from .data import ImageDataset
-from .group import LieGroup
+from .group import AffineGroup2D, LieGroup
 from .networks import Decoder, Encoder
-from .prior import MixturePrior
+from .prior import MixturePrior, validate_latents
 
-__all__ = ["Decoder", "Encoder", "ImageDataset", "LieGroup", "MixturePrior"]
+__all__ = ["AffineGroup2D", "Decoder", "Encoder", "ImageDataset", "LieGroup", "MixturePrior", "validate_latents"]

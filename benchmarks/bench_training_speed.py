@@ -1,0 +1,119 @@
+"""Training throughput of one optimisation step, per loss design, on the quickstart model.
+
+Every row trains the *same* model (configs/quickstart.yaml: conv encoder, gated MLP
+decoder, SO(2), 10-component GMM) on the same 28x28 batches; only the unsupervised
+step's design changes:
+
+* ``plain VAE step`` -- one encoder and decoder pass, no invariance (the floor);
+* ``ours: n_augment=M`` -- the M moved copies of every image are encoded in one batched
+  pass *without* gradients (fixed targets: ``loss.copy_gradients: false``);
+* ``ours: n_augment=M, copy_gradients`` -- the same pass, back-propagated;
+* ``reference-style: 25 separate passes`` -- the published implementation's structure:
+  25 moved copies per batch, each encoded and back-propagated in its own pass.
+
+Images/s counts dataset images (a batch of 128 is 128 images, whatever the copies).
+
+    python benchmarks/bench_training_speed.py [--steps 20] [--threads 2] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _report import machine_line, write_block  # noqa: E402
+
+from mcvae_framework import build, build_model, load_config  # noqa: E402
+from mcvae_framework.losses import elbo_terms, invariance_terms  # noqa: E402
+
+
+def reference_style_step(model, batch, loss_config, generator, copies: int = 25):
+    """The ELBO, then ``copies`` separate encoder passes of moved copies, each with its
+    own backward pass (gradients accumulate), as the published implementation loops."""
+    terms = elbo_terms(model, batch, loss_config.model_copy(update={"mode": "plain"}), generator=generator)
+    terms["loss"].backward()
+    x = batch["image"]
+    enc = model.encode(x)
+    canonical = model.decode(enc.z_cluster.mean, enc.z_style.mean if enc.z_style is not None else None)
+    for _ in range(copies):
+        inv = invariance_terms(model, x, enc, canonical, 1, generator, copy_gradients=True)
+        (inv["invariance"] + inv["pose_consistency"]).backward(retain_graph=True)
+
+
+def time_steps(model, batches, step, steps: int) -> float:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.train()
+    for i in range(2 + steps):
+        if i == 2:
+            start = time.perf_counter()
+        opt.zero_grad()
+        step(batches[i % len(batches)])
+        opt.step()
+    return steps * len(batches[0]["image"]) / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    config = load_config(ROOT / "configs" / "quickstart.yaml")
+    data = build("data", config.data, split="train").as_tensors()
+    n = args.batch_size
+    batches = [{k: v[i * n:(i + 1) * n] for k, v in data.items()} for i in range(4)]
+    generator = torch.Generator().manual_seed(0)
+
+    def ours(m, copy_gradients=False):
+        loss = config.loss.model_copy(update={"n_augment": m, "copy_gradients": copy_gradients})
+        return lambda batch: elbo_terms(model, batch, loss, generator=generator)["loss"].backward()
+
+    model = build_model(config, image_shape=tuple(data["image"].shape[1:]))
+    n_params = sum(p.numel() for p in model.parameters())
+    plain = config.loss.model_copy(update={"mode": "plain"})
+    designs = {
+        "plain VAE step (no invariance)": lambda b: elbo_terms(model, b, plain, generator=generator)["loss"].backward(),
+        "ours: n_augment=1": ours(1),
+        "ours: n_augment=2": ours(2),
+        "ours: n_augment=4": ours(4),
+        "ours: n_augment=2, copy_gradients": ours(2, True),
+        "reference-style: 25 separate passes": lambda b: reference_style_step(model, b, config.loss, generator),
+    }
+    rows = []
+    for name, step in designs.items():
+        steps = max(3, args.steps // 5) if name.startswith("reference") else args.steps
+        rate = time_steps(model, batches, step, steps)
+        rows.append((name, rate))
+        print(f"{name:40s} {rate:8.0f} images/s", flush=True)
+
+    reference = dict(rows)["reference-style: 25 separate passes"]
+    lines = [
+        f"`python benchmarks/bench_training_speed.py --threads {args.threads} --steps {args.steps}` "
+        f"on {machine_line()}.",
+        "",
+        f"The quickstart model ({n_params:,} parameters), batches of {n} images of 28x28, "
+        "training steps (forward, backward, Adam).",
+        "",
+        "| step design | images/s | vs reference-style |",
+        "| --- | ---: | ---: |",
+    ]
+    lines += [f"| {name} | {rate:,.0f} | {rate / reference:.1f}x |" for name, rate in rows]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_block("training_speed", text)
+
+
+if __name__ == "__main__":
+    main()
