@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from mcvae_framework.interfaces.group import AffineGroup2D
+from mcvae_framework.interfaces import AffineGroup2D
 
 from .closed_forms import NATIVE_DTYPES, phi
 

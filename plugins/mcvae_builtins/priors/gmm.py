@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from mcvae_framework.interfaces import MixturePrior
-from mcvae_framework.interfaces.prior import validate_latents
+from mcvae_framework.interfaces import validate_latents
 
 from ._common import (
     LOG_2PI,

@@ -8,7 +8,7 @@ import torch
 
 from mcvae_framework import ComponentConfig
 from mcvae_framework.interfaces import MixturePrior
-from mcvae_framework.interfaces.prior import validate_latents
+from mcvae_framework.interfaces import validate_latents
 
 from ._common import LOG_2PI, as_model_tensor, check_dim
 

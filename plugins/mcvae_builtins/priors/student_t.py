@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from mcvae_framework.interfaces import MixturePrior
-from mcvae_framework.interfaces.prior import validate_latents
+from mcvae_framework.interfaces import validate_latents
 
 from ._common import (
     MixtureConfigBase,

@@ -12,7 +12,7 @@ from torch import nn
 
 from mcvae_framework import ComponentConfig
 from mcvae_framework.interfaces import MixturePrior
-from mcvae_framework.interfaces.prior import validate_latents
+from mcvae_framework.interfaces import validate_latents
 
 LOG_2PI = math.log(2.0 * math.pi)
 

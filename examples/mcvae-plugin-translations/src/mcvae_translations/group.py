@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 
 from mcvae_framework import ComponentConfig
-from mcvae_framework.interfaces.group import AffineGroup2D
+from mcvae_framework.interfaces import AffineGroup2D
 
 
 class Translation2Config(ComponentConfig):
