@@ -28,6 +28,11 @@ class MixtureConfigBase(ComponentConfig):
     seed: int = Field(
         0, description="seed of the random initial means and of the scikit-learn fit in init_from"
     )
+    init_restarts: int = Field(
+        10, ge=1,
+        description="restarts of the scikit-learn fit in init_from (its n_init); the fit with "
+        "the best likelihood is kept, which makes the warm start far less dependent on luck",
+    )
 
 
 def check_dim(dim, tag: str) -> int:

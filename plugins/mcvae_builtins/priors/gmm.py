@@ -153,7 +153,7 @@ class GaussianMixturePrior(MixturePrior):
     @torch.no_grad()
     def init_from(self, latents):
         """Fit ``sklearn.mixture.GaussianMixture(n_components=K, covariance_type=covariance,
-        random_state=seed, reg_covar=reg_covar)`` to the latents and copy its weights
+        random_state=seed, reg_covar=reg_covar, n_init=init_restarts)`` to the latents and copy its weights
         (unless ``learn_weights`` is false: they stay uniform), means and covariances in.
 
         :param latents: ``(N, dim)`` encoded data, ``N >= n_components``, finite.
@@ -167,6 +167,7 @@ class GaussianMixturePrior(MixturePrior):
             covariance_type=self.covariance,
             random_state=self.config.seed,
             reg_covar=self.config.reg_covar,
+            n_init=self.config.init_restarts,
         ).fit(data)
         like = dict(dtype=self.means.dtype, device=self.means.device)
         self.weights.set_from(fit.weights_)

@@ -168,7 +168,8 @@ class StudentTMixturePrior(MixturePrior):
         data = validate_latents(latents, self.dim, self.n_components).detach().cpu().double()
         cfg = self.config
         gauss = GaussianMixture(
-            n_components=self.n_components, covariance_type="diag", random_state=cfg.seed, reg_covar=cfg.reg_covar
+            n_components=self.n_components, covariance_type="diag", random_state=cfg.seed, reg_covar=cfg.reg_covar,
+            n_init=cfg.init_restarts
         ).fit(data.numpy())
         f64 = dict(dtype=torch.float64)
         weights = torch.as_tensor(gauss.weights_, **f64)
