@@ -117,7 +117,6 @@ def test_pretrain_terms_use_a_standard_normal_cluster_prior(model):
     terms = pretrain_terms(model, {"image": images()}, model.config.loss, generator=torch.Generator().manual_seed(0))
     assert "pose_consistency" in terms and torch.isfinite(terms["loss"])
     # the warm-up uses N(0, I) on z_c, so its cluster term is the closed-form Gaussian KL
-    enc = model.encode(images())
     assert terms["cluster_kl"] > 0
 
 
@@ -154,3 +153,29 @@ def test_pose_consistency_vanishes_for_an_equivariant_pose():
 def test_ramp():
     assert ramp(0, 0) == 1.0
     assert [ramp(e, 3) for e in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+
+
+def test_pose_head_reads_angles_from_cos_sin_pairs():
+    """The angle comes from atan2 of a predicted pair: continuous across +-pi, on the
+    principal branch, with finite gradients; translations stay plain outputs."""
+    from mcvae_framework import build
+    from mcvae_framework.model import PoseHead
+
+    group = build("group", {"type": "se2"})
+    assert group.angle_coordinates == (0,)
+    head = PoseHead(4, group)
+    assert head.out.out_features == 2 * 3 + 1  # (cos, u1, u2), sin, three log-variances
+    with torch.no_grad():
+        head.out.weight.zero_()
+        head.out.bias.zero_()
+        head.out.weight[0, 0] = -1.0  # cos = -f0
+        head.out.weight[3, 1] = 1.0  # sin = f1
+        head.out.weight[1, 2] = 1.0  # u1 = f2
+    features = torch.tensor([[1.0, 1e-3, 0.5, 0.0], [1.0, -1e-3, -0.5, 0.0]], requires_grad=True)
+    posterior = head(features)
+    theta = posterior.mean[:, 0]
+    assert torch.allclose(theta.abs(), torch.full((2,), torch.pi), atol=2e-3)
+    assert theta[0] > 0 > theta[1]  # just either side of the cut, both in (-pi, pi]
+    assert torch.allclose(posterior.mean[:, 1], torch.tensor([0.5, -0.5]))
+    posterior.mean.sum().backward()
+    assert torch.isfinite(features.grad).all()
