@@ -87,8 +87,21 @@ def seed_everything(seed: int) -> None:
 # ===================================================================== batching
 
 
-@dataclasses.dataclass
-class MemoryBatches:
+@dataclasses.dataclass(kw_only=True)
+class BatchPlan:
+    """What every batch source shares: batch size, order, sharding and target device."""
+
+    batch_size: int
+    shuffle: bool
+    drop_last: bool
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+
+@dataclasses.dataclass(kw_only=True)
+class MemoryBatches(BatchPlan):
     """Batches sliced straight from stacked in-memory tensors (``dataset.as_tensors()``).
 
     The order of epoch ``e`` is a permutation seeded by ``(seed, e)``; under DDP each
@@ -97,13 +110,6 @@ class MemoryBatches:
     """
 
     tensors: dict[str, torch.Tensor]
-    batch_size: int
-    shuffle: bool
-    drop_last: bool
-    seed: int
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
 
     @property
     def size(self) -> int:
@@ -150,19 +156,12 @@ class MemoryBatches:
         return dataclasses.replace(self, **changes)
 
 
-@dataclasses.dataclass
-class LoaderBatches:
+@dataclasses.dataclass(kw_only=True)
+class LoaderBatches(BatchPlan):
     """Batches through a ``DataLoader`` for datasets that do not hold their data in memory
     (a ``DistributedSampler`` shards them under DDP)."""
 
     dataset: Any
-    batch_size: int
-    shuffle: bool
-    drop_last: bool
-    seed: int
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
     num_workers: int = 0
 
     def _sampler(self, epoch: int):
@@ -208,8 +207,8 @@ def make_batches(dataset, batch_size: int, *, shuffle: bool, drop_last: bool, se
     if isinstance(tensors, dict) and tensors:
         if device.type == "cuda" and _fits_on_gpu(tensors, device):
             tensors = {key: value.to(device) for key, value in tensors.items()}  # one copy, no per-step transfer
-        return MemoryBatches(tensors, **common)
-    return LoaderBatches(dataset, num_workers=num_workers, **common)
+        return MemoryBatches(tensors=tensors, **common)
+    return LoaderBatches(dataset=dataset, num_workers=num_workers, **common)
 
 
 def _fits_on_gpu(tensors: dict[str, torch.Tensor], device: torch.device) -> bool:

@@ -13,23 +13,14 @@ import socket
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_training import tiny_config
 
 WORLD_SIZE = 2
 
 
-def tiny_config(out_dir) -> dict:
+def ddp_config(out_dir) -> dict:
     """Pretraining (prior fit on rank 0, then broadcast) plus ELBO epochs, on 96 digits."""
-    return {
-        "data": {"type": "digits", "limit": 96},
-        "group": {"type": "so2", "angle_deg": [-90, 90]},
-        "encoder": {"type": "mlp", "hidden": [32, 16]},
-        "decoder": {"type": "mlp", "hidden": [16, 32]},
-        "prior": {"type": "gmm", "n_components": 3},
-        "model": {"z_cluster_dim": 2, "z_style_dim": 1},
-        "loss": {"mode": "unsupervised", "n_augment": 2, "pretrain_epochs": 1},
-        "training": {"epochs": 1, "batch_size": 16, "device": "cpu", "seed": 11, "progress": False,
-                     "grad_clip": 10.0, "out_dir": str(out_dir)},
-    }
+    return tiny_config(out_dir, epochs=1, pretrain_epochs=1, batch_size=16, seed=11, grad_clip=10.0)
 
 
 def free_port() -> int:
@@ -55,7 +46,7 @@ def train_as_rank(rank: int, port: int, config: dict, result_dir: str) -> None:
 
 def test_two_process_ddp_run_finishes_with_identical_parameters(tmp_path):
     run_dir = tmp_path / "run"
-    mp.spawn(train_as_rank, args=(free_port(), tiny_config(run_dir), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    mp.spawn(train_as_rank, args=(free_port(), ddp_config(run_dir), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
 
     first, second = (r["parameters"] for r in results)
