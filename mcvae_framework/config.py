@@ -81,12 +81,22 @@ def _format_loc(loc: Iterable) -> str:
     return "".join(parts)
 
 
-def pydantic_problems(exc: ValidationError, skip_sections=()) -> list[tuple[str, str]]:
+def pydantic_problems(exc: ValidationError, skip_sections=(), data: dict | None = None) -> list[tuple[str, str]]:
+    """``(field path, message)`` for each pydantic error, in the words a user needs.
+
+    :param skip_sections: sections already reported (an unknown tag), left out here.
+    :param data: the validated mapping; a discriminated union reports a member as
+        ``group.se2.angle_deg`` where the user wrote ``group.angle_deg``, and the tag
+        segment is dropped when it is that section's ``type``.
+    """
     problems = []
     for err in exc.errors(include_url=False):
         loc = list(err["loc"])
         if loc and loc[0] in skip_sections:
             continue
+        section = data.get(loc[0]) if data is not None and loc and loc[0] in KINDS else None
+        if isinstance(section, dict) and len(loc) > 1 and loc[1] == section.get("type"):
+            del loc[1]
         msg = err["msg"]
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
@@ -94,7 +104,8 @@ def pydantic_problems(exc: ValidationError, skip_sections=()) -> list[tuple[str,
             msg = "unknown key (not a field of this section; check the spelling in `mcvae config schema`)"
         elif err["type"] == "missing":
             msg = "required section is missing" if len(loc) == 1 else "required field is missing"
-        elif "input" in err and err["type"] not in ("model_type",) and not isinstance(err["input"], dict):
+        elif "input" in err and err["type"] not in ("model_type", "value_error") and not isinstance(err["input"], dict):
+            # a plugin's own ValueError already names the value; pydantic's built-in messages do not
             msg = f"{msg} (got {err['input']!r})"
         problems.append((_format_loc(loc), msg))
     return problems
@@ -111,7 +122,7 @@ def validate_config(data: Any, source: str | None = None, registry: Registry | N
         config = cls.model_validate(data)
     except ValidationError as exc:
         bad = {p.split(".")[0] for p, _ in tag_problems}
-        problems = tag_problems + _drop_tag_segments(pydantic_problems(exc, skip_sections=bad), data)
+        problems = tag_problems + pydantic_problems(exc, skip_sections=bad, data=data)
         raise ConfigError(sorted(problems, key=_section_rank), source) from None
     if tag_problems:
         raise ConfigError(tag_problems, source)
@@ -125,24 +136,6 @@ def _section_rank(problem) -> int:
     """Problems are listed in the order a config file lists its sections."""
     head = problem[0].split(".")[0].split("[")[0]
     return SECTION_ORDER.index(head) if head in SECTION_ORDER else len(SECTION_ORDER)
-
-
-def _drop_tag_segments(problems, data: dict):
-    """pydantic reports a discriminated member as ``group.se2.angle_deg``; users wrote
-    ``group.angle_deg``. Remove the tag segment."""
-    out = []
-    for path, msg in problems:
-        head, _, rest = path.partition(".")
-        section = data.get(head)
-        if head in KINDS and isinstance(section, dict) and rest:
-            tag = str(section.get("type"))
-            if rest == tag:
-                rest = ""
-            elif rest.startswith(tag + ".") or rest.startswith(tag + "["):
-                rest = rest[len(tag) + (1 if rest[len(tag)] == "." else 0):]
-            path = head + ("." + rest if rest and not rest.startswith("[") else rest)
-        out.append((path, msg))
-    return out
 
 
 def component_config(kind: str, data: Any, registry: Registry | None = None) -> ComponentConfig:

@@ -64,20 +64,23 @@ class MCEVAEOutput:
     z_style: torch.Tensor | None
 
 
-class PosteriorHead(nn.Module):
-    """Features -> (mean, log-variance) of a diagonal Gaussian."""
+def head_body(in_features: int, hidden: int) -> tuple[nn.Module, int]:
+    """The optional hidden layer of a posterior head, and the width it leaves."""
+    if not hidden:
+        return nn.Sequential(), in_features
+    return nn.Sequential(nn.Linear(in_features, hidden), nn.SiLU()), hidden
 
-    def __init__(self, in_features: int, dim: int, hidden: int = 0, logvar_init: float = 0.0):
+
+class PosteriorHead(nn.Module):
+    """Features -> (mean, log-variance) of a diagonal Gaussian; starts at unit variance."""
+
+    def __init__(self, in_features: int, dim: int, hidden: int = 0):
         super().__init__()
-        layers: list[nn.Module] = []
-        if hidden:
-            layers += [nn.Linear(in_features, hidden), nn.SiLU()]
-            in_features = hidden
-        self.body = nn.Sequential(*layers)
-        self.out = nn.Linear(in_features, 2 * dim)
+        self.body, width = head_body(in_features, hidden)
+        self.out = nn.Linear(width, 2 * dim)
         self.dim = dim
         with torch.no_grad():
-            self.out.bias[dim:].fill_(logvar_init)
+            self.out.bias[dim:].zero_()
 
     def forward(self, features: torch.Tensor) -> Posterior:
         mean, logvar = self.out(self.body(features)).chunk(2, dim=-1)
@@ -97,13 +100,9 @@ class PoseHead(nn.Module):
         super().__init__()
         self.dim = group.dim
         self.angles = list(group.angle_coordinates)
-        layers: list[nn.Module] = []
-        if hidden:
-            layers += [nn.Linear(in_features, hidden), nn.SiLU()]
-            in_features = hidden
-        self.body = nn.Sequential(*layers)
+        self.body, width = head_body(in_features, hidden)
         # outputs: dim values (an angle's cos in its own column), one sin per angle, dim log-variances
-        self.out = nn.Linear(in_features, 2 * self.dim + len(self.angles))
+        self.out = nn.Linear(width, 2 * self.dim + len(self.angles))
         with torch.no_grad():
             self.out.weight.zero_()
             self.out.bias.zero_()
