@@ -68,9 +68,12 @@ PROTOCOLS = {
     "d": {"title": "(d) Fashion-MNIST (10k training images), SO(2), [-90, 90]",
           "config": "configs/fashion_mnist_student_t.yaml"},
 }
-METHODS = ("kmeans", "plain_vae_gmm", "vade", "mce_supervised", "mce_unsupervised")
+METHODS = ("kmeans", "invariant_graph", "plain_vae_gmm", "vade", "mce_supervised", "mce_unsupervised_no_graph",
+           "mce_unsupervised")
 METHOD_NAMES = {
     "kmeans": "k-means on pixels",
+    "invariant_graph": "invariant graph (no training; transductive)",
+    "mce_unsupervised_no_graph": "MCE-VAE, unsupervised, without the graph",
     "plain_vae_gmm": "plain VAE + GMM",
     "vade": "VaDE-style (mixture prior, no group)",
     "mce_supervised": "MCE-VAE, supervised",
@@ -105,6 +108,10 @@ def method_config(base: dict, method: str, seed: int) -> dict:
     loss = config.setdefault("loss", {})
     if method == "mce_unsupervised":
         loss["mode"] = "unsupervised"
+    elif method == "mce_unsupervised_no_graph":
+        loss["mode"] = "unsupervised"
+        config["graph"] = {**config.get("graph", {}), "enabled": False}
+        loss["self_label_weight"] = 0.0
     elif method == "mce_supervised":
         loss["mode"] = "supervised"
     elif method == "vade":
@@ -144,6 +151,27 @@ def run_kmeans(train, test, n_clusters: int, seed: int) -> dict:
     # no images/s: k-means is not trained by epochs, its fit time is in `train s`
     return {"clustering": clustering_metrics(test["label"].numpy(), clusters, n_clusters=n_clusters),
             "train_seconds": wall}
+
+
+def run_invariant_graph(config_dict: dict, train, test, n_clusters: int, seed: int) -> dict:
+    """The training-free invariant graph over the train and test images together
+    (transductive: the test images are clustered with the training images as context),
+    scored on the test images; the protocol config's ``graph`` section sets its options."""
+    from mcvae_framework.invariant_graph import invariant_graph_clusters
+
+    config = validate_config(config_dict, source="invariant_graph config")
+    options = config.graph
+    group = build("group", config.group)
+    images = torch.cat([train["image"], test["image"]])
+    graph = invariant_graph_clusters(
+        images, group, n_clusters, neighbours=options.neighbours, embedding_dim=options.embedding_dim,
+        diffusion_time=options.diffusion_time,
+        blur_sigma=options.blur_sigma, search_size=options.search_size, pca_dim=options.pca_dim,
+        seed=seed, kmeans_restarts=options.kmeans_restarts,
+    )
+    clusters = graph.labels[len(train["image"]):].numpy()
+    return {"clustering": clustering_metrics(test["label"].numpy(), clusters, n_clusters=n_clusters),
+            "train_seconds": graph.seconds}
 
 
 def run_model(config_dict: dict, method: str, datasets, work_dir: Path, n_clusters: int) -> dict:
@@ -210,6 +238,9 @@ def run_protocol(protocol: str, methods, seeds, args, work_root: Path) -> list[d
             start = time.perf_counter()
             if method == "kmeans":
                 report = run_kmeans(datasets["train_tensors"], datasets["test_tensors"], n_clusters, seed)
+            elif method == "invariant_graph":
+                report = run_invariant_graph(method_config(base, "mce_unsupervised", seed), datasets["train_tensors"],
+                                             datasets["test_tensors"], n_clusters, seed)
             else:
                 config = method_config(base, method, seed)
                 report = run_model(config, method, datasets, work_root / f"{protocol}_{method}_{seed}", n_clusters)

@@ -8,6 +8,7 @@ is allowed.
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Optional, Union
@@ -81,13 +82,66 @@ def _format_loc(loc: Iterable) -> str:
     return "".join(parts)
 
 
-def pydantic_problems(exc: ValidationError, skip_sections=(), data: dict | None = None) -> list[tuple[str, str]]:
+def _section_class(registry: Registry | None, root, data: dict | None, loc: list):
+    """The pydantic class that holds the field at ``loc`` (``loc`` without its last part
+    leads to it), starting from ``root``; ``None`` when it cannot be told."""
+    cls = root
+    for i, part in enumerate(loc[:-1]):
+        if cls is None:
+            return None
+        if i == 0 and registry is not None and part in KINDS and isinstance(cls, type) and issubclass(cls, ExperimentBase):
+            section = (data or {}).get(part)
+            tag = section.get("type") if isinstance(section, dict) else None
+            cls = registry.get(part, tag).config_class if tag in registry.tags(part) else None
+            continue
+        field = getattr(cls, "model_fields", {}).get(part)
+        cls = _model_class(field.annotation) if field is not None else None
+    return cls
+
+
+def _model_class(annotation):
+    """The pydantic model inside ``annotation`` (``Model`` or ``Model | None``), if one."""
+    import typing
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
+def _unknown_key_message(key, cls) -> str:
+    fields = list(getattr(cls, "model_fields", {}) or {})
+    close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.6) if fields else []
+    if close:
+        return f"unknown key; did you mean `{close[0]}`? (see `mcvae config schema` for every field)"
+    if fields:
+        return ("unknown key (not a field of this section; its fields are " + ", ".join(f"`{f}`" for f in fields)
+                + ")")
+    return "unknown key (not a field of this section; check the spelling in `mcvae config schema`)"
+
+
+def _missing_section_message(kind: str, registry: Registry | None) -> str:
+    if registry is None or kind not in KINDS:
+        return "required section is missing"
+    known = registry.tags(kind)
+    listing = ", ".join(known) if known else "(no plugin registers one)"
+    extra = "; or `group: null` for no group (the plain-VAE baseline)" if kind in NULLABLE else ""
+    return f"required section is missing; add `{kind}: {{type: ...}}` with one of the known {kind} types: {listing}{extra}"
+
+
+def pydantic_problems(exc: ValidationError, skip_sections=(), data: dict | None = None,
+                      registry: Registry | None = None, root=None) -> list[tuple[str, str]]:
     """``(field path, message)`` for each pydantic error, in the words a user needs.
 
     :param skip_sections: sections already reported (an unknown tag), left out here.
     :param data: the validated mapping; a discriminated union reports a member as
         ``group.se2.angle_deg`` where the user wrote ``group.angle_deg``, and the tag
         segment is dropped when it is that section's ``type``.
+    :param registry: the registry the config was validated against: a missing component
+        section is answered with its known tags.
+    :param root: the validated class, to suggest a close field name for an unknown key.
     """
     problems = []
     for err in exc.errors(include_url=False):
@@ -101,9 +155,11 @@ def pydantic_problems(exc: ValidationError, skip_sections=(), data: dict | None 
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key (not a field of this section; check the spelling in `mcvae config schema`)"
+            msg = _unknown_key_message(loc[-1], _section_class(registry, root, data, loc))
         elif err["type"] == "missing":
-            msg = "required section is missing" if len(loc) == 1 else "required field is missing"
+            msg = _missing_section_message(str(loc[0]), registry) if len(loc) == 1 and root is not None and \
+                issubclass(root, ExperimentBase) else ("required section is missing" if len(loc) == 1
+                                                       else "required field is missing")
         elif "input" in err and err["type"] not in ("model_type", "value_error") and not isinstance(err["input"], dict):
             # a plugin's own ValueError already names the value; pydantic's built-in messages do not
             msg = f"{msg} (got {err['input']!r})"
@@ -111,21 +167,51 @@ def pydantic_problems(exc: ValidationError, skip_sections=(), data: dict | None 
     return problems
 
 
-def validate_config(data: Any, source: str | None = None, registry: Registry | None = None):
-    """Validate a config mapping into an ``ExperimentConfig`` or raise :class:`ConfigError`."""
+def validate_config(data: Any, source: str | None = None, registry: Registry | None = None,
+                    base_dir: str | Path | None = None):
+    """Validate a config mapping into an ``ExperimentConfig`` or raise :class:`ConfigError`.
+
+    :param base_dir: the folder relative paths in the config (a dataset's ``path``) are
+        read from: the config file's folder. Plugins receive it as the pydantic validation
+        context ``{"config_dir": ...}``; ``None`` leaves relative paths to the current folder.
+    """
     registry = registry or current_registry()
     if not isinstance(data, dict):
         raise ConfigError([("", f"the top level must be a mapping of sections, got {type(data).__name__}")], source)
     tag_problems = _tag_problems(registry, data)
     cls = experiment_config_class(registry)
     try:
-        config = cls.model_validate(data)
+        config = cls.model_validate(data, context=_context(base_dir))
     except ValidationError as exc:
         bad = {p.split(".")[0] for p, _ in tag_problems}
-        problems = tag_problems + pydantic_problems(exc, skip_sections=bad, data=data)
+        problems = tag_problems + pydantic_problems(exc, skip_sections=bad, data=data, registry=registry, root=cls)
         raise ConfigError(sorted(problems, key=_section_rank), source) from None
     if tag_problems:
         raise ConfigError(tag_problems, source)
+    return config
+
+
+def _context(base_dir) -> dict | None:
+    return {"config_dir": str(Path(base_dir).resolve())} if base_dir is not None else None
+
+
+def missing_resources(config) -> list[tuple[str, str]]:
+    """``(field path, message)`` for what the components of ``config`` name that is
+    missing on this machine (see :meth:`ComponentConfig.missing_resources`)."""
+    problems = []
+    for kind in KINDS:
+        section = getattr(config, kind, None)
+        if isinstance(section, ComponentConfig):
+            problems += [(f"{kind}.{field}" if field else kind, msg) for field, msg in section.missing_resources()]
+    return problems
+
+
+def check_resources(config, source: str | None = None):
+    """``config`` itself, or a :class:`ConfigError` (exit code 2) naming the file, each
+    field whose file or folder is missing, and the fix."""
+    problems = missing_resources(config)
+    if problems:
+        raise ConfigError(problems, source)
     return config
 
 
@@ -138,8 +224,12 @@ def _section_rank(problem) -> int:
     return SECTION_ORDER.index(head) if head in SECTION_ORDER else len(SECTION_ORDER)
 
 
-def component_config(kind: str, data: Any, registry: Registry | None = None) -> ComponentConfig:
-    """Validate one component section (a dict with ``type``) into its config object."""
+def component_config(kind: str, data: Any, registry: Registry | None = None,
+                     base_dir: str | Path | None = None) -> ComponentConfig:
+    """Validate one component section (a dict with ``type``) into its config object.
+
+    :param base_dir: the folder relative paths are read from (see :func:`validate_config`).
+    """
     registry = registry or current_registry()
     if isinstance(data, ComponentConfig):
         return data
@@ -148,9 +238,10 @@ def component_config(kind: str, data: Any, registry: Registry | None = None) -> 
         raise ConfigError(problems, f"{kind} config")
     entry = registry.get(kind, data["type"])
     try:
-        return TypeAdapter(entry.config_class).validate_python(data)
+        return TypeAdapter(entry.config_class).validate_python(data, context=_context(base_dir))
     except ValidationError as exc:
-        problems = [(f"{kind}.{p}" if p else kind, m) for p, m in pydantic_problems(exc)]
+        problems = [(f"{kind}.{p}" if p else kind, m)
+                    for p, m in pydantic_problems(exc, registry=registry, root=entry.config_class)]
         raise ConfigError(problems, f"{kind} config") from None
 
 
@@ -214,9 +305,11 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()):
     :param path: a ``.yaml``/``.yml`` or ``.json`` file.
     :param overrides: ``"section.field=value"`` strings applied before validation.
     :raises ConfigError: naming the file, each bad field's path and what is allowed.
+
+    Relative paths in the file (and in the overrides) are read from the file's folder.
     """
     data = apply_overrides(read_config_file(path), overrides, source=str(path))
-    return validate_config(data, source=str(path))
+    return validate_config(data, source=str(path), base_dir=Path(path).parent)
 
 
 def config_to_dict(config) -> dict:

@@ -138,14 +138,17 @@ class LossModule(nn.Module):
         super().__init__()
         self.model = model
         self.loss_config = loss_config
+        #: the invariant graph's labels and confident mask of the training set (or None).
+        self.guide: dict | None = None
 
     def forward(self, batch: dict, epoch: int = 0, generator: torch.Generator | None = None,
                 pretrain: bool = False) -> dict[str, torch.Tensor]:
         from . import losses  # the loss module imports the model; import when used
 
         if pretrain:
-            return losses.pretrain_terms(self.model, batch, self.loss_config, generator=generator)
-        return losses.elbo_terms(self.model, batch, self.loss_config, epoch=epoch, generator=generator)
+            return losses.pretrain_terms(self.model, batch, self.loss_config, generator=generator, guide=self.guide)
+        return losses.elbo_terms(self.model, batch, self.loss_config, epoch=epoch, generator=generator,
+                                 guide=self.guide)
 
 
 def wrap_for_training(loss_module: LossModule, context: DistributedContext, device: torch.device) -> nn.Module:

@@ -42,6 +42,14 @@ class DataError(McvaeError):
     exit_code = 2
 
 
+class RunFolderError(McvaeError):
+    """A run folder does not fit the command: it already holds a run (and neither
+    ``--resume`` nor ``--overwrite`` was given), holds none to resume or evaluate, or holds
+    a run of another model than the config describes."""
+
+    exit_code = 2
+
+
 class TrainingError(McvaeError):
     """Training had to stop (non-finite loss, unreadable checkpoint, ...)."""
 

@@ -5,13 +5,18 @@ What is measured (each block of ``report.json``):
 * **clustering** -- accuracy after the best one-to-one matching of clusters to labels
   (Hungarian algorithm), NMI and ARI (scikit-learn), cluster sizes;
 * **pose** (datasets that know the true pose ``tau``) -- the group's own ``distance``
-  between the predicted pose ``exp(tau_hat)`` and the true one, per unit (rotation in
-  degrees wrapped to [0, 180], also modulo 180 degrees for symmetric shapes; translation,
-  log-scale). The learned pose is only defined up to a fixed offset per cluster: with
-  ``x = g_true x0 = g_pred D`` the decoded canonical is ``D = h x0`` where
-  ``h = g_pred^-1 g_true``, and the model may pick any ``h`` per cluster (its canonical
-  "7" need not be upright). So errors are also reported after removing the best constant
-  offset per cluster (``g_pred h_c`` against ``g_true``);
+  between the predicted pose ``exp(tau_hat)`` and the true one, under the group's own
+  error keys (for the built-in groups: rotation in degrees wrapped to [0, 180],
+  translation, log-scale; a group's ``rotation_error``, where it has one, is also reported
+  modulo 180 degrees for symmetric shapes). The learned pose is only defined up to a
+  fixed offset per cluster: with ``x = g_true x0 = g_pred D`` the decoded canonical is
+  ``D = h x0`` where ``h = g_pred^-1 g_true``, and the model may pick any ``h`` per
+  cluster (its canonical "7" need not be upright). So errors are also reported after
+  removing the best constant offset per cluster (``g_pred h_c`` against ``g_true``),
+  chosen by the group's ``primary_error`` and averaged by geomstats on the group's
+  geomstats space (``FrechetMean`` / ``ExponentialBarycenter``) where the group names one,
+  else by a hand-written intrinsic mean (``offset_mean`` says which); ``offset_dispersion``
+  is how far each cluster's own offsets lie from its fitted one;
 * **canonical** (datasets that know the canonical image) -- mean squared error of the
   decoded canonical image against the true one, raw and after moving the decoded image by
   its cluster's offset ``h_c^-1`` into the dataset's frame;
@@ -23,6 +28,7 @@ What is measured (each block of ``report.json``):
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -97,24 +103,34 @@ def clustering_metrics(labels, clusters, n_clusters: int | None = None) -> dict:
 
 # --------------------------------------------------------------------------- pose
 
-def _half_turn(like: torch.Tensor) -> torch.Tensor:
-    """Rotation by 180 degrees in homogeneous coordinates: an element of every 2-D group
-    that rotates, used to fold the two orientations of a symmetric shape together."""
-    g = torch.eye(3, dtype=like.dtype, device=like.device)
-    g[0, 0] = g[1, 1] = -1.0
-    return g
-
-
 def mod180(rotation_deg: torch.Tensor) -> torch.Tensor:
     """Rotation error in [0, 180] folded to [0, 90]: a half turn counts as no error."""
     return torch.minimum(rotation_deg, 180.0 - rotation_deg)
 
 
-def _primary_error(errors: dict[str, torch.Tensor], fold: bool) -> torch.Tensor:
-    """The error an offset is chosen to minimise: rotation where the group rotates."""
-    if "rotation_deg" in errors:
-        return mod180(errors["rotation_deg"]) if fold else errors["rotation_deg"]
-    return errors[sorted(errors)[0]]
+def primary_error_key(group, errors: dict) -> str:
+    """The key of ``errors`` an offset is chosen to minimise: the group's
+    ``primary_error`` when it declares one, else the first key ``distance`` returned."""
+    key = getattr(group, "primary_error", None)
+    return key if key in errors else next(iter(errors))
+
+
+def rotation_error_key(group, errors: dict | None = None) -> str | None:
+    """The group's ``rotation_error`` key (a rotation in degrees in [0, 180]), or ``None``
+    when the group does not rotate (or ``distance`` did not report it)."""
+    key = getattr(group, "rotation_error", None)
+    if key is None or (errors is not None and key not in errors):
+        return None
+    return key
+
+
+def _primary_error(group, errors: dict[str, torch.Tensor], fold: bool) -> torch.Tensor:
+    """The error an offset is chosen to minimise, modulo a half turn with ``fold`` when it
+    is the group's rotation error."""
+    key = primary_error_key(group, errors)
+    if fold and key == rotation_error_key(group, errors):
+        return mod180(errors[key])
+    return errors[key]
 
 
 def _expand(g: torch.Tensor, n: int) -> torch.Tensor:
@@ -122,7 +138,8 @@ def _expand(g: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _karcher_mean(group, h: torch.Tensor, start: torch.Tensor, steps: int = 10) -> torch.Tensor:
-    """Intrinsic mean of ``h`` (N, 3, 3) by ``m <- m exp(mean log(m^-1 h))`` from ``start``."""
+    """Intrinsic mean of ``h`` (N, 3, 3) by ``m <- m exp(mean log(m^-1 h))`` from ``start``,
+    with the group's own (closed-form) ``exp`` and ``log``."""
     m = start
     for _ in range(steps):
         step = group.log(group.compose(_expand(group.inverse(m[None]), len(h)), h)).mean(0, keepdim=True)
@@ -132,21 +149,120 @@ def _karcher_mean(group, h: torch.Tensor, start: torch.Tensor, steps: int = 10) 
     return m
 
 
+POSE_MEAN_PATHS = ("auto", "geomstats", "intrinsic")
+
+
+class PoseMean:
+    """How per-cluster pose offsets are averaged, and their dispersion measured.
+
+    * ``geomstats`` -- the group's geomstats space
+      (:meth:`~mcvae_framework.interfaces.LieGroup.geomstats_space`): ``FrechetMean``
+      with the space's metric, or ``ExponentialBarycenter`` for a Lie group space without
+      one; dispersion by the metric's distance (or the norm of geomstats' logarithm). At
+      most ``max_points`` elements per mean (a seeded subsample): geomstats' logarithms
+      run scipy one matrix at a time.
+    * ``intrinsic`` -- the hand-written fixed point ``m <- m exp(mean log(m^-1 h))`` with
+      the group's own closed-form ``exp`` and ``log``, dispersion as the root mean square
+      norm of ``log(m^-1 h)`` in the group's coordinates; used where geomstats cannot
+      serve (a group that names no geomstats space) or when asked for.
+    * ``auto`` -- ``geomstats`` where the group names a space, else ``intrinsic``.
+
+    :attr:`path` and :attr:`description` say which one was used (``mcvae evaluate``
+    writes them into the report).
+    """
+
+    def __init__(self, group, path: str = "auto", *, max_points: int = 256, seed: int = 0):
+        if path not in POSE_MEAN_PATHS:
+            raise ValueError(f"pose_mean must be one of {', '.join(POSE_MEAN_PATHS)}, got {path!r}")
+        self.group = group
+        self.max_points = int(max_points)
+        self.seed = seed
+        self.space = None
+        self.failures: list[str] = []
+        reason = None
+        if path != "intrinsic":
+            from . import geomstats_bridge as bridge
+
+            if bridge.has_geomstats_space(group):
+                try:
+                    self.space = bridge.geomstats_space_of(group)
+                except ImportError as exc:  # geomstats is a dependency; say so if it is broken
+                    reason = f"geomstats could not be imported ({exc})"
+                if self.space is None and reason is None:
+                    reason = "the group's geomstats_space returned None"
+            else:
+                reason = "the group names no geomstats space"
+            if self.space is None and path == "geomstats":
+                raise ValueError(f"pose_mean='geomstats' cannot serve this group: {reason}")
+        self.path = "geomstats" if self.space is not None else "intrinsic"
+        self.reason = reason
+        if self.space is not None:
+            from . import geomstats_bridge as bridge
+
+            self.method = bridge.describe(self.space)
+        else:
+            self.method = "hand-written intrinsic mean m <- m exp(mean log(m^-1 h)) with the group's exp and log"
+
+    @property
+    def description(self) -> dict:
+        """``{"path", "method", "reason"?, "max_points"?, "failures"?}`` for the report."""
+        out = {"path": self.path, "method": self.method}
+        if self.path == "geomstats":
+            out["max_points"] = self.max_points
+        if self.reason:
+            out["reason"] = self.reason
+        if self.failures:
+            out["failures"] = self.failures
+        return out
+
+    def _subsample(self, h: torch.Tensor) -> torch.Tensor:
+        if len(h) <= self.max_points:
+            return h
+        gen = torch.Generator().manual_seed(self.seed)
+        return h[torch.randperm(len(h), generator=gen)[: self.max_points]]
+
+    def mean(self, h: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        """The mean ``(3, 3)`` of elements ``h`` ``(N, 3, 3)``, from ``start``."""
+        if self.space is not None:
+            from . import geomstats_bridge as bridge
+
+            try:
+                return bridge.space_mean(self.group, self.space, self._subsample(h), start).to(h)
+            except Exception as exc:  # a failed geomstats fit falls back, and the report says so
+                self.failures.append(f"{type(exc).__name__}: {exc}"[:200])
+        return _karcher_mean(self.group, h, start)
+
+    def dispersion(self, h: torch.Tensor, mean: torch.Tensor) -> float:
+        """Root mean squared distance of ``h`` from ``mean`` (see the class docstring)."""
+        if self.space is not None:
+            from . import geomstats_bridge as bridge
+
+            try:
+                return bridge.space_dispersion(self.group, self.space, self._subsample(h), mean)
+            except Exception as exc:
+                self.failures.append(f"{type(exc).__name__}: {exc}"[:200])
+        logs = self.group.log(self.group.compose(_expand(self.group.inverse(mean[None]), len(h)), h))
+        return float(logs.double().pow(2).sum(-1).mean().sqrt())
+
+
 def best_offset(group, g_pred: torch.Tensor, g_true: torch.Tensor, *, fold: bool = False,
-                n_candidates: int = 64, seed: int = 0) -> torch.Tensor:
+                n_candidates: int = 64, seed: int = 0, mean: PoseMean | None = None) -> torch.Tensor:
     """The constant offset ``h`` (3, 3) that best aligns ``g_pred h`` with ``g_true``.
 
     Candidates are the members' own offsets ``g_pred^-1 g_true`` (a seeded subsample);
-    the one with the smallest median error wins (robust to misclustered images), then it
-    is refined by the intrinsic mean of the offsets of the images it already fits (error
-    at most the median), kept only if the median error does not grow. With ``fold`` the
-    error is taken modulo a half turn, and offsets half a turn away are folded in before
-    averaging.
+    the one with the smallest median primary error (the group's ``primary_error``) wins
+    (robust to misclustered images), then it is refined by the mean of the offsets of the
+    images it already fits (error at most the median), kept only if the median error does
+    not grow. With ``fold`` (groups that rotate) the rotation error is taken modulo a half
+    turn, and offsets half a turn away are folded in before averaging.
 
     :param group: the model's :class:`~mcvae_framework.interfaces.LieGroup`.
     :param g_pred: predicted poses ``(N, 3, 3)`` of one cluster's images.
     :param g_true: true poses ``(N, 3, 3)``.
+    :param mean: how to average (:class:`PoseMean`); default: the hand-written intrinsic
+        mean.
     """
+    mean = mean or PoseMean(group, "intrinsic")
     n = len(g_pred)
     h = group.compose(group.inverse(g_pred), g_true)
     gen = torch.Generator().manual_seed(seed)
@@ -154,19 +270,21 @@ def best_offset(group, g_pred: torch.Tensor, g_true: torch.Tensor, *, fold: bool
 
     def median_error(offset):
         errors = group.distance(group.compose(g_pred, _expand(offset, n)), g_true)
-        err = _primary_error(errors, fold)
+        err = _primary_error(group, errors, fold)
         return err.median(), err
 
     scores = [median_error(h[i])[0] for i in pick]
     best = h[pick[int(torch.stack(scores).argmin())]]
     best_score, err = median_error(best)
     inliers = h[err <= best_score + 1e-6]
-    if fold and "rotation_deg" in group.distance(best[None], best[None]):
-        flipped = group.compose(inliers, _expand(_half_turn(h), len(inliers)))
-        near = _primary_error(group.distance(_expand(best, len(inliers)), inliers), False)
-        near_flip = _primary_error(group.distance(_expand(best, len(inliers)), flipped), False)
+    half = group.half_turn(dtype=h.dtype, device=h.device) if fold and hasattr(group, "half_turn") else None
+    rotation = rotation_error_key(group, group.distance(best[None], best[None])) if half is not None else None
+    if rotation is not None:
+        flipped = group.compose(inliers, _expand(half, len(inliers)))
+        near = group.distance(_expand(best, len(inliers)), inliers)[rotation]
+        near_flip = group.distance(_expand(best, len(inliers)), flipped)[rotation]
         inliers = torch.where((near_flip < near)[:, None, None], flipped, inliers)
-    refined = _karcher_mean(group, inliers, best)
+    refined = mean.mean(inliers, best)
     if torch.isfinite(refined).all() and median_error(refined)[0] <= best_score:
         return refined
     return best
@@ -177,19 +295,20 @@ def _summary(values: torch.Tensor) -> dict:
     return {"median": float(v.median()), "mean": float(v.mean())}
 
 
-def _error_summaries(errors: dict[str, torch.Tensor]) -> dict:
+def _error_summaries(errors: dict[str, torch.Tensor], rotation: str | None = None) -> dict:
+    """Median and mean of every error, plus ``<rotation>_mod180`` for a group that rotates."""
     out = {key: _summary(val) for key, val in sorted(errors.items())}
-    if "rotation_deg" in errors:
-        out["rotation_deg_mod180"] = _summary(mod180(errors["rotation_deg"]))
+    if rotation is not None and rotation in errors:
+        out[f"{rotation}_mod180"] = _summary(mod180(errors[rotation]))
     return out
 
 
 def per_cluster_offsets(group, g_pred: torch.Tensor, g_true: torch.Tensor, clusters, *,
-                        fold: bool = False) -> dict[int, torch.Tensor]:
+                        fold: bool = False, mean: PoseMean | None = None) -> dict[int, torch.Tensor]:
     """``{cluster: best offset (3, 3)}`` for every non-empty cluster (see :func:`best_offset`)."""
     clusters = torch.as_tensor(np.asarray(clusters))
     return {
-        int(c): best_offset(group, g_pred[clusters == c], g_true[clusters == c], fold=fold)
+        int(c): best_offset(group, g_pred[clusters == c], g_true[clusters == c], fold=fold, mean=mean)
         for c in torch.unique(clusters)
     }
 
@@ -201,34 +320,61 @@ def apply_offsets(group, g_pred: torch.Tensor, clusters, offsets: dict[int, torc
     return group.compose(g_pred, stacked)
 
 
-def pose_metrics(group, tau_pred: torch.Tensor, tau_true: torch.Tensor, clusters) -> dict:
-    """Pose errors raw, after the best offset per cluster, and after the best offset per
-    cluster modulo a half turn.
+def offset_dispersion(group, g_pred: torch.Tensor, g_true: torch.Tensor, clusters,
+                      offsets: dict[int, torch.Tensor], mean: PoseMean) -> dict:
+    """How far each cluster's own offsets ``g_pred^-1 g_true`` lie from its fitted offset:
+    the root mean squared distance (see :meth:`PoseMean.dispersion`), per cluster and
+    their median. 0 means the model got every pose of the cluster right up to one offset."""
+    clusters_t = torch.as_tensor(np.asarray(clusters))
+    per_cluster = {}
+    for c, h_c in sorted(offsets.items()):
+        member = clusters_t == c
+        h = group.compose(group.inverse(g_pred[member]), g_true[member])
+        per_cluster[str(c)] = mean.dispersion(h, h_c)
+    values = [v for v in per_cluster.values() if math.isfinite(v)]
+    return {"per_cluster": per_cluster, "median": float(np.median(values)) if values else float("nan")}
 
-    :param group: the model's group; ``tau`` are its algebra coordinates.
+
+def pose_metrics(group, tau_pred: torch.Tensor, tau_true: torch.Tensor, clusters, *,
+                 pose_mean: str = "auto", max_points: int = 256, seed: int = 0) -> dict:
+    """Pose errors raw, after the best offset per cluster, and (groups that rotate) after
+    the best offset per cluster modulo a half turn.
+
+    :param group: the model's group; ``tau`` are its coordinates.
     :param tau_pred: posterior means ``(N, dim)``.
     :param tau_true: the dataset's true poses ``(N, dim)``.
     :param clusters: cluster ids ``(N,)`` (the offsets are per cluster).
+    :param pose_mean: how offsets are averaged: ``auto`` (geomstats where the group names
+        a geomstats space, else the hand-written intrinsic mean), ``geomstats`` or
+        ``intrinsic`` (see :class:`PoseMean`).
+    :param max_points: at most this many offsets per geomstats mean and dispersion.
     :returns: ``{"raw": ..., "per_cluster_offset": ..., "per_cluster_offset_mod180": ...,
-        "offsets": {cluster: tau of its offset}}``; each error block maps a unit to its
-        median and mean.
+        "offsets": {cluster: tau of its offset}, "offset_dispersion": ...,
+        "offset_mean": {"path", "method", ...}, "primary_error": key}``; each error block
+        maps the group's own error keys to their median and mean.
     """
+    mean = PoseMean(group, pose_mean, max_points=max_points, seed=seed)
     with torch.no_grad():
         tau_pred = tau_pred.double()
         tau_true = tau_true.double()
         g_pred, g_true = group.exp(tau_pred), group.exp(tau_true)
         raw = group.distance(g_pred, g_true)
-        offsets = per_cluster_offsets(group, g_pred, g_true, clusters)
+        rotation = rotation_error_key(group, raw)
+        offsets = per_cluster_offsets(group, g_pred, g_true, clusters, mean=mean)
         aligned = group.distance(apply_offsets(group, g_pred, clusters, offsets), g_true)
         out = {
-            "raw": _error_summaries(raw),
-            "per_cluster_offset": _error_summaries(aligned),
+            "primary_error": primary_error_key(group, raw),
+            "raw": _error_summaries(raw, rotation),
+            "per_cluster_offset": _error_summaries(aligned, rotation),
             "offsets": {str(c): group.log(h[None])[0].tolist() for c, h in sorted(offsets.items())},
+            "offset_dispersion": offset_dispersion(group, g_pred, g_true, clusters, offsets, mean),
         }
-        if "rotation_deg" in raw:
-            folded = per_cluster_offsets(group, g_pred, g_true, clusters, fold=True)
+        half_turn = getattr(group, "half_turn", None)
+        if rotation is not None and half_turn is not None and half_turn(dtype=torch.float64) is not None:
+            folded = per_cluster_offsets(group, g_pred, g_true, clusters, fold=True, mean=mean)
             aligned_f = group.distance(apply_offsets(group, g_pred, clusters, folded), g_true)
-            out["per_cluster_offset_mod180"] = {"rotation_deg_mod180": _summary(mod180(aligned_f["rotation_deg"]))}
+            out["per_cluster_offset_mod180"] = {f"{rotation}_mod180": _summary(mod180(aligned_f[rotation]))}
+        out["offset_mean"] = mean.description
     out["_offsets"] = offsets  # for the canonical alignment; removed before writing
     return out
 
@@ -382,7 +528,7 @@ def elbo_metrics(model, tensors: dict[str, torch.Tensor], loss_config, *, epoch:
 
 
 def evaluate_model(model, config, dataset, *, batch_size: int = 256, n_actions: int = 4,
-                   seed: int = 0, with_elbo: bool = True) -> dict:
+                   seed: int = 0, with_elbo: bool = True, pose_mean: str = "auto") -> dict:
     """All metrics of ``model`` on ``dataset`` (see the module docstring).
 
     :param model: a trained :class:`~mcvae_framework.model.MCEVAE`.
@@ -405,7 +551,7 @@ def evaluate_model(model, config, dataset, *, batch_size: int = 256, n_actions: 
     group = model.group
     offsets = None
     if group is not None and "pose" in tensors and "tau" in outputs:
-        pose = pose_metrics(group, outputs["tau"], tensors["pose"], clusters)
+        pose = pose_metrics(group, outputs["tau"], tensors["pose"], clusters, pose_mean=pose_mean, seed=seed)
         offsets = pose.pop("_offsets")
         report["pose"] = pose
     if "canonical" in tensors:
@@ -420,12 +566,14 @@ def evaluate_model(model, config, dataset, *, batch_size: int = 256, n_actions: 
 
 
 def evaluate_run(run_dir, split: str = "test", *, device: str = "cpu", batch_size: int = 256,
-                 n_actions: int = 4, seed: int = 0) -> dict:
+                 n_actions: int = 4, seed: int = 0, pose_mean: str = "auto") -> dict:
     """Evaluate a run folder's last checkpoint; write ``report.json`` and ``report.md``.
 
     :param run_dir: a folder written by ``mcvae train``.
     :param split: which split of the run's dataset to score (``train`` or ``test``).
     :param device: where to run the model.
+    :param pose_mean: how per-cluster pose offsets are averaged (see :class:`PoseMean`):
+        ``auto`` uses geomstats where the group names a geomstats space.
     :returns: the report (also written to ``RUN/report.json``; ``report.md`` holds the
         same as tables).
     """
@@ -436,10 +584,26 @@ def evaluate_run(run_dir, split: str = "test", *, device: str = "cpu", batch_siz
     config, model = load_trained_model(run_dir, device=device)
     model.eval()
     dataset = build("data", config.data, split=split)
-    report = evaluate_model(model, config, dataset, batch_size=batch_size, n_actions=n_actions, seed=seed)
-    report = {"run_dir": str(run_dir), **report}
+    report = evaluate_model(model, config, dataset, batch_size=batch_size, n_actions=n_actions, seed=seed,
+                            pose_mean=pose_mean)
+    report = {"run_dir": str(run_dir), **report, "collapse": collapse_summary(report, run_dir)}
     write_report(report, run_dir)
     return report
+
+
+def collapse_summary(report: dict, run_dir) -> dict:
+    """Whether the mixture collapsed: components left empty on the scored split, and the
+    components the trainer re-seeded during training (``reseeded_components`` in
+    ``metrics.csv``; see ``loss.reseed_below``)."""
+    sizes = report.get("clustering", {}).get("cluster_sizes", [])
+    reseeded = 0.0
+    metrics = Path(run_dir) / "metrics.csv"
+    if metrics.is_file():
+        with metrics.open(newline="", encoding="utf-8") as handle:
+            reseeded = sum(float(row.get("train_reseeded_components") or 0) for row in csv.DictReader(handle))
+    return {"empty_components": int(sum(1 for size in sizes if size == 0)),
+            "smallest_cluster": int(min(sizes)) if sizes else None,
+            "reseeded_during_training": int(reseeded)}
 
 
 # ----------------------------------------------------------------------- writing
@@ -479,6 +643,12 @@ def report_markdown(report: dict) -> str:
                   f"{clus.get('clusters_used', '-')} of {clus.get('n_clusters', '-')} |", ""]
     if "cluster_sizes" in clus:
         lines += [f"Cluster sizes: {clus['cluster_sizes']}", ""]
+    collapse = report.get("collapse") or {}
+    if collapse.get("empty_components") or collapse.get("reseeded_during_training"):
+        lines += [f"**Mixture collapse:** {collapse.get('empty_components', 0)} empty component(s) on this split; "
+                  f"{collapse.get('reseeded_during_training', 0)} component(s) re-seeded during training "
+                  "(see train.log). Fewer components, graph guidance (`graph.enabled`) or a higher "
+                  "`loss.balance_weight` usually help.", ""]
     if "pose" in report:
         lines += ["## Pose error", "",
                   "Errors of exp(tau) against the true pose (group distance); the learned pose is "
@@ -489,11 +659,20 @@ def report_markdown(report: dict) -> str:
         for unit in raw:
             lines.append(f"| {unit} | {_fmt(raw[unit]['median'])} | {_fmt(raw[unit]['mean'])} | "
                          f"{_fmt(aligned[unit]['median'])} | {_fmt(aligned[unit]['mean'])} |")
-        folded = report["pose"].get("per_cluster_offset_mod180", {}).get("rotation_deg_mod180")
-        if folded:
-            lines.append(f"| rotation_deg_mod180, offset fitted mod 180 | | | {_fmt(folded['median'])} | "
+        for unit, folded in report["pose"].get("per_cluster_offset_mod180", {}).items():
+            lines.append(f"| {unit}, offset fitted mod 180 | | | {_fmt(folded['median'])} | "
                          f"{_fmt(folded['mean'])} |")
         lines.append("")
+        how = report["pose"].get("offset_mean")
+        if how:
+            lines.append(f"Offsets averaged by: {how.get('method')} ({how.get('path')} path"
+                         + (f"; {how['reason']}" if how.get("reason") else "") + ").")
+        spread = report["pose"].get("offset_dispersion")
+        if spread:
+            lines.append(f"Offset dispersion (root mean squared distance of each cluster's offsets from its "
+                         f"fitted offset), median over clusters: {_fmt(spread.get('median'))}.")
+        if how or spread:
+            lines.append("")
     blocks = [("Canonical reconstruction (MSE per pixel)", "canonical"),
               ("Reconstruction (MSE per pixel)", "reconstruction"),
               ("Invariance under random group actions", "invariance"),

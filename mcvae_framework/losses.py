@@ -8,6 +8,12 @@ so ``loss`` is the negative ELBO per image plus the weighted invariance penaltie
          + invariance_weight * (invariance + canonical_invariance)      (unsupervised)
          + pose_consistency_weight * pose_consistency                   (unsupervised)
          + supervised_weight * canonical                                (supervised)
+         + self_label_weight * self_label                   (graph-guided, see below)
+         + balance_weight * balance
+
+``self_label`` is the cross-entropy between the prior's responsibilities
+``q(c|x) = p(c | mu_c(x))`` and the invariant graph's cluster of ``x``, over the graph's
+confident images in the batch; ``balance`` is ``KL(mean_x q(c|x) || uniform)``.
 
 ``beta`` and the invariance weights ramp up over ``warmup_epochs``.
 """
@@ -15,6 +21,7 @@ so ``loss`` is the negative ELBO per image plus the weighted invariance penaltie
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from .model import MCEVAE, Encoding, Posterior
 
@@ -95,6 +102,72 @@ def invariance_terms(model: MCEVAE, x: torch.Tensor, enc: Encoding, canonical: t
     }
 
 
+class _ComponentLogDensity(nn.Module):
+    """``prior.log_prob_per_component`` as a module's forward, so that
+    :func:`torch.func.functional_call` can run it with detached parameters."""
+
+    def __init__(self, prior):
+        super().__init__()
+        self.prior = prior
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.prior.log_prob_per_component(z)
+
+
+def _fixed_prior_log_q(prior, z: torch.Tensor) -> torch.Tensor:
+    """``log q(c | z)`` through the prior with its parameters held fixed: the gradient
+    reaches ``z`` (the encoder) only. Letting a cross-entropy train the prior too lets it
+    sharpen the components instead of moving the latents (the mixture KL then explodes)."""
+    module = _ComponentLogDensity(prior)
+    fixed = {name: value.detach() for name, value in module.named_parameters()}
+    return torch.log_softmax(torch.func.functional_call(module, fixed, (z,), strict=False), dim=-1)
+
+
+def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide: dict | None,
+                   generator: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | float]:
+    """The cluster-guidance terms on the prior's responsibilities ``q(c|x)``.
+
+    Both act on the encoder only (the prior's parameters are held fixed here; the mixture
+    KL fits the prior):
+
+    * ``self_label`` (when ``guide`` holds the graph's ``labels`` and ``confident`` mask
+      for the training set and the batch carries each image's ``index``):
+      ``-log q(c = label(x) | x)`` averaged over the batch's confident images (with
+      ``self_label_copies``, the mean of that and the same cross-entropy on moved copies
+      ``h . x``, encoded with gradients: the label holds at every pose);
+    * ``balance``: ``sum_k m_k log(K m_k)`` with ``m`` the batch mean of ``q(c|x)``, the KL
+      from ``m`` to the uniform distribution: 0 when every component is used equally,
+      ``log K`` when one component takes every image.
+    """
+    terms, total = {}, 0.0
+    self_label = loss_config.self_label_weight > 0 and guide is not None and "index" in batch
+    if not (self_label or loss_config.balance_weight > 0):
+        return terms, total
+    log_q = _fixed_prior_log_q(model.prior, enc.z_cluster.mean)
+    if self_label:
+        index = batch["index"]
+        labels = guide["labels"][index]
+        trusted = guide["confident"][index].to(log_q.dtype)
+        cross_entropy = -log_q.gather(1, labels.unsqueeze(1)).squeeze(1)
+        terms["self_label"] = (cross_entropy * trusted).sum() / trusted.sum().clamp_min(1.0)
+        copies = loss_config.self_label_copies
+        if copies and model.group is not None and bool(trusted.any()):
+            keep = trusted.bool()
+            x = batch["image"][keep].repeat_interleave(copies, dim=0)
+            h = model.group.exp(model.group.sample(len(x), generator=generator).to(device=x.device, dtype=x.dtype))
+            log_q_moved = _fixed_prior_log_q(model.prior, model.encode(model.group.act(x, h)).z_cluster.mean)
+            moved_labels = labels[keep].repeat_interleave(copies).unsqueeze(1)
+            terms["self_label_moved"] = -log_q_moved.gather(1, moved_labels).mean()
+            terms["self_label"] = 0.5 * (terms["self_label"] + terms["self_label_moved"])
+        total = total + loss_config.self_label_weight * terms["self_label"]
+    if loss_config.balance_weight > 0:
+        mean_q = log_q.exp().mean(0)
+        k = mean_q.shape[0]
+        terms["balance"] = (mean_q * (torch.log(mean_q.clamp_min(1e-12)) + torch.log(torch.tensor(float(k))))).sum()
+        total = total + loss_config.balance_weight * terms["balance"]
+    return terms, total
+
+
 def _pose_kl(model: MCEVAE, posterior: Posterior, tau: torch.Tensor) -> torch.Tensor:
     """``(N,)`` one-sample estimate of ``KL(q(tau|x) || p(tau))``: the pose prior is the
     group's, known only through ``log_prior``."""
@@ -121,7 +194,8 @@ def _extra_terms(model, batch, x, enc, canonical, loss_config, generator, weight
     return terms, total
 
 
-def _elbo(model: MCEVAE, batch: dict, loss_config, epoch: int, generator, cluster_kl) -> dict[str, torch.Tensor]:
+def _elbo(model: MCEVAE, batch: dict, loss_config, epoch: int, generator, cluster_kl,
+          guide: dict | None = None) -> dict[str, torch.Tensor]:
     x = batch["image"]
     out = model(x, sample=True, generator=generator)
     enc = out.encoding
@@ -138,30 +212,36 @@ def _elbo(model: MCEVAE, batch: dict, loss_config, epoch: int, generator, cluste
         total = total + loss_config.pose_weight * terms["pose_kl"]
     extra, extra_total = _extra_terms(model, batch, x, enc, out.canonical, loss_config, generator, warm)
     terms.update(extra)
-    terms["loss"] = total + extra_total
+    guided, guided_total = guidance_terms(model, batch, enc, loss_config, guide, generator)
+    terms.update(guided)
+    terms["loss"] = total + extra_total + guided_total
     return terms
 
 
 def elbo_terms(model: MCEVAE, batch: dict, loss_config, *, epoch: int = 0,
-               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+               generator: torch.Generator | None = None, guide: dict | None = None) -> dict[str, torch.Tensor]:
     """The modified ELBO on one batch.
 
     :param batch: a dict with ``image`` (and ``canonical`` in supervised mode).
     :param loss_config: the experiment's ``loss`` section.
     :param epoch: 0-based epoch, for the warm-up of ``beta`` and the invariance weight.
     :param generator: random source for the reparameterisation and the random moves.
+    :param guide: the invariant graph's ``labels`` and ``confident`` mask of the training
+        set (indexed by the batch's ``index``), for the self-labelling term.
     :returns: ``loss`` (scalar to minimise) and every term, each a per-image mean.
     """
     def mixture_kl(posterior: Posterior, z: torch.Tensor) -> torch.Tensor:
         return model.prior.kl(posterior.mean, posterior.logvar, z_sample=z)
 
-    return _elbo(model, batch, loss_config, epoch, generator, mixture_kl)
+    return _elbo(model, batch, loss_config, epoch, generator, mixture_kl, guide)
 
 
 def pretrain_terms(model: MCEVAE, batch: dict, loss_config, *, epoch: int = 0,
-                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+                   generator: torch.Generator | None = None, guide: dict | None = None) -> dict[str, torch.Tensor]:
     """The warm-up before the mixture prior is fitted (``loss.pretrain_epochs``): the same
     objective with ``N(0, I)`` in place of the mixture prior on ``z_c`` -- a plain VAE with
     the pose and invariance terms -- so that the latents the prior is then fitted to
-    (:meth:`MCEVAE.fit_prior`) have unit scale and calibrated posterior variances."""
-    return _elbo(model, batch, loss_config, epoch, generator, lambda posterior, z: posterior.kl_standard_normal())
+    (:meth:`MCEVAE.fit_prior`) have unit scale and calibrated posterior variances. The
+    guidance terms already apply, through the prior's current components."""
+    return _elbo(model, batch, loss_config, epoch, generator, lambda posterior, z: posterior.kl_standard_normal(),
+                 guide)

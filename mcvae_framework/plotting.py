@@ -154,23 +154,43 @@ def prototype_images(model, n_poses: int = 8, seed: int = 0) -> tuple[torch.Tens
     return torch.stack(columns, dim=1), tau
 
 
-def prototypes_figure(model, path, n_poses: int = 8, seed: int = 0) -> Path:
+def prototypes_figure(model, path, n_poses: int = 8, seed: int = 0, counts=None, split: str | None = None) -> Path:
     """``prototypes.png``: one row per mixture component (see :func:`prototype_images`);
     the sweep's columns are labelled by the pose's first coordinate ``tau_0`` (the angle in
-    radians for the built-in 2-D groups)."""
+    radians for the built-in 2-D groups).
+
+    :param counts: images assigned to each cluster (``K`` ints); rows are then labelled
+        with their count, an empty cluster as ``(empty)`` and its prototype dimmed: it is
+        the decoded mean of a component no image chose.
+    :param split: the split ``counts`` were taken from, for the title.
+    """
     plt = _pyplot()
     images, tau = prototype_images(model, n_poses, seed)
+    if counts is not None:
+        counts = [int(c) for c in counts]
+        if len(counts) != images.shape[0]:
+            raise ValueError(f"counts has {len(counts)} entries for {images.shape[0]} clusters")
+        dim = torch.tensor([0.25 if c == 0 else 1.0 for c in counts], dtype=images.dtype, device=images.device)
+        images = images * dim.view(-1, *([1] * (images.dim() - 1)))
     k, cols = images.shape[:2]
     grid = _grid_image(images.flatten(0, 1), nrow=cols)
     fig, ax = plt.subplots(figsize=(max(3.0, cols * 0.75 + 1.2), max(2.0, k * 0.7 + 0.8)), dpi=100)
     ax.imshow(grid, interpolation="nearest")
     step_y, step_x = grid.shape[0] / k, grid.shape[1] / cols
-    ax.set_yticks([step_y * (i + 0.5) for i in range(k)], [f"cluster {i}" for i in range(k)])
+    labels = [f"cluster {i}" for i in range(k)]
+    if counts is not None:
+        labels = [f"{name} ({c:,} images)" if c else f"{name} (empty)" for name, c in zip(labels, counts)]
+    ax.set_yticks([step_y * (i + 0.5) for i in range(k)], labels)
     names = ["canonical"] + ([f"{t:+.2f}" for t in tau[:, 0].tolist()] if tau is not None else [])
     ax.set_xticks([step_x * (j + 0.5) for j in range(cols)], names, fontsize=7, rotation=45)
     if tau is not None:
         ax.set_xlabel("pose tau_0 of the sweep")
-    ax.set_title("cluster prototypes (component means decoded)")
+    title = "cluster prototypes (component means decoded)"
+    if counts is not None:
+        empty = sum(1 for c in counts if c == 0)
+        title += f"\nimages per cluster: {split or 'shown'} split" + (
+            f"; {empty} empty (dimmed: no image chose them)" if empty else "")
+    ax.set_title(title, fontsize=9)
     return _save(fig, path)
 
 
@@ -224,7 +244,8 @@ def training_curves_figure(metrics_csv, path) -> Path:
 
 
 def plot_run(run_dir, split: str = "test", out_dir=None, *, n_images: int = 12, n_poses: int = 8,
-             method: str = "auto", max_points: int = 2000, device: str = "cpu", seed: int = 0) -> dict[str, Path]:
+             method: str = "auto", max_points: int = 2000, device: str = "cpu", seed: int = 0,
+             checkpoint: str = "last") -> dict[str, Path]:
     """Write every figure of a run folder (see the module docstring).
 
     :param run_dir: a folder written by ``mcvae train``.
@@ -233,6 +254,7 @@ def plot_run(run_dir, split: str = "test", out_dir=None, *, n_images: int = 12, 
     :param n_images: images per row of ``reconstructions.png``.
     :param method: the latent map's embedding: ``tsne``, ``pca`` or ``auto``.
     :param max_points: images shown in the latent map (a seeded subsample).
+    :param checkpoint: ``last`` or ``best`` (``checkpoints/<name>.pt``).
     :returns: ``{figure name: path}``.
     """
     from .build import build
@@ -241,7 +263,9 @@ def plot_run(run_dir, split: str = "test", out_dir=None, *, n_images: int = 12, 
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "plots"
-    config, model = load_trained_model(run_dir, device=device)
+    from .prediction import run_checkpoint
+
+    config, model = load_trained_model(run_checkpoint(run_dir, checkpoint), device=device)
     model.eval()
     tensors = dataset_tensors(build("data", config.data, split=split))
     n = len(tensors["image"])
@@ -260,7 +284,11 @@ def plot_run(run_dir, split: str = "test", out_dir=None, *, n_images: int = 12, 
     labels = subset["label"].numpy() if "label" in subset else None
     written["latent_map"] = latent_map_figure(outputs["z_cluster"].numpy(), outputs["cluster"].numpy(),
                                               out_dir / "latent_map.png", labels=labels, method=method, seed=seed)
-    written["prototypes"] = prototypes_figure(model, out_dir / "prototypes.png", n_poses=n_poses, seed=seed)
+    n_clusters = outputs["probabilities"].shape[1]
+    counts = torch.bincount(model_outputs(model, tensors["image"])["cluster"], minlength=n_clusters) \
+        if n > len(pick) else torch.bincount(outputs["cluster"], minlength=n_clusters)
+    written["prototypes"] = prototypes_figure(model, out_dir / "prototypes.png", n_poses=n_poses, seed=seed,
+                                              counts=counts.tolist(), split=split)
     metrics_csv = run_dir / "metrics.csv"
     if metrics_csv.is_file() and read_metrics(metrics_csv):
         written["training_curves"] = training_curves_figure(metrics_csv, out_dir / "training_curves.png")

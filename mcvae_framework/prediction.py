@@ -1,17 +1,30 @@
 """``mcvae predict``: cluster, cluster probabilities and pose of new images, to a file.
 
-The output format follows the file's extension:
+Rows follow the input's own order: a folder's sorted listing (class sub-folders in
+sorted order, then their files), an array file's order, a dataset's source order. Every
+image is predicted unless a split is asked for. The output format follows the file's
+extension:
 
-* ``.csv`` / ``.parquet`` -- one row per image: ``index``, ``label`` (when the data has
-  labels), ``cluster``, ``probability_0..K-1``, ``tau_0..dim-1`` (the pose posterior mean
-  in the group's algebra coordinates; for the built-in 2-D groups ``tau_0`` is the angle
-  in radians);
-* ``.npz`` -- the same as arrays (``index``, ``label``, ``cluster``, ``probabilities``,
-  ``tau``, ``z_cluster``), plus ``canonical`` images ``(N, C, H, W)`` when asked for.
+* ``.csv`` / ``.parquet`` -- one row per image: ``name`` (the file's path relative to the
+  folder, for data with file names), ``index`` (the image's position in its source: the
+  array index), ``split`` (only with ``split_column``: the split the image belongs to in
+  training), ``label`` (when the data has labels), ``cluster``, ``probability_0..K-1``,
+  ``tau_0..dim-1`` (the pose posterior mean in the group's Lie-algebra coordinates: see
+  the group's documentation; for the built-in 2-D groups ``tau_0`` is the angle in
+  radians, then the log-scale where the group scales, then the translation's algebra
+  coordinates ``u1, u2`` in units of half the image side);
+* ``.npz`` -- the same as arrays (``name``, ``index``, ``label``, ``cluster``,
+  ``probabilities``, ``tau``, ``z_cluster``), plus ``canonical`` images ``(N, C, H, W)``
+  when asked for, and each pose as a group element: ``pose_matrix`` ``(N, 3, 3)`` (the
+  homogeneous matrix ``exp(tau)``), ``pose_geomstats`` (the same poses as points of the
+  group's geomstats space, for a group that names one: ``geomstats`` tools such as
+  ``FrechetMean`` accept them as they are) and ``pose_group`` (the group's tag); see
+  :func:`mcvae_framework.geomstats_bridge.pose_fields`.
 """
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +37,16 @@ ARRAY_SUFFIXES = (".npy", ".npz")
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-def data_section_for(source) -> dict:
-    """The ``data`` config section to predict on.
+def data_section_for(source, config=None) -> tuple[dict, Path | None]:
+    """The ``data`` config section to predict on, and the folder its relative paths are
+    read from.
 
     :param source: an experiment config file (``.yaml``/``.yml``/``.json``: its ``data``
-        section is used), a ``.npy``/``.npz`` file of images (the ``arrays`` dataset), or
-        a folder of images (the ``image_folder`` dataset).
+        section is used, relative paths read from the file's folder), a ``.npy``/``.npz``
+        file of images, or a folder of images. Array files and folders are read with the
+        run's own data settings where they fit (the ``resize`` and ``grayscale`` of an
+        ``image_folder`` run), through the data plugin that :func:`own_files_section` picks.
+    :param config: the run's config, whose ``data`` section may say how to read such files.
     :raises DataError: the path does not exist or is of no known kind.
     """
     from .config import read_config_file
@@ -39,66 +56,86 @@ def data_section_for(source) -> dict:
         raise DataError(f"--data {source}: no such file or folder; give an experiment config "
                         "(.yaml/.json), a .npy/.npz array file, or a folder of images")
     suffix = path.suffix.lower()
-    if path.is_dir():
-        return {"type": "image_folder", "path": str(path)}
-    if suffix in ARRAY_SUFFIXES:
-        return {"type": "arrays", "path": str(path)}
+    if path.is_dir() or suffix in ARRAY_SUFFIXES:
+        return own_files_section(path, config), None
     if suffix in CONFIG_SUFFIXES:
         data = read_config_file(path)
         if not isinstance(data.get("data"), dict):
             raise ConfigError([("data", "the config has no `data` section to predict on")], str(path))
-        return data["data"]
+        return data["data"], path.parent
     raise DataError(f"--data {source}: unknown kind of file {suffix!r}; give an experiment config "
                     f"({', '.join(CONFIG_SUFFIXES)}), an array file ({', '.join(ARRAY_SUFFIXES)}) "
                     "or a folder of images")
 
 
-def _whole_file_section(section: dict):
-    """A user's own arrays or image folder as ONE split in file order, when the dataset
-    plugin accepts ``test_fraction: 0``; ``None`` when it insists on a held-out split."""
-    from .config import component_config
+def own_files_section(path: Path, config=None) -> dict:
+    """The data section that reads a user's folder or array file: the run's own data
+    section with its path replaced, when its plugin reads that kind of path (so a folder
+    is resized and converted as in training), else the first registered data plugin that
+    declares it reads such paths (``reads_paths`` on its config class: ``"folder"`` or the
+    suffixes, e.g. ``(".npy", ".npz")``). Nothing is moved by a ``transform``: these are
+    the user's images as they are."""
+    from .plugins import registry as current_registry
 
-    try:
-        return component_config("data", {**section, "test_fraction": 0.0})
-    except ConfigError:
-        return None
+    kind = "folder" if path.is_dir() else path.suffix.lower()
+
+    def reads(cls) -> bool:
+        declared = getattr(cls, "reads_paths", None) or ()
+        return kind in ((declared,) if isinstance(declared, str) else tuple(declared))
+
+    run_data = getattr(config, "data", None) if config is not None else None
+    if run_data is not None and reads(type(run_data)):
+        section = run_data.model_dump(mode="json", exclude={"transform", "limit"})
+        return {**section, "path": str(path)}
+    for entry in current_registry().entries("data"):
+        if reads(entry.config_class):
+            return {"type": entry.tag, "path": str(path)}
+    raise DataError(f"--data {path}: no installed data plugin reads a {'folder' if kind == 'folder' else kind + ' file'}"
+                    " (see `mcvae plugins`); give an experiment config whose data section reads it")
 
 
 class _Concatenated:
-    """Both splits of a dataset, train then test, as one (for a user's own files)."""
+    """Both splits of a dataset, train then test, as one: for a dataset plugin that
+    refuses ``split="all"``."""
 
     def __init__(self, parts):
         self.parts = parts
         self.image_shape = parts[0].image_shape
-        self.split = "+".join(p.split for p in parts)
+        self.split = "all"
+        names = [getattr(p, "item_names", None) for p in parts]
+        self.item_names = [n for part in names for n in part] if all(n is not None for n in names) else None
+        self.source_indices = None
+        self.item_splits = [p.split for p in parts for _ in range(len(p))]
+
+    def __len__(self):
+        return sum(len(p) for p in self.parts)
 
     def as_tensors(self):
         from .evaluation import dataset_tensors
 
         tensors = [dataset_tensors(p) for p in self.parts]
-        merged = {k: torch.cat([t[k] for t in tensors]) for k in tensors[0]}
-        merged["split"] = torch.cat([torch.full((len(t["image"]),), i) for i, t in enumerate(tensors)])
-        merged["index_in_split"] = torch.cat([torch.arange(len(t["image"])) for t in tensors])
-        return merged
+        return {k: torch.cat([t[k] for t in tensors]) for k in tensors[0]}
 
 
-def load_prediction_data(source, split: str | None = None):
+def load_prediction_data(source, split: str | None = None, config=None):
     """Build the dataset named by ``source`` (see :func:`data_section_for`).
 
-    :param split: which split to read. Default: ``test`` for a config file's data; for a
-        user's own arrays or folder every image -- in file order when the dataset plugin
-        accepts ``test_fraction: 0``, otherwise its train split then its test split (the
-        output then says each row's ``split`` (0 train, 1 test) and ``index_in_split``).
+    :param split: ``train`` or ``test`` for one split; default every image, in the
+        source's own order (the dataset's ``split="all"``; for a plugin that refuses it,
+        its train split then its test split).
+    :param config: the run's config (how to read a folder or an array file).
     """
     from .build import build
+    from .config import component_config
 
-    section = data_section_for(source)
-    if Path(source).suffix.lower() in CONFIG_SUFFIXES or split is not None:
-        return build("data", section, split=split or "test")
-    whole = _whole_file_section(section)
-    if whole is not None:
-        return build("data", whole, split="train")
-    return _Concatenated([build("data", section, split=s) for s in ("train", "test")])
+    section, base_dir = data_section_for(source, config)
+    data_config = component_config("data", section, base_dir=base_dir)
+    if split is not None:
+        return build("data", data_config, split=split)
+    try:
+        return build("data", data_config, split="all")
+    except ConfigError:
+        return _Concatenated([build("data", data_config, split=s) for s in ("train", "test")])
 
 
 def check_output_path(out) -> Path:
@@ -128,36 +165,51 @@ def _require_parquet_engine():
                             "(or write .csv / .npz instead)") from None
 
 
-def predictions(model, dataset, *, batch_size: int = 256, with_canonical: bool = False) -> dict[str, np.ndarray]:
-    """Predictions for every item of ``dataset`` as numpy arrays (see the module docstring)."""
+def predictions(model, dataset, *, batch_size: int = 256, with_canonical: bool = False,
+                split_column: bool = False) -> dict[str, np.ndarray]:
+    """Predictions for every item of ``dataset`` as numpy arrays (see the module docstring).
+
+    :param split_column: also return each item's ``split`` (when the dataset tells it).
+    """
     from .evaluation import dataset_tensors, model_outputs
 
     tensors = dataset_tensors(dataset)
     outputs = model_outputs(model, tensors["image"], batch_size)
+    n = len(tensors["image"])
+    sources = getattr(dataset, "source_indices", None)
     result = {
-        "index": np.arange(len(tensors["image"])),
+        "index": np.asarray(sources, dtype=np.int64) if sources is not None else np.arange(n),
         "cluster": outputs["cluster"].numpy().astype(np.int64),
         "probabilities": outputs["probabilities"].float().numpy(),
         "z_cluster": outputs["z_cluster"].float().numpy(),
     }
     if "tau" in outputs:
         result["tau"] = outputs["tau"].float().numpy()
+        if model.group is not None:  # .npz only: homogeneous matrices, geomstats points
+            from .geomstats_bridge import pose_fields
+
+            result.update(pose_fields(model.group, outputs["tau"]))
     if "label" in tensors:
         result["label"] = tensors["label"].numpy().astype(np.int64)
-    for key in ("split", "index_in_split"):  # both splits of a user's own files
-        if key in tensors:
-            result[key] = tensors[key].numpy().astype(np.int64)
+    names = getattr(dataset, "item_names", None)
+    if names is not None:
+        result["name"] = np.asarray([str(name) for name in names], dtype=str)
+    if split_column:
+        splits = getattr(dataset, "item_splits", None)
+        splits = splits if splits is not None else [getattr(dataset, "split", "")] * n
+        result["split"] = np.asarray(splits, dtype=str)
     if with_canonical:
         result["canonical"] = outputs["canonical"].float().numpy()
     return result
 
 
 def prediction_table(result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The per-image columns of a ``.csv`` / ``.parquet`` file, in order."""
-    columns = {"index": result["index"]}
-    for key in ("split", "index_in_split"):
-        if key in result:
-            columns[key] = result[key]
+    """The per-image columns of a ``.csv`` / ``.parquet`` file, in order: the file name
+    first (where the data has names), then the source index."""
+    columns = {"name": result["name"]} if "name" in result else {}
+    columns["index"] = result["index"]
+    if "split" in result:
+        columns["split"] = result["split"]
     if "label" in result:
         columns["label"] = result["label"]
     columns["cluster"] = result["cluster"]
@@ -191,38 +243,71 @@ def write_predictions(result: dict[str, np.ndarray], out) -> Path:
 def _write_csv(columns: dict[str, np.ndarray], out: Path) -> None:
     names = list(columns)
     integer = {n for n in names if np.issubdtype(columns[n].dtype, np.integer)}
+    text = {n for n in names if columns[n].dtype.kind in "US"}
     with open(out, "w", encoding="utf-8", newline="") as handle:
-        handle.write(",".join(names) + "\n")
+        writer = csv.writer(handle, lineterminator="\n")  # quotes a file name holding a comma
+        writer.writerow(names)
         for i in range(len(columns["index"])):
-            cells = [str(int(columns[n][i])) if n in integer else f"{float(columns[n][i]):.7g}" for n in names]
-            handle.write(",".join(cells) + "\n")
+            writer.writerow([str(columns[n][i]) if n in text else str(int(columns[n][i])) if n in integer
+                             else f"{float(columns[n][i]):.7g}" for n in names])
 
 
-def predict_run(run_dir, data, out, *, split: str | None = None, device: str = "cpu", batch_size: int = 256,
-                with_canonical: bool = False) -> Path:
+def default_output(run_dir, data, split: str | None = None) -> Path:
+    """Where ``mcvae predict`` writes without ``--out``: ``RUN/predictions/<data>.csv``,
+    named after the folder, array file or config file (and the split, when one is asked)."""
+    source = Path(data)
+    stem = source.name if source.is_dir() else source.stem
+    stem = stem or "data"
+    return Path(run_dir) / "predictions" / (f"{stem}_{split}.csv" if split else f"{stem}.csv")
+
+
+def predict_run(run_dir, data, out=None, *, split: str | None = None, device: str = "cpu", batch_size: int = 256,
+                with_canonical: bool = False, split_column: bool = False, checkpoint: str = "last") -> Path:
     """Predict with a run folder's trained model on ``data`` and write ``out``.
 
     :param run_dir: a folder written by ``mcvae train``.
     :param data: an experiment config file, a ``.npy``/``.npz`` file or an image folder
         (see :func:`data_section_for`).
-    :param out: ``.csv``, ``.npz`` or ``.parquet`` file.
-    :param split: the split to read (see :func:`load_prediction_data`).
+    :param out: ``.csv``, ``.npz`` or ``.parquet`` file; default :func:`default_output`.
+    :param split: ``train`` or ``test``; default every image (see :func:`load_prediction_data`).
     :param with_canonical: also store the canonical reconstructions (``.npz`` only).
+    :param split_column: add a ``split`` column: the split each image belongs to.
+    :param checkpoint: ``last`` or ``best`` (``checkpoints/<name>.pt`` of the run).
     :returns: the written file.
     """
     from .training import load_trained_model
 
-    out = check_output_path(out)
+    out = check_output_path(out if out is not None else default_output(run_dir, data, split))
     if with_canonical and out.suffix.lower() != ".npz":
         raise ConfigError([("--canonical", f"canonical images are only written to .npz files, not {out.name}")])
-    dataset = load_prediction_data(data, split)
-    _, model = load_trained_model(run_dir, device=device)
+    checkpoint_file = run_checkpoint(run_dir, checkpoint)
+    config, model = load_trained_model(checkpoint_file, device=device)
     model.eval()
+    dataset = load_prediction_data(data, split, config=config)
     expected = tuple(getattr(model.encoder, "image_shape", ()) or ())
     if expected and tuple(dataset.image_shape) != expected:
         raise DataError(f"--data {data}: images of shape {tuple(dataset.image_shape)} (C, H, W), but the model in "
                         f"{run_dir} was trained on {expected}; resize/convert them (image_folder has resize and "
                         "grayscale options) or pick the matching run")
     with torch.no_grad():
-        result = predictions(model, dataset, batch_size=batch_size, with_canonical=with_canonical)
+        result = predictions(model, dataset, batch_size=batch_size, with_canonical=with_canonical,
+                             split_column=split_column)
     return write_predictions(result, out)
+
+
+def run_checkpoint(run_dir, name: str = "last") -> Path:
+    """``RUN/checkpoints/<name>.pt``, or a :class:`~mcvae_framework.errors.RunFolderError`
+    (exit code 2) saying what the folder holds instead."""
+    from .errors import RunFolderError
+
+    run_dir = Path(run_dir)
+    path = run_dir / "checkpoints" / f"{name}.pt"
+    if path.is_file():
+        return path
+    if not (run_dir / "checkpoints").is_dir():
+        raise RunFolderError(f"{run_dir} is not a run folder ({path} is missing); give the folder "
+                             "`mcvae train` wrote (its training.out_dir, e.g. runs/quickstart)")
+    present = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) or ["none"]
+    hint = (" best.pt is written from the first ELBO epoch that reaches training.best_metric; use "
+            "--checkpoint last") if name == "best" else ""
+    raise RunFolderError(f"{run_dir}: no checkpoints/{name}.pt (the folder holds: {', '.join(present)}).{hint}")

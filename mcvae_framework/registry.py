@@ -17,9 +17,23 @@ class ComponentConfig(BaseModel):
 
     Subclasses declare ``type: Literal["<tag>"]`` and their own fields; unknown keys are
     rejected so a typo in a config file never passes silently.
+
+    A data config class that reads a user's own files sets the class variable
+    ``reads_paths`` (``"folder"``, or file suffixes such as ``(".npy", ".npz")``) and has a
+    ``path`` field: ``mcvae predict RUN --data PATH`` then reads such paths with it. A
+    field validator can resolve a relative path against the config file's folder, which
+    validation passes as the context ``{"config_dir": ...}``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=False, protected_namespaces=())
+
+    def missing_resources(self) -> list[tuple[str, str]]:
+        """What this config names that is missing on this machine -- a data file or folder
+        -- as ``(field, message)`` pairs; cheap (nothing is read). ``mcvae config validate``
+        and ``mcvae train`` report them with exit code 2 before anything runs. Validation
+        itself never looks at the disk, so that a run's config still loads where its
+        training data is absent. Default: nothing is missing."""
+        return []
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,54 @@ class LossConfig(Section):
     supervised_weight: float = Field(1.0, ge=0, description="weight of the canonical reconstruction term (supervised mode)")
     warmup_epochs: int = Field(0, ge=0, description="epochs over which beta and the invariance weight ramp up from 0")
     pretrain_epochs: int = Field(0, ge=0, description="autoencoding epochs before prior.init_from(encoded z_c)")
+    self_label_weight: float = Field(
+        0.0, ge=0,
+        description="weight of the self-labelling term: cross-entropy between the prior's responsibilities "
+        "q(c|x) and the invariant graph's cluster of x, on the graph's confident images (needs graph.enabled)",
+    )
+    self_label_copies: int = Field(
+        0, ge=0,
+        description="moved copies h.x of every confident image that the self-labelling term also asks to "
+        "carry the label of x (encoded with gradients, h drawn from the group's pose distribution): the "
+        "clusters are then learned at every pose, not only at each image's own",
+    )
+    balance_weight: float = Field(
+        0.0, ge=0,
+        description="weight of the balance term KL(mean over the batch of q(c|x) || uniform), which keeps "
+        "every component in use",
+    )
+    reseed_below: float = Field(
+        0.1, ge=0, lt=1,
+        description="after every epoch of ELBO training, a component holding fewer than this share of its "
+        "fair part (N/K) of the training images is re-seeded by splitting the largest cluster in two "
+        "(logged, and counted in metrics.csv as reseeded_components); 0 disables",
+    )
+
+
+class GraphConfig(Section):
+    """The training-free invariant graph (:mod:`mcvae_framework.invariant_graph`): built over the
+    training images before training, its clusters warm-start the mixture prior and its confident
+    images feed the self-labelling term."""
+
+    enabled: bool = Field(False, description="build the invariant graph and let it guide training")
+    neighbours: int = Field(10, ge=2, description="neighbours of every image in the graph")
+    embedding_dim: int = Field(0, ge=0, description="size of the spectral embedding (0: twice the component count)")
+    diffusion_time: float = Field(
+        5.0, ge=0, description="eigenvector i of the graph is weighted by eigenvalue_i ** diffusion_time (a "
+        "diffusion map: the cluster-level directions dominate, so embedding_dim matters little)")
+    blur_sigma: float = Field(1.0, ge=0, description="Gaussian blur in pixels before images are compared")
+    search_size: int = Field(
+        13, ge=1, description="relative moves tried between two images (the group's search_poses; the "
+        "built-in groups: rotations evenly spaced over +-60 degrees or half the angle range)")
+    pca_dim: int = Field(0, ge=0, description="compare images in a PCA space of this size (0: raw pixels); "
+                         "keeps large datasets in bounded memory and time")
+    confident_fraction: float = Field(
+        0.7, gt=0, le=1, description="share of each graph cluster, nearest its centre, whose labels are trusted")
+    kmeans_restarts: int = Field(20, ge=1, description="k-means restarts on the spectral embedding")
+    relabel_every: int = Field(
+        0, ge=0, description="self-labelling: every N epochs of ELBO training, the model's own clusters of the "
+        "training images replace the labels the self-labelling term learns from, its most probable "
+        "confident_fraction of each cluster trusted (0: keep the graph's labels)")
 
 
 class TrainingConfig(Section):
@@ -90,6 +138,15 @@ class TrainingConfig(Section):
     log_every: int = Field(10, ge=1, description="steps between refreshes of the progress bar's running loss terms")
     progress: bool = Field(True, description="show a progress bar (only on a terminal, only on rank 0)")
     out_dir: str = Field("runs/experiment", description="run folder (config, metrics.csv, checkpoints, log)")
+    tensorboard: bool = Field(
+        False, description="also write TensorBoard event files to RUN/tensorboard: every loss term, images/s, the "
+        "learning rate and a grid of reconstructions per epoch (needs `pip install tensorboard`)"
+    )
+    best_metric: str = Field(
+        "test_loss", pattern=r"^(train|test)_[A-Za-z0-9_]+$",
+        description="metrics.csv column (lower is better) that picks checkpoints/best.pt among the ELBO epochs; "
+        "test_ columns exist on the epochs that evaluate (training.eval_every)"
+    )
 
     @field_validator("device")
     @classmethod
@@ -105,6 +162,7 @@ class ExperimentBase(Section):
 
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
+    graph: GraphConfig = GraphConfig()
     training: TrainingConfig = TrainingConfig()
 
     @model_validator(mode="after")
@@ -113,5 +171,19 @@ class ExperimentBase(Section):
             raise ValueError(
                 f"loss.mode {self.loss.mode!r} needs a group: set the `group` section "
                 "(for example {type: so2}) or use loss.mode: plain"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _self_labels_need_the_graph(self):
+        if self.loss.self_label_weight > 0 and not self.graph.enabled:
+            raise ValueError(
+                "loss.self_label_weight > 0 learns from the invariant graph's clusters: set "
+                "graph.enabled: true, or loss.self_label_weight: 0"
+            )
+        if self.graph.enabled and getattr(self, "group", None) is None:
+            raise ValueError(
+                "graph.enabled needs a group to search over: set the `group` section "
+                "(for example {type: so2}) or graph.enabled: false"
             )
         return self

@@ -7,7 +7,9 @@ A run writes one folder (``training.out_dir``)::
                                lr, train_<term>..., test_<term>...
     RUN/train.log              the log (also shown on the console)
     RUN/checkpoints/last.pt    written atomically after every epoch (and once before the first)
+    RUN/checkpoints/best.pt    the ELBO epoch with the lowest ``training.best_metric`` so far
     RUN/checkpoints/epoch_NNNN.pt  every ``training.checkpoint_every`` epochs, if asked
+    RUN/tensorboard/           event files, with ``training.tensorboard: true``
 
 From Python::
 
@@ -38,6 +40,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch import nn
+from sklearn.cluster import KMeans
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
@@ -53,6 +56,7 @@ from .checkpoint import (
 from .config import config_to_dict, load_config, validate_config
 from .distributed import DistributedContext, LossModule, resolve_device, wrap_for_training
 from .errors import TrainingError
+from .invariant_graph import GraphClusters, central_members, invariant_graph_clusters
 
 log = logging.getLogger("mcvae_framework.training")
 
@@ -197,11 +201,36 @@ class LoaderBatches(BatchPlan):
         return dataclasses.replace(self, **changes)
 
 
+class _Indexed(torch.utils.data.Dataset):
+    """A dataset whose items also carry their ``index`` (for per-image training targets)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        item = self.dataset[i]
+        item = dict(item) if isinstance(item, dict) else {"image": item}
+        item["index"] = torch.tensor(i, dtype=torch.int64)
+        return item
+
+
 def make_batches(dataset, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int,
-                 context: DistributedContext, device: torch.device, num_workers: int = 0):
-    """Batches from memory when ``dataset.as_tensors()`` offers tensors, else a DataLoader."""
+                 context: DistributedContext, device: torch.device, num_workers: int = 0,
+                 with_index: bool = False):
+    """Batches from memory when ``dataset.as_tensors()`` offers tensors, else a DataLoader.
+
+    :param with_index: every batch also carries ``index``, the dataset index of each image.
+    """
     as_tensors = getattr(dataset, "as_tensors", None)
     tensors = as_tensors() if callable(as_tensors) else None
+    if with_index:
+        if isinstance(tensors, dict) and tensors:
+            tensors = {**tensors, "index": torch.arange(len(next(iter(tensors.values()))))}
+        else:
+            dataset = _Indexed(dataset)
     common = dict(batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
                   rank=context.rank, world_size=context.world_size, device=device)
     if isinstance(tensors, dict) and tensors:
@@ -357,6 +386,8 @@ class Trainer:
         self.epochs_done = 0
         self.summary: dict[str, Any] = {}
         self.model = None
+        #: the invariant graph of the training images (graph.enabled), a GraphClusters.
+        self.graph = None
         self._handlers: list[logging.Handler] = []
 
     # ------------------------------------------------------------------ paths
@@ -393,7 +424,9 @@ class Trainer:
             self._build()
             if self.resume:
                 self._restore()
-            else:
+            if self.config.graph.enabled and self.graph is None:
+                self._build_graph()
+            if not self.resume:
                 self._save_checkpoint()  # epoch 0: an interruption in epoch 1 still resumes
             self._train()
         except KeyboardInterrupt:
@@ -489,9 +522,11 @@ class Trainer:
         # The trainer's own stream for the loss's sampling; distinct per process.
         self.loss_generator = torch.Generator(device=self.device)
         self.loss_generator.manual_seed(derive_seed(training.seed, STREAM_LOSS, self.context.rank))
+        self.train_data = train_data
         self.train_batches = make_batches(
             train_data, training.batch_size, shuffle=True, drop_last=True, seed=training.seed,
             context=self.context, device=self.device, num_workers=training.num_workers,
+            with_index=cfg.graph.enabled,
         )
         if len(self.train_batches) == 0:
             raise TrainingError(f"the training split of {cfg.data.type!r} is empty: nothing to train on")
@@ -525,6 +560,10 @@ class Trainer:
             ) from None
         self.history = list(checkpoint["metrics"])
         self.epochs_done = int(checkpoint["epoch"])
+        if checkpoint.get("graph") is not None and self.config.graph.enabled:
+            self._use_graph(GraphClusters.from_state_dict(checkpoint["graph"]))
+            if checkpoint.get("guide") is not None:  # the labels self-labelling had reached
+                self.loss_module.guide = {k: v.to(self.device) for k, v in checkpoint["guide"].items()}
         states = checkpoint["rng"]
         restore_rng_state(states[min(self.context.rank, len(states) - 1)], {"loss": self.loss_generator})
         if len(states) != self.context.world_size:
@@ -553,6 +592,8 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def _train(self) -> None:
+        log.info("%s", self._epochs_line())
+        self._open_tensorboard()
         if self.epochs_done >= self.total_epochs:
             log.info("nothing to do: the run already finished its %d epochs", self.total_epochs)
         wall_start = time.perf_counter()
@@ -563,6 +604,10 @@ class Trainer:
             train_terms, n_images, seconds = self._train_epoch(epoch)
             if epoch + 1 == self.pretrain_epochs:
                 self._fit_prior()
+            elif epoch >= self.pretrain_epochs and self.config.loss.reseed_below > 0:
+                train_terms["reseeded_components"] = float(self._reseed_small_components(epoch))
+            if self._relabels(epoch):
+                train_terms["relabel_changed"] = self._relabel(epoch)
             if self.scheduler is not None:
                 self.scheduler.step()
             test_terms = self._evaluate(epoch) if self._evaluates(epoch) else {}
@@ -577,15 +622,112 @@ class Trainer:
             self._save_checkpoint()
             if self.context.is_main:
                 write_metrics_csv(self.run_dir / "metrics.csv", self.history)
+            self._log_tensorboard(row)
             log.info("%s", self._epoch_line(row, train_terms, test_terms))
         wall = time.perf_counter() - wall_start
         self.summary = {"epochs": self.epochs_done, "wall_seconds": wall, "train_images": images,
                         "images_per_second": images / train_seconds if train_seconds else float("nan")}
-        if images:
-            log.info("finished %d epochs in %.1f s (%.0f training images/s); run folder: %s", self.epochs_done,
-                     wall, self.summary["images_per_second"], self.run_dir)
-        else:
-            log.info("run folder: %s", self.run_dir)
+        self._close_tensorboard()
+        if images:  # the run folder was named in the first line (and `mcvae train` prints it once more)
+            log.info("finished %d epochs in %.1f s (%.0f training images/s)", self.epochs_done,
+                     wall, self.summary["images_per_second"])
+
+    def _epochs_line(self) -> str:
+        """What the run will do, in the words of the config: ``loss.pretrain_epochs`` of
+        pretraining, then ``training.epochs`` of ELBO training."""
+        line = (f"{self.pretrain_epochs} pretraining + {self.config.training.epochs} training epochs "
+                f"({self.total_epochs} in all: loss.pretrain_epochs + training.epochs)")
+        if self.epochs_done:
+            line += f"; {self.epochs_done} done, {max(self.total_epochs - self.epochs_done, 0)} to go"
+        return line
+
+    # ------------------------------------------------------------------ TensorBoard and best.pt
+
+    def _open_tensorboard(self) -> None:
+        """``RUN/tensorboard`` event files when ``training.tensorboard`` is on (rank 0 writes)."""
+        self._tensorboard = None
+        if not self.config.training.tensorboard:
+            return
+        try:  # on every process, so that all stop together when the package is missing
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            from .errors import ConfigError
+
+            raise ConfigError([("training.tensorboard", "true needs the tensorboard package: `pip install "
+                                "tensorboard` (or `pip install 'mcvae-framework[tensorboard]'`), or set "
+                                "training.tensorboard: false")], str(self.run_dir / "config.json")) from None
+        if not self.context.is_main:
+            return
+        folder = self.run_dir / "tensorboard"
+        if not self.resume and folder.is_dir():
+            shutil.rmtree(folder)  # a fresh run: no curves of an overwritten one
+        batches = self.test_batches if self.test_batches is not None else self.train_batches
+        first = next(iter(batches.with_options(shuffle=False, drop_last=False, rank=0, world_size=1,
+                                               batch_size=8)(0)))
+        self._tensorboard_images = first["image"][:8].detach().cpu()
+        self._tensorboard = SummaryWriter(log_dir=str(folder))
+
+    def _log_tensorboard(self, row: dict[str, Any]) -> None:
+        """One epoch's row: every loss term (train and test in one chart per term), images/s,
+        the learning rate, and a grid of the same test images, their reconstructions and
+        canonical reconstructions."""
+        writer = getattr(self, "_tensorboard", None)
+        if writer is None:
+            return
+        step = int(row["epoch"])
+        for key, value in row.items():
+            if key.startswith(("train_", "test_")) and isinstance(value, (int, float)) and math.isfinite(value):
+                split, term = key.split("_", 1)
+                writer.add_scalar(f"{term}/{split}", value, step)
+        writer.add_scalar("speed/images_per_second", row["images_per_second"], step)
+        writer.add_scalar("optimizer/lr", row["lr"], step)
+        writer.add_image("reconstructions (input, reconstruction, canonical)", self._reconstruction_grid(), step)
+        writer.flush()
+
+    @torch.no_grad()
+    def _reconstruction_grid(self) -> torch.Tensor:
+        from torchvision.utils import make_grid
+
+        from .evaluation import model_outputs
+
+        images = self._tensorboard_images
+        was_training = self.model.training
+        try:
+            out = model_outputs(self.model, images, batch_size=len(images))
+        finally:
+            self.model.train(was_training)
+        rows = torch.cat([images, out["reconstruction"].float(), out["canonical"].float()]).clamp(0, 1)
+        return make_grid(rows, nrow=len(images), padding=2, pad_value=1.0)
+
+    def _close_tensorboard(self) -> None:
+        writer = getattr(self, "_tensorboard", None)
+        if writer is not None:
+            writer.close()
+        self._tensorboard = None
+
+    def _improves_best(self) -> bool:
+        """Whether the epoch just finished is the best ELBO epoch so far by
+        ``training.best_metric`` (lower is better). The best so far comes from the history,
+        so a resumed run goes on comparing with the epochs before the interruption."""
+        metric = self.config.training.best_metric
+        if not self.history or self.history[-1].get("phase") == "pretrain":
+            return False
+
+        def value(row):
+            v = row.get(metric)
+            return v if isinstance(v, (int, float)) and math.isfinite(v) and row.get("phase") != "pretrain" else None
+
+        current = value(self.history[-1])
+        if current is None:
+            prefix = metric.split("_", 1)[0] + "_"
+            known = [k for k in self.history[-1] if k.startswith(prefix)]
+            if known and metric not in self.history[-1] and not getattr(self, "_best_warned", False):
+                self._best_warned = True
+                log.warning("training.best_metric %r is not a column of metrics.csv (%s): checkpoints/best.pt "
+                            "is not written", metric, ", ".join(known))
+            return False
+        earlier = [v for v in map(value, self.history[:-1]) if v is not None]
+        return not earlier or current < min(earlier)
 
     def _phase(self, epoch: int) -> str:
         return "pretrain" if epoch < self.pretrain_epochs else "train"
@@ -684,10 +826,22 @@ class Trainer:
                 shuffle=False, drop_last=False, rank=0, world_size=1, batch_size=self.config.training.eval_batch_size)
             self.model.eval()
             with torch.no_grad():
-                latents = torch.cat([self.model.encode(batch["image"]).z_cluster.mean for batch in encode_all(0)])
-            self.model.fit_prior(latents)
+                posteriors = [self.model.encode(batch["image"]).z_cluster for batch in encode_all(0)]
+            latents = torch.cat([posterior.mean for posterior in posteriors])
+            if self.graph is not None:
+                # One draw of every posterior: each component then matches its cluster's share of
+                # the aggregate posterior, posterior spread included (fitted to the means alone, a
+                # component can be far narrower than the posteriors it must hold, and the mixture
+                # KL starts huge).
+                noise = torch.Generator().manual_seed(derive_seed(self.config.training.seed, STREAM_EVAL))
+                draws = torch.cat([p.sample(noise) for p in posteriors])
+            if self.graph is not None and self._init_from_assignments(draws, self.graph.labels):
+                log.info("fitted the %s prior to %d encoded training images, one component per invariant-graph "
+                         "cluster", self.config.prior.type, len(latents))
+            else:
+                self.model.fit_prior(latents)
+                log.info("fitted the %s prior to %d encoded training images", self.config.prior.type, len(latents))
             self.model.train()
-            log.info("fitted the %s prior to %d encoded training images", self.config.prior.type, len(latents))
         self.context.broadcast_module_state(self.model.prior)
         in_optimizer = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
         if any(id(p) not in in_optimizer for p in self.model.parameters()):
@@ -695,6 +849,121 @@ class Trainer:
                 f"the {self.config.prior.type!r} prior replaced its parameter tensors in init_from; it must copy "
                 "into the existing ones (param.copy_(...)) so the optimiser keeps training them"
             )
+
+    def _build_graph(self) -> None:
+        """The invariant graph of the training images (rank 0 computes, every process gets it)."""
+        graph = None
+        if self.context.is_main:
+            cfg = self.config.graph
+            images = _stack_images(self.train_data)
+            log.info("building the invariant graph of %d training images (%d search poses, %d neighbours)",
+                     len(images), cfg.search_size, cfg.neighbours)
+            graph = invariant_graph_clusters(
+                images, self.model.group, self.model.prior.n_components, neighbours=cfg.neighbours,
+                embedding_dim=cfg.embedding_dim, diffusion_time=cfg.diffusion_time, blur_sigma=cfg.blur_sigma,
+                search_size=cfg.search_size,
+                pca_dim=cfg.pca_dim, confident_fraction=cfg.confident_fraction, seed=self.config.training.seed,
+                kmeans_restarts=cfg.kmeans_restarts, progress=self.config.training.progress,
+            )
+            log.info("invariant graph: %d clusters of sizes %s, %d confident images, %.1f s",
+                     len(graph.info["cluster_sizes"]), graph.info["cluster_sizes"], int(graph.confident.sum()),
+                     graph.seconds)
+        graph = self.context.all_gather_objects(graph)[0]
+        self._use_graph(graph)
+
+    def _use_graph(self, graph: GraphClusters) -> None:
+        self.graph = graph
+        self.loss_module.guide = {"labels": graph.labels.to(self.device),
+                                  "confident": graph.confident.to(self.device)}
+
+    def _init_from_assignments(self, latents: torch.Tensor, assignments: torch.Tensor) -> bool:
+        """``prior.init_from_assignments``; False (logged) when the prior does not offer it."""
+        try:
+            self.model.prior.init_from_assignments(latents, assignments)
+        except NotImplementedError:
+            log.warning("the %r prior has no init_from_assignments: it is fitted without the given clusters",
+                        self.config.prior.type)
+            return False
+        return True
+
+    def _reseed_small_components(self, epoch: int) -> int:
+        """Re-seed every component that holds fewer than ``loss.reseed_below`` of its fair share
+        of (a fixed sample of) the training images, by splitting the largest cluster in two
+        (2-means of its latents); returns how many were re-seeded (the same on every process)."""
+        count = 0
+        if self.context.is_main:
+            latents, pick = self._sample_latents()
+            k = self.model.prior.n_components
+            with torch.no_grad():
+                clusters = self.model.prior.responsibilities(latents).argmax(-1).cpu()
+            floor = self.config.loss.reseed_below * len(clusters) / k
+            for component in range(k):
+                sizes = torch.bincount(clusters, minlength=k)
+                if sizes[component] >= floor or len(clusters) < 2 * k:
+                    continue
+                largest = int(sizes.argmax())
+                members = torch.nonzero(clusters == largest).squeeze(1)
+                halves = KMeans(n_clusters=2, n_init=3, random_state=epoch).fit_predict(
+                    latents[members].detach().cpu().double().numpy())
+                clusters[members[torch.as_tensor(halves) == 1]] = component
+                log.warning("epoch %d: component %d held %d of %d sampled training images (fewer than %.0f); "
+                            "re-seeded by splitting component %d", epoch + 1, component, int(sizes[component]),
+                            len(clusters), floor, largest)
+                count += 1
+            if count and self.loss_module.guide is not None:
+                # Guided training: the components go back to the clusters the self-labelling
+                # term teaches, rather than to an arbitrary split.
+                clusters = self.loss_module.guide["labels"].cpu()[pick]
+                log.warning("epoch %d: re-seeded from the self-labelling term's clusters instead", epoch + 1)
+            if count and not self._init_from_assignments(latents.cpu(), clusters):
+                count = 0
+        self.context.broadcast_module_state(self.model.prior)
+        return int(self.context.all_gather_objects(count)[0])
+
+    def _relabels(self, epoch: int) -> bool:
+        every = self.config.graph.relabel_every
+        done = epoch + 1 - self.pretrain_epochs
+        return bool(self.graph is not None and every and done > 0 and done % every == 0)
+
+    def _relabel(self, epoch: int) -> float:
+        """Self-labelling: the model's clusters of the training images become the labels the
+        self-labelling term learns from; returns the share of images whose label changed."""
+        guide = None
+        if self.context.is_main:
+            images = _stack_images(self.train_data)
+            self.model.eval()
+            try:
+                with torch.no_grad():
+                    probabilities = torch.cat([
+                        self.model.cluster_probabilities(images[i:i + 512].to(self.device)).cpu()
+                        for i in range(0, len(images), 512)])
+            finally:
+                self.model.train()
+            confidence, labels = probabilities.max(-1)
+            confident = central_members(labels.numpy(), -confidence.numpy(), self.config.graph.confident_fraction)
+            guide = {"labels": labels, "confident": torch.as_tensor(confident)}
+        guide = self.context.all_gather_objects(guide)[0]
+        changed = float((guide["labels"] != self.loss_module.guide["labels"].cpu()).double().mean())
+        self.loss_module.guide = {key: value.to(self.device) for key, value in guide.items()}
+        log.info("epoch %d: self-labelling from the model's clusters (%.1f%% of the labels changed)",
+                 epoch + 1, 100 * changed)
+        return changed
+
+    def _sample_latents(self, size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+        """One posterior draw of ``z_c`` for each of a fixed, seeded sample of the training
+        images (draws, not means, so that a component fitted to them is as wide as the
+        posteriors it holds), and the sample's indices."""
+        n = len(self.train_data)
+        generator = torch.Generator().manual_seed(derive_seed(self.config.training.seed, STREAM_EVAL))
+        pick = torch.randperm(n, generator=generator)[:size].sort().values
+        images = _stack_images(self.train_data, pick)
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return torch.cat([self.model.encode(images[i:i + 512].to(self.device)).z_cluster.sample(generator)
+                                  for i in range(0, len(images), 512)]), pick
+        finally:
+            self.model.train()
 
     def _evaluate(self, epoch: int) -> dict[str, float]:
         """Mean loss terms on the test split (eval mode, no gradients, fixed noise)."""
@@ -718,8 +987,9 @@ class Trainer:
         return means
 
     def _save_checkpoint(self) -> None:
-        """``checkpoints/last.pt`` (atomically) for the epochs finished so far; every process's
-        RNG states go in, so that a resumed DDP run draws what an uninterrupted one would."""
+        """``checkpoints/last.pt`` (atomically) for the epochs finished so far, and
+        ``checkpoints/best.pt`` when the epoch is the best by ``training.best_metric``; every
+        process's RNG states go in, so that a resumed DDP run draws what an uninterrupted one would."""
         rng_states = self.context.all_gather_objects(capture_rng_state({"loss": self.loss_generator}))
         if not self.context.is_main:
             return
@@ -734,11 +1004,27 @@ class Trainer:
             "metrics": self.history,
             "versions": package_versions(),
             "world_size": self.context.world_size,
+            "graph": self.graph.state_dict() if self.graph is not None else None,
+            "guide": {k: v.cpu() for k, v in self.loss_module.guide.items()} if self.loss_module.guide else None,
         }
         save_checkpoint(checkpoint, self.checkpoint_path)
+        if self._improves_best():
+            save_checkpoint(checkpoint, self.checkpoint_path.with_name("best.pt"))
         every = self.config.training.checkpoint_every
         if every and self.epochs_done and self.epochs_done % every == 0:
             save_checkpoint(checkpoint, self.checkpoint_path.with_name(f"epoch_{self.epochs_done:04d}.pt"))
+
+
+def _stack_images(dataset, indices: torch.Tensor | None = None) -> torch.Tensor:
+    """``(N, C, H, W)`` images of a dataset (all, or those at ``indices``), on the CPU."""
+    as_tensors = getattr(dataset, "as_tensors", None)
+    tensors = as_tensors() if callable(as_tensors) else None
+    if isinstance(tensors, dict) and "image" in tensors:
+        images = tensors["image"]
+        return (images if indices is None else images[indices]).cpu()
+    order = range(len(dataset)) if indices is None else indices.tolist()
+    items = (dataset[i] for i in order)
+    return torch.stack([item["image"] if isinstance(item, dict) else item for item in items])
 
 
 def train(config, resume: bool = False, **options) -> Path:

@@ -1,14 +1,20 @@
-"""MkDocs hooks (``hooks:`` in mkdocs.yml): generate the configuration reference.
+"""Generate the reference pages, and MkDocs hooks (``hooks:`` in mkdocs.yml) that keep
+the built site in step with the code.
 
-The configuration page holds three markers that this module replaces while the site
-builds, so that the reference can never drift from the code:
+The generated Markdown is **committed**, so that ``docs/configuration.md`` and
+``docs/cli.md`` read on GitHub as they do on the site. Each generated block lies between
+``<!-- mcvae:NAME -->`` and ``<!-- /mcvae:NAME -->``; ``python scripts/docs_hooks.py``
+rewrites every block from the code, ``python scripts/docs_hooks.py --check`` exits 1 when
+one is stale (a test does the same), and while the site builds the hook replaces each
+block by a fresh one, so the site never shows a stale reference. The blocks:
 
-* ``<!-- mcvae:core-sections -->``: the core's own sections (``model``, ``loss``,
+* ``core-sections`` (configuration page): the core's own sections (``model``, ``loss``,
   ``training``, ...), one table per section from its pydantic model;
-* ``<!-- mcvae:components -->``: for every component kind, every config class the
-  built-in plugins register, with its fields, types, defaults, constraints and
-  descriptions (taken from ``Field(description=...)``);
-* ``<!-- mcvae:ready-configs -->``: every ready experiment config under ``configs/``.
+* ``components``: for every component kind, every config class the built-in plugins
+  register, with its fields, types, defaults, constraints and descriptions (taken from
+  ``Field(description=...)``);
+* ``ready-configs``: every ready experiment config under ``configs/``;
+* ``cli`` (CLI page): every command of ``mcvae``, its usage, help and options.
 
 Only the plugins shipped in the ``mcvae-framework`` distribution are listed, so the page
 is the same whichever third-party plugins happen to be installed where the site builds.
@@ -31,14 +37,19 @@ import types
 import typing
 from pathlib import Path
 
-from mkdocs.exceptions import PluginError
+try:
+    from mkdocs.exceptions import PluginError
+except ImportError:  # generating or checking the committed pages needs no mkdocs
+    PluginError = RuntimeError
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
 CONFIG_PAGE = "configuration.md"
+CLI_PAGE = "cli.md"
+#: generated blocks of each page, in the order they appear.
+BLOCKS = {CONFIG_PAGE: ("core-sections", "components", "ready-configs"), CLI_PAGE: ("cli",)}
 HOME_PAGE = "index.md"
 HOME_PICTURE = "images/quickstart.png"
-MARKERS = ("<!-- mcvae:core-sections -->", "<!-- mcvae:components -->", "<!-- mcvae:ready-configs -->")
 DISTRIBUTION = "mcvae-framework"
 
 #: what each component kind is for, shown above its components.
@@ -65,16 +76,105 @@ def on_config(config):
 def on_page_markdown(markdown, page, config, files):
     if page.file.src_uri == HOME_PAGE:
         return home_picture(markdown, Path(config["docs_dir"]))
-    if page.file.src_uri != CONFIG_PAGE:
+    if page.file.src_uri not in BLOCKS:
         return markdown
-    missing = [m for m in MARKERS if m not in markdown]
-    if missing:
-        raise PluginError(f"docs/{CONFIG_PAGE} lost its generation marker(s) {missing}")
+    return fill_blocks(markdown, page.file.src_uri, _root or Path.cwd())
+
+
+def block_markdown(name: str, root: Path) -> str:
+    """The freshly generated Markdown of one block."""
+    if name == "cli":
+        return cli_markdown()
     registry = builtin_registry()
-    markdown = markdown.replace(MARKERS[0], core_sections_markdown(registry))
-    markdown = markdown.replace(MARKERS[1], components_markdown(registry))
-    markdown = markdown.replace(MARKERS[2], ready_configs_markdown(_root or Path.cwd()))
+    if name == "core-sections":
+        return core_sections_markdown(registry)
+    if name == "components":
+        return components_markdown(registry)
+    if name == "ready-configs":
+        return ready_configs_markdown(root)
+    raise PluginError(f"unknown generated block {name!r}")
+
+
+def _block_pattern(name: str):
+    return re.compile(rf"(<!-- mcvae:{re.escape(name)} -->\n)(.*?)(<!-- /mcvae:{re.escape(name)} -->)", re.S)
+
+
+def fill_blocks(markdown: str, page: str, root: Path) -> str:
+    """``markdown`` of ``page`` with every generated block regenerated."""
+    for name in BLOCKS[page]:
+        pattern = _block_pattern(name)
+        if not pattern.search(markdown):
+            raise PluginError(f"docs/{page} lost its generated block <!-- mcvae:{name} --> ... "
+                              f"<!-- /mcvae:{name} -->")
+        fresh = block_markdown(name, root).strip("\n") + "\n"
+        markdown = pattern.sub(lambda m: m.group(1) + "\n" + fresh + "\n" + m.group(3), markdown, count=1)
     return markdown
+
+
+def stale_pages(root: Path) -> list[str]:
+    """The committed pages whose generated blocks differ from the code's."""
+    stale = []
+    for page in BLOCKS:
+        path = root / "docs" / page
+        text = path.read_text(encoding="utf-8")
+        if fill_blocks(text, page, root) != text:
+            stale.append(f"docs/{page}")
+    return stale
+
+
+def write_pages(root: Path) -> list[str]:
+    """Regenerate every block of the committed pages; returns the pages that changed."""
+    changed = []
+    for page in BLOCKS:
+        path = root / "docs" / page
+        text = path.read_text(encoding="utf-8")
+        fresh = fill_blocks(text, page, root)
+        if fresh != text:
+            path.write_text(fresh, encoding="utf-8")
+            changed.append(f"docs/{page}")
+    return changed
+
+
+# ---------------------------------------------------------------- the CLI reference
+
+
+def cli_markdown() -> str:
+    """Every command of ``mcvae``: a section per command (``mcvae config validate`` has the
+    anchor ``mcvae-config-validate``), its usage, its help and a table of its options."""
+    import click
+
+    from mcvae_framework.cli import cli
+
+    out = []
+
+    def walk(command, path, parent_ctx):
+        ctx = click.Context(command, info_name=path[-1], parent=parent_ctx)
+        name = " ".join(path)
+        # the heading's own anchor (mkdocs and GitHub alike) is `mcvae-config-validate`
+        out.append(f"{'#' * min(len(path) + 2, 5)} `{name}`\n")
+        pieces = " ".join(command.collect_usage_pieces(ctx))
+        out.append(f"```\nUsage: {name} {pieces}\n```\n")
+        help_text = inspect.cleandoc(command.help or "")
+        if help_text:
+            out.append(help_text.replace("\b\n", "") + "\n")
+        rows = []
+        for param in command.get_params(ctx):
+            record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
+            if record is None:
+                continue
+            flags, description = record
+            rows.append(f"| `{flags}` | {_cell(description)} |")
+        if rows:
+            out.append("| option | description |\n| --- | --- |\n" + "\n".join(rows) + "\n")
+        if isinstance(command, click.Group):
+            subs = sorted(command.commands.items())
+            out.append("Commands: " + ", ".join(f"[`{' '.join(path + (sub,))}`](#{_slug(' '.join(path + (sub,)))})"
+                                                 for sub, _ in subs) + ".\n")
+            for sub, child in subs:
+                walk(child, path + (sub,), ctx)
+
+    walk(cli, ("mcvae",), None)
+    return "\n".join(out)
 
 
 def home_picture(markdown: str, docs_dir: Path) -> str:
@@ -166,7 +266,8 @@ def components_markdown(registry) -> str:
         out.append("")
         for entry in entries:
             cls = entry.config_class
-            out.append(f"#### `{kind}: {entry.tag}` {{ #{_anchor(kind, entry.tag)} }}\n")
+            out.append(f'<a id="{_anchor(kind, entry.tag)}"></a>\n')
+            out.append(f"#### `{kind}: {entry.tag}`\n")
             out.append(
                 f"Registered by plugin `{entry.plugin}` as `{cls.__module__}.{cls.__qualname__}`.\n"
             )
@@ -188,7 +289,8 @@ def ready_configs_markdown(root: Path) -> str:
         rel = path.relative_to(root).as_posix()
         lang = "json" if path.suffix == ".json" else "yaml"
         text = path.read_text(encoding="utf-8").rstrip()
-        out.append(f"#### `{rel}` {{ #{_slug(rel)} }}\n")
+        out.append(f'<a id="{_slug(rel)}"></a>\n')
+        out.append(f"#### `{rel}`\n")
         out.append(f"{_leading_comment(path)} Train it with `mcvae train {rel}`.\n")
         out.append(f'??? example "{path.name}"\n')
         out.append(f"    ```{lang}")
@@ -338,3 +440,20 @@ def _leading_comment(path: Path) -> str:
             break
         lines.append(line.lstrip("#").strip())
     return " ".join(l for l in lines if l)
+
+
+if __name__ == "__main__":
+    import sys
+
+    ROOT = Path(__file__).resolve().parents[1]
+    if sys.argv[1:] == ["--check"]:
+        stale = stale_pages(ROOT)
+        if stale:
+            print(f"stale: {', '.join(stale)}; run `python scripts/docs_hooks.py` and commit the result")
+            raise SystemExit(1)
+        print("the generated reference pages are up to date")
+    elif sys.argv[1:]:
+        raise SystemExit("usage: python scripts/docs_hooks.py [--check]")
+    else:
+        changed = write_pages(ROOT)
+        print("rewrote " + ", ".join(changed) if changed else "the generated reference pages were up to date")

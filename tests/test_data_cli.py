@@ -47,7 +47,8 @@ def test_show_test_split_without_transform_and_overrides(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "sizes:       train 16, test 16" in result.output and "1 x 8 x 8" in result.output
     assert "transform" not in result.output
-    grid = np.asarray(Image.open(tmp_path / "data_digits_test.png"))
+    assert not (tmp_path / "data_digits_test.png").exists()  # not into the current folder
+    grid = np.asarray(Image.open(tmp_path / "runs" / "experiment" / "data_digits_test.png"))  # the run folder
     assert grid.shape[:2] == (2 * 10 + 2, 8 * 10 + 2)  # 16 images, 8 per row
 
 

@@ -95,6 +95,21 @@ def test_every_nav_page_exists_and_every_page_is_in_the_nav():
     assert on_disk <= in_nav, f"pages not in the nav: {sorted(on_disk - in_nav)}"
 
 
+def test_the_committed_reference_pages_are_not_stale():
+    """docs/configuration.md and docs/cli.md hold generated Markdown (so that they read on
+    GitHub): it must equal what the code generates now."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import docs_hooks
+    finally:
+        sys.path.pop(0)
+    assert docs_hooks.stale_pages(ROOT) == [], (
+        "the generated reference is stale: run `python scripts/docs_hooks.py` and commit the result"
+    )
+    text = (DOCS / "cli.md").read_text(encoding="utf-8")
+    assert "## `mcvae`" in text.split("<!-- mcvae:cli -->", 1)[1], "docs/cli.md has an empty CLI block"
+
+
 # ---------------------------------------------------------------- the built site
 
 
@@ -114,7 +129,8 @@ def site(tmp_path_factory) -> Path:
 
 
 def test_site_builds_strictly(site):
-    for page in ("index.html", "install/index.html", "quickstart/index.html", "concepts/index.html",
+    for page in ("index.html", "install/index.html", "quickstart/index.html", "own-images/index.html",
+                 "concepts/index.html",
                  "configuration/index.html", "cli/index.html", "plugins/index.html", "benchmarks/index.html"):
         assert (site / page).is_file(), page
 

@@ -12,6 +12,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from mcvae_framework import build
+from mcvae_framework.interfaces import AffineGroup2D
 from mcvae_framework.evaluation import (
     best_offset,
     canonical_metrics,
@@ -24,6 +25,9 @@ from mcvae_framework.evaluation import (
     report_markdown,
     write_report,
 )
+
+#: the hand-written offset mean: fast, for the tests that are not about the mean's path
+INTRINSIC = "intrinsic"
 
 # ----------------------------------------------------------------- clustering
 
@@ -107,7 +111,7 @@ def _offset_poses(n_per_cluster, offsets, noise_rad, seed=0):
 
 def test_per_cluster_offset_is_removed(so2):
     pred, true, clusters = _offset_poses(150, [0.5, -2.0, 3.0], noise_rad=0.0)
-    report = pose_metrics(so2, pred, true, clusters)
+    report = pose_metrics(so2, pred, true, clusters, pose_mean=INTRINSIC)
     assert report["raw"]["rotation_deg"]["median"] > 20
     assert report["per_cluster_offset"]["rotation_deg"]["median"] < 1e-3
     assert report["per_cluster_offset"]["rotation_deg"]["mean"] < 1e-3
@@ -118,15 +122,15 @@ def test_per_cluster_offset_is_removed(so2):
 def test_offset_removal_leaves_the_noise(so2):
     noise_deg = 4.0
     pred, true, clusters = _offset_poses(400, [1.0, -1.5], noise_rad=math.radians(noise_deg))
-    aligned = pose_metrics(so2, pred, true, clusters)["per_cluster_offset"]["rotation_deg"]
+    aligned = pose_metrics(so2, pred, true, clusters, pose_mean=INTRINSIC)["per_cluster_offset"]["rotation_deg"]
     # median of |N(0, s)| is 0.674 s; a wrong offset would add to it
     assert aligned["median"] == pytest.approx(0.674 * noise_deg, rel=0.15)
 
 
 def test_a_single_offset_for_all_images_is_not_enough_when_clusters_differ(so2):
     pred, true, clusters = _offset_poses(100, [0.0, 2.0], noise_rad=0.0)
-    one_cluster = pose_metrics(so2, pred, true, np.zeros_like(clusters))["per_cluster_offset"]["rotation_deg"]
-    per_cluster = pose_metrics(so2, pred, true, clusters)["per_cluster_offset"]["rotation_deg"]
+    one_cluster = pose_metrics(so2, pred, true, np.zeros_like(clusters), pose_mean=INTRINSIC)["per_cluster_offset"]["rotation_deg"]
+    per_cluster = pose_metrics(so2, pred, true, clusters, pose_mean=INTRINSIC)["per_cluster_offset"]["rotation_deg"]
     assert one_cluster["mean"] > 40 and per_cluster["mean"] < 1e-3
 
 
@@ -134,7 +138,7 @@ def test_half_turns_are_forgiven_only_modulo_180(so2):
     pred, true, clusters = _offset_poses(200, [0.7, -0.4], noise_rad=math.radians(2.0))
     flipped = torch.rand(len(pred), generator=torch.Generator().manual_seed(1)) < 0.3
     pred = pred + math.pi * flipped[:, None].double()
-    report = pose_metrics(so2, pred, true, clusters)
+    report = pose_metrics(so2, pred, true, clusters, pose_mean=INTRINSIC)
     assert report["per_cluster_offset"]["rotation_deg"]["mean"] > 40  # 30% are 180 deg off
     assert report["per_cluster_offset_mod180"]["rotation_deg_mod180"]["median"] < 3
     assert report["per_cluster_offset_mod180"]["rotation_deg_mod180"]["mean"] < 3
@@ -153,7 +157,7 @@ def test_se2_offset_includes_translation(se2):
     offsets = torch.tensor([[0.4, 0.1, -0.2], [-1.0, 0.0, 0.3]], dtype=torch.float64)
     h = se2.exp(offsets)[clusters]
     pred = se2.log(se2.compose(se2.exp(true), se2.inverse(h)))  # g_true = g_pred h
-    report = pose_metrics(se2, pred, true, clusters)
+    report = pose_metrics(se2, pred, true, clusters, pose_mean=INTRINSIC)
     assert report["raw"]["translation"]["mean"] > 0.05
     assert report["per_cluster_offset"]["translation"]["mean"] < 1e-5
     assert report["per_cluster_offset"]["rotation_deg"]["mean"] < 1e-4
@@ -165,6 +169,107 @@ def test_best_offset_ignores_a_minority_of_outliers(so2):
     pred[wild] = (torch.rand(int(wild.sum()), 1, generator=torch.Generator().manual_seed(3)).double() - 0.5) * 6
     h = best_offset(so2, so2.exp(pred), so2.exp(true))
     assert so2.log(h[None])[0, 0].item() == pytest.approx(1.2, abs=1e-6)
+
+
+# ----------------------------------------------- the geomstats path, group-agnostic errors
+
+
+def _noisy_group_poses(group, offsets, n_per_cluster, noise, seed=0):
+    """True poses from the group's own distribution and predictions ``g_true h_c^-1``
+    perturbed by ``exp(noise * N(0, 1))``."""
+    gen = torch.Generator().manual_seed(seed)
+    clusters = np.repeat(np.arange(len(offsets)), n_per_cluster)
+    true = group.sample(len(clusters), gen, dtype=torch.float64)
+    h = group.exp(torch.tensor(offsets, dtype=torch.float64))[clusters]
+    jitter = group.exp(noise * torch.randn(len(clusters), group.dim, generator=gen, dtype=torch.float64))
+    pred = group.log(group.compose(group.compose(group.exp(true), group.inverse(h)), jitter))
+    return pred, true, clusters
+
+
+@pytest.mark.parametrize("tag, offsets", [("so2", [[0.6], [-2.5]]), ("se2", [[0.6, 0.1, -0.2], [-2.5, 0.0, 0.3]])])
+def test_geomstats_offsets_give_the_same_median_errors_as_the_intrinsic_mean(tag, offsets):
+    group = build("group", {"type": tag, "angle_deg": [-90, 90], **({"shift": 0.2} if tag == "se2" else {})})
+    pred, true, clusters = _noisy_group_poses(group, offsets, 40, noise=math.radians(4.0))
+    flipped = torch.rand(len(pred), generator=torch.Generator().manual_seed(1)) < 0.2
+    pred[:, 0] = pred[:, 0] + math.pi * flipped.double()  # a symmetric shape's other orientation
+    by = {path: pose_metrics(group, pred, true, clusters, pose_mean=path) for path in ("geomstats", "intrinsic")}
+    space = "SpecialOrthogonal(2)" if tag == "so2" else "SpecialEuclidean(2)"
+    assert by["geomstats"]["offset_mean"]["path"] == "geomstats"
+    assert by["geomstats"]["offset_mean"]["method"].startswith(f"geomstats FrechetMean on {space}")
+    assert by["intrinsic"]["offset_mean"]["path"] == "intrinsic"
+    for block, key in (("per_cluster_offset", "rotation_deg"), ("per_cluster_offset_mod180", "rotation_deg_mod180")):
+        a, b = by["geomstats"][block][key]["median"], by["intrinsic"][block][key]["median"]
+        assert abs(a - b) <= 0.1, (block, a, b)
+    assert by["geomstats"]["per_cluster_offset_mod180"]["rotation_deg_mod180"]["median"] < 5
+    # the offsets themselves agree (SO(2): both are the bi-invariant mean)
+    for c in ("0", "1"):
+        assert abs(by["geomstats"]["offsets"][c][0] - by["intrinsic"]["offsets"][c][0]) < math.radians(0.1)
+    # dispersion: the cluster's offsets spread like the noise (radians for the angle)
+    for path in by:
+        spread = by[path]["offset_dispersion"]
+        assert set(spread["per_cluster"]) == {"0", "1"} and spread["median"] > 0
+
+
+def test_auto_uses_geomstats_where_the_group_names_a_space(so2):
+    pred, true, clusters = _offset_poses(12, [0.3], noise_rad=0.0)
+    report = pose_metrics(so2, pred, true, clusters)
+    assert report["offset_mean"]["path"] == "geomstats" and report["primary_error"] == "rotation_deg"
+    assert report["offset_dispersion"]["median"] < 1e-6  # a perfect pose up to the offset
+    text = report_markdown(json_safe({"pose": {k: v for k, v in report.items() if k != "_offsets"}}))
+    assert "Offsets averaged by: geomstats FrechetMean on SpecialOrthogonal(2)" in text
+
+
+def test_affine2_offsets_through_geomstats_exponential_barycenter():
+    group = build("group", {"type": "affine2", "angle_deg": [-45, 45], "shift": 0.1})
+    offsets = [[0.5, 0.1, 0.2, -0.1, 0.05, 0.0], [-1.0, -0.1, 0.0, 0.15, 0.0, -0.1]]
+    pred, true, clusters = _noisy_group_poses(group, offsets, 30, noise=0.0)
+    report = pose_metrics(group, pred, true, clusters)
+    assert report["offset_mean"]["method"].startswith("geomstats ExponentialBarycenter on GeneralLinear+(3)")
+    aligned = report["per_cluster_offset"]
+    assert set(aligned) == {"rotation_deg", "rotation_deg_mod180", "translation", "log_scale", "stretch"}
+    assert max(v["median"] for k, v in aligned.items()) < 1e-6
+    for c, expected in enumerate(offsets):
+        assert report["offsets"][str(c)] == pytest.approx(expected, abs=1e-6)
+
+
+class _Translations(AffineGroup2D):
+    """Pure translations, without a geomstats space: the hand-written path serves it."""
+
+    name = "translations_test"
+    dim = 2
+    coordinate_names = ("u1", "u2")
+
+    def exp(self, tau):
+        g = torch.eye(3, dtype=tau.dtype).repeat(len(tau), 1, 1)
+        g[:, :2, 2] = tau
+        return g
+
+    def log(self, g):
+        return g[:, :2, 2].clone()
+
+    def sample(self, n, generator=None, *, dtype=None, device=None):
+        return torch.rand(n, 2, generator=generator, dtype=dtype or torch.get_default_dtype()) - 0.5
+
+    def log_prior(self, tau):
+        return -0.5 * (tau**2).sum(-1)
+
+
+def test_a_group_without_rotation_gets_no_rotation_error(tmp_path):
+    group = _Translations()
+    pred, true, clusters = _noisy_group_poses(group, [[0.2, 0.1], [-0.3, 0.0]], 30, noise=0.01)
+    report = pose_metrics(group, pred, true, clusters)
+    assert report["primary_error"] == "translation"
+    assert set(report["raw"]) == set(report["per_cluster_offset"]) == {"translation"}
+    assert "per_cluster_offset_mod180" not in report
+    assert report["per_cluster_offset"]["translation"]["median"] < 0.03 < report["raw"]["translation"]["median"]
+    assert report["offset_mean"] == {"path": "intrinsic", "method": report["offset_mean"]["method"],
+                                     "reason": "the group names no geomstats space"}
+    report.pop("_offsets")
+    json_path, md_path = write_report({"pose": report}, tmp_path)
+    assert "rotation" not in json_path.read_text() and "rotation" not in md_path.read_text()
+    assert "| translation |" in md_path.read_text()
+    with pytest.raises(ValueError, match="names no geomstats space"):
+        pose_metrics(group, pred, true, clusters, pose_mean="geomstats")
 
 
 # ------------------------------------------------------------------ canonical

@@ -1,9 +1,11 @@
 """The third-party plugin distributions under ``examples/`` work as a user would use them.
 
-Both examples are ``pip install``-ed into a fresh virtual environment, then, from that
+The examples are ``pip install``-ed into a fresh virtual environment, then, from that
 environment: ``mcvae plugins`` lists them, a config using their tags validates (and a bad
 one is refused), that config trains for one epoch, and each example's own tests -- its
-contract kit included -- pass.
+contract kit included -- pass. The axis-scaling group, which has no rotation, also goes
+through ``mcvae evaluate``, ``mcvae plot`` and ``mcvae predict``, and its report carries
+its own error key and no rotation error.
 
 The temporary environment must see the framework and its dependencies, which live in
 whatever environment runs this test (a project ``.venv`` here, another one in CI), not in
@@ -46,6 +48,7 @@ EXAMPLES = ROOT / "examples"
 PLUGINS = {
     "translations": ("mcvae-plugin-translations", "mcvae-plugin-translations", "group", "translation2"),
     "laplace-prior": ("mcvae-plugin-laplace-prior", "mcvae-plugin-laplace-prior", "prior", "laplace_mixture"),
+    "axis-scaling": ("mcvae-plugin-axis-scaling", "mcvae-plugin-axis-scaling", "group", "axis_scaling"),
 }
 
 CONFIG = """\
@@ -62,6 +65,21 @@ prior:   {type: laplace_mixture, n_components: 10}
 model:   {z_cluster_dim: 4, z_style_dim: 2}
 loss:    {mode: unsupervised, n_augment: 2}
 training: {epochs: 1, batch_size: 32, device: cpu, seed: 0, out_dir: run}
+"""
+
+# A group that is not a similarity and has no rotation, with the built-in prior.
+AXIS_CONFIG = """\
+data:
+  type: digits
+  limit: 80
+  transform: {group: axis_scaling, max_log_scale: 0.25, seed: 0, canvas: 12}
+group:   {type: axis_scaling, max_log_scale: 0.25}
+encoder: {type: mlp, hidden: [32]}
+decoder: {type: mlp, hidden: [32]}
+prior:   {type: gmm, n_components: 4}
+model:   {z_cluster_dim: 3, z_style_dim: 2}
+loss:    {mode: unsupervised, n_augment: 1}
+training: {epochs: 1, batch_size: 32, device: cpu, seed: 0}
 """
 
 BAD_CONFIG = CONFIG.replace("group:   {type: translation2, shift: 0.15}", "group:   {type: translation2, shift: 1.5}").replace(
@@ -212,3 +230,34 @@ def test_each_example_passes_its_own_tests_and_contract_kit(plugin_env):
     # The contract kits really ran against the installed plugins (not just collected).
     assert passed.get("TestTranslation2", 0) >= 15, passed
     assert passed.get("TestLaplaceMixture", 0) >= 10, passed
+    assert passed.get("TestAxisScaling", 0) >= 15, passed
+
+
+def test_a_group_without_rotation_trains_evaluates_plots_and_predicts(plugin_env):
+    (plugin_env.work / "axis.yaml").write_text(AXIS_CONFIG, encoding="utf-8")
+    steps = [
+        ("train", "axis.yaml", "--out-dir", "axis-run"),
+        ("evaluate", "axis-run", "--n-actions", "1"),
+        ("plot", "axis-run"),
+        ("predict", "axis-run", "--data", "axis.yaml", "--out", "axis-pred.npz"),
+    ]
+    for step in steps:
+        result = mcvae(plugin_env, *step)
+        assert result.returncode == 0, f"mcvae {' '.join(step)}\n" + _explain(result)
+    run = plugin_env.work / "axis-run"
+    text = (run / "report.json").read_text(encoding="utf-8")
+    report = json.loads(text)
+    pose = report["pose"]
+    assert pose["primary_error"] == "axis_log_scale"
+    assert set(pose["raw"]) == set(pose["per_cluster_offset"]) == {"axis_log_scale"}
+    assert "per_cluster_offset_mod180" not in pose
+    # the group names no geomstats space: the hand-written mean served, and the report says so
+    assert pose["offset_mean"]["path"] == "intrinsic", pose["offset_mean"]
+    assert "rotation" not in text and "rotation" not in (run / "report.md").read_text(encoding="utf-8")
+    assert {"latent_map.png", "prototypes.png", "reconstructions.png"} <= {p.name for p in (run / "plots").glob("*.png")}
+    import numpy as np
+
+    saved = np.load(plugin_env.work / "axis-pred.npz")
+    assert saved["pose_matrix"].shape == (len(saved["cluster"]), 3, 3)
+    assert "pose_geomstats" not in saved.files and str(saved["pose_group"]) == "axis_scaling"
+    assert np.allclose(saved["pose_matrix"][:, [0, 1], [1, 0]], 0.0)  # axis-aligned: no rotation, no shear

@@ -101,12 +101,16 @@ def test_evaluate_matches_a_direct_computation(run_dir):
 # -------------------------------------------------------------------- predict
 
 
+def _rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
 def test_predict_csv_from_a_config(run_dir, config_file, tmp_path):
     out = tmp_path / "pred.csv"
-    result = _invoke("predict", run_dir, "--data", config_file, "--out", out)
+    result = _invoke("predict", run_dir, "--data", config_file, "--out", out, "--split", "test")
     assert result.exit_code == 0, result.output
-    with open(out, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = _rows(out)
     assert len(rows) == 160
     assert list(rows[0])[:3] == ["index", "label", "cluster"]
     assert {"probability_0", "probability_3", "tau_0"} <= set(rows[0])
@@ -120,7 +124,7 @@ def test_predict_npz_with_canonical_images_agrees_with_the_model(run_dir, config
     from mcvae_framework.training import load_trained_model
 
     out = tmp_path / "pred.npz"
-    result = _invoke("predict", run_dir, "--data", config_file, "--out", out, "--canonical")
+    result = _invoke("predict", run_dir, "--data", config_file, "--out", out, "--canonical", "--split", "test")
     assert result.exit_code == 0, result.output
     saved = np.load(out)
     assert saved["canonical"].shape == (160, 1, 12, 12)
@@ -141,7 +145,83 @@ def test_predict_on_a_users_array_file(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
     saved = np.load(out)
     assert len(saved["cluster"]) == 30  # every image, whatever split the dataset plugin makes
-    assert "label" not in saved.files
+    assert saved["index"].tolist() == list(range(30))  # in the file's order
+    assert "label" not in saved.files and "split" not in saved.files
+    _, model = load_trained_model_of(run_dir)
+    expected = model.predict(torch.as_tensor(images, dtype=torch.float32)[:, None] / 255)
+    assert np.array_equal(saved["cluster"], expected["cluster"].numpy())
+
+
+def load_trained_model_of(run_dir):
+    from mcvae_framework.training import load_trained_model
+
+    return load_trained_model(run_dir)
+
+
+def _write_png(path, seed, side=12):
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(side, side), dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return pixels
+
+
+def test_predict_on_a_folder_names_every_file_in_folder_order(run_dir, tmp_path):
+    folder = tmp_path / "my images"
+    names = ["b, second.png", "a_first.png", "c.png", "d.png", "e.png", "f.png", "g.png"]
+    pixels = {name: _write_png(folder / name, seed) for seed, name in enumerate(names)}
+    (folder / "notes.txt").write_text("not an image")  # skipped with a warning, not an error
+    with pytest.warns(UserWarning, match="notes.txt"):
+        result = _invoke("predict", run_dir, "--data", folder)
+    assert result.exit_code == 0, result.output
+    out = run_dir / "predictions" / "my images.csv"  # the default: inside the run folder
+    assert str(out) in result.output
+    rows = _rows(out)
+    assert [r["name"] for r in rows] == sorted(names)  # every file, in folder order, named
+    assert list(rows[0])[:2] == ["name", "index"] and "split" not in rows[0]
+    _, model = load_trained_model_of(run_dir)
+    images = torch.stack([torch.as_tensor(pixels[n], dtype=torch.float32)[None] / 255 for n in sorted(names)])
+    assert [int(r["cluster"]) for r in rows] == model.predict(images)["cluster"].tolist()
+
+
+def test_predict_split_column_and_one_split_on_demand(run_dir, tmp_path):
+    folder = tmp_path / "classes"
+    for i in range(10):
+        _write_png(folder / ("cat" if i % 2 else "dog") / f"{i:02d}.png", i)
+    result = _invoke("predict", run_dir, "--data", folder, "--out", tmp_path / "all.csv", "--split-column")
+    assert result.exit_code == 0, result.output
+    rows = _rows(tmp_path / "all.csv")
+    assert [r["name"] for r in rows] == [f"cat/{i:02d}.png" for i in range(1, 10, 2)] + \
+        [f"dog/{i:02d}.png" for i in range(0, 10, 2)]
+    assert [r["label"] for r in rows] == ["0"] * 5 + ["1"] * 5
+    assert {r["split"] for r in rows} == {"train", "test"}
+    result = _invoke("predict", run_dir, "--data", folder, "--out", tmp_path / "test.npz", "--split", "test")
+    assert result.exit_code == 0, result.output
+    saved = np.load(tmp_path / "test.npz")  # no pickle needed for the names
+    assert sorted(saved["name"].tolist()) == sorted(r["name"] for r in rows if r["split"] == "test")
+    assert "split" not in saved.files
+
+
+def test_predict_every_image_of_a_config_in_source_order(run_dir, config_file, tmp_path):
+    from mcvae_framework import build
+
+    result = _invoke("predict", run_dir, "--data", config_file, "--out", tmp_path / "all.csv", "--split-column")
+    assert result.exit_code == 0, result.output
+    rows = _rows(tmp_path / "all.csv")
+    assert len(rows) == 320  # limit 160 per split, both splits
+    index = [int(r["index"]) for r in rows]
+    assert index == sorted(index)
+    test = build("data", DATA, split="test")
+    assert sorted(i for i, r in zip(index, rows) if r["split"] == "test") == sorted(test.source_indices)
+    # an image keeps the pose it has in its split: predictions agree with the split's own
+    by_split = _rows(tmp_path / "all.csv")
+    result = _invoke("predict", run_dir, "--data", config_file, "--out", tmp_path / "test.csv", "--split", "test")
+    assert result.exit_code == 0, result.output
+    test_rows = {r["index"]: r for r in _rows(tmp_path / "test.csv")}
+    for r in by_split:
+        if r["split"] == "test":
+            assert r["tau_0"] == test_rows[r["index"]]["tau_0"]
 
 
 def test_predict_refuses_bad_outputs_and_inputs(run_dir, config_file, tmp_path):
@@ -222,3 +302,20 @@ def test_commands_on_a_folder_without_a_run_say_so(tmp_path):
         result = _invoke(*args)
         assert result.exit_code != 0
         assert "last.pt" in result.output and "Traceback" not in result.output
+
+
+def test_prototypes_say_how_many_images_each_cluster_holds(run_dir, tmp_path, monkeypatch):
+    from mcvae_framework import plotting
+    from mcvae_framework.training import load_trained_model
+
+    _, model = load_trained_model(run_dir)
+    figures = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, path: figures.append(fig) or path)
+    plotting.prototypes_figure(model, tmp_path / "p.png", n_poses=2, counts=[5, 0, 1200, 3], split="test")
+    ax = figures[0].axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == ["cluster 0 (5 images)", "cluster 1 (empty)", "cluster 2 (1,200 images)",
+                      "cluster 3 (3 images)"]
+    assert "1 empty" in ax.get_title()
+    with pytest.raises(ValueError, match="counts has 2 entries for 4 clusters"):
+        plotting.prototypes_figure(model, tmp_path / "q.png", counts=[1, 2])

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..build import build
-from ..config import load_config
+from ..config import check_resources, load_config
 from . import cli
 from .config_cmd import set_option
 
@@ -49,7 +49,7 @@ def _pairs_grid(ds, n: int):
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True,
               help="which split to build and draw")
 @click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
-              help="PNG file for the grid (default: data_<type>_<split>.png)")
+              help="PNG file for the grid (default: data_<type>_<split>.png in the run folder, training.out_dir)")
 @click.option("-n", "--count", type=click.IntRange(1, 256), default=32, show_default=True,
               help="how many images the grid shows")
 def show_command(config_file, overrides, split, out, count):
@@ -58,7 +58,7 @@ def show_command(config_file, overrides, split, out, count):
     moved; without one, the images alone."""
     from torchvision.utils import save_image
 
-    config = load_config(config_file, overrides)
+    config = check_resources(load_config(config_file, overrides), source=config_file)
     ds = build("data", config.data, split=split)
     click.echo(f"data:        {getattr(ds, 'description', '') or config.data.type}  [{split} split]")
     sizes = ds.split_sizes()
@@ -80,7 +80,7 @@ def show_command(config_file, overrides, split, out, count):
                    + (f", {extra}" if extra else ""))
     click.echo("item keys:   " + ", ".join(ds[0].keys()))
     grid, per_row = _pairs_grid(ds, count)
-    path = Path(out or f"data_{config.data.type}_{split}.png")
+    path = Path(out) if out else Path(config.training.out_dir) / f"data_{config.data.type}_{split}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, str(path), nrow=per_row, padding=2, pad_value=0.5)
     layout = "rows of canonical images, each above the same images moved" if "canonical" in ds[0] else "images"

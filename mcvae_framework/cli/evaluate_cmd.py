@@ -23,7 +23,9 @@ def evaluate_command(run_dir, split, device, batch_size, n_actions):
     cluster latent under random group actions; the ELBO terms.
     """
     from ..evaluation import evaluate_run, report_markdown, json_safe
+    from ..prediction import run_checkpoint
 
+    run_checkpoint(run_dir, "last")  # a folder that holds no run: one message, exit code 2
     report = evaluate_run(run_dir, split=split, device=device, batch_size=batch_size, n_actions=n_actions)
     click.echo(report_markdown(json_safe(report)))
     click.echo(f"wrote {run_dir}/report.json and {run_dir}/report.md")

@@ -17,11 +17,14 @@ from . import cli
 @click.option("--max-points", default=2000, show_default=True, type=click.IntRange(min=2),
               help="images shown in the latent map")
 @click.option("--device", default="cpu", show_default=True)
-def plot_command(run_dir, split, out_dir, method, n_images, max_points, device):
-    """Write reconstructions, latent map, cluster prototypes and training curves as PNGs."""
+@click.option("--checkpoint", type=click.Choice(["last", "best"]), default="last", show_default=True,
+              help="which checkpoint of the run: last.pt or best.pt")
+def plot_command(run_dir, split, out_dir, method, n_images, max_points, device, checkpoint):
+    """Write reconstructions, latent map, cluster prototypes (each row with its number of
+    images; an empty cluster says so) and training curves as PNGs."""
     from ..plotting import plot_run
 
     written = plot_run(run_dir, split=split, out_dir=out_dir, method=method, n_images=n_images,
-                       max_points=max_points, device=device)
+                       max_points=max_points, device=device, checkpoint=checkpoint)
     for name, path in written.items():
         click.echo(f"{name:16s} {path}")

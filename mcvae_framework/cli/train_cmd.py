@@ -2,11 +2,53 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
 
-from ..config import apply_overrides, read_config_file, validate_config
+from ..config import apply_overrides, check_resources, config_to_dict, read_config_file, validate_config
+from ..errors import RunFolderError
 from . import cli
 from .config_cmd import set_option
+
+
+def check_run_folder(config, *, resume: bool, overwrite: bool) -> Path:
+    """The run folder of ``config``, checked against ``--resume`` / ``--overwrite`` before
+    anything is built, so that each mistake is one message with exit code 2.
+
+    :raises RunFolderError: the folder already holds a run (neither flag given), holds no
+        checkpoint to resume, or holds a run of another model than ``config`` describes.
+    """
+    from ..training import RESUME_MUST_MATCH, config_differences
+
+    run_dir = Path(config.training.out_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    if resume and overwrite:
+        raise RunFolderError("--resume and --overwrite contradict each other: --resume continues the run in "
+                             f"{run_dir}, --overwrite deletes it; give one of them")
+    if resume and not last.exists():
+        raise RunFolderError(f"--resume: the run folder {run_dir} (training.out_dir, or --out-dir) holds no "
+                             f"checkpoint ({last} is missing); start a fresh run without --resume, or give the "
+                             "run's folder with --out-dir")
+    if not resume and last.exists() and not overwrite:
+        raise RunFolderError(f"the run folder {run_dir} (training.out_dir) already holds a run ({last}). Continue "
+                             "it with --resume, start it afresh with --overwrite (its checkpoints, metrics and "
+                             "log are deleted), or choose another folder with --out-dir")
+    saved = run_dir / "config.json"
+    if resume and saved.is_file():
+        try:
+            old = json.loads(saved.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict):
+            fatal = [d for d in config_differences(old, config_to_dict(config)) if d[0].startswith(RESUME_MUST_MATCH)]
+            if fatal:
+                listing = "; ".join(f"{key}: run {a!r}, config {b!r}" for key, a, b in fatal)
+                raise RunFolderError(f"--resume: the config describes another model than the run in {run_dir} "
+                                     f"({listing}). Resume with the run's own config ({saved}), or train the new "
+                                     "config into another folder with --out-dir")
+    return run_dir
 
 
 @cli.command("train")
@@ -18,20 +60,24 @@ from .config_cmd import set_option
 @click.option("--overwrite", is_flag=True, help="start afresh in a run folder that already holds a run")
 def train_command(config_file, overrides, resume, out_dir, overwrite):
     """Train a model from CONFIG and write its run folder: config.json, metrics.csv,
-    train.log and checkpoints/.
+    train.log and checkpoints/ (last.pt, and best.pt by training.best_metric).
 
-    Ctrl-C keeps the checkpoint of the last finished epoch (exit code 130); --resume goes
-    on from it. Under `torchrun --nproc_per_node N` the same command trains with
-    DistributedDataParallel and only rank 0 writes files.
+    The run lasts loss.pretrain_epochs + training.epochs epochs. Ctrl-C keeps the
+    checkpoint of the last finished epoch (exit code 130); --resume goes on from it. Under
+    `torchrun --nproc_per_node N` the same command trains with DistributedDataParallel and
+    only rank 0 writes files.
     """
-    from ..training import Trainer  # torch-heavy: imported when the command runs
-
     data = apply_overrides(read_config_file(config_file), overrides, source=config_file)
     if out_dir is not None:
         data.setdefault("training", {})
         if isinstance(data["training"], dict):
             data["training"]["out_dir"] = str(out_dir)
-    config = validate_config(data, source=config_file)
+    config = validate_config(data, source=config_file, base_dir=Path(config_file).parent)
+    check_resources(config, source=config_file)
+    check_run_folder(config, resume=resume, overwrite=overwrite)
+
+    from ..training import Trainer  # torch-heavy: imported when the command runs
+
     trainer = Trainer(config, resume=resume, overwrite=overwrite)
     run_dir = trainer.run()
     if trainer.context.is_main:  # on stdout (the log goes to stderr): scripts can read it

@@ -6,6 +6,7 @@ A plugin imports from here (and from :mod:`mcvae_framework`), never from another
 from .data import ImageDataset
 from .group import AffineGroup2D, LieGroup
 from .networks import Decoder, Encoder
-from .prior import MixturePrior, validate_latents
+from .prior import MixturePrior, assignment_moments, validate_latents
 
-__all__ = ["AffineGroup2D", "Decoder", "Encoder", "ImageDataset", "LieGroup", "MixturePrior", "validate_latents"]
+__all__ = ["AffineGroup2D", "Decoder", "Encoder", "ImageDataset", "LieGroup", "MixturePrior", "assignment_moments",
+           "validate_latents"]

@@ -13,6 +13,12 @@ class ImageDataset(Dataset):
     (int64 scalar), ``canonical`` (the un-moved image, same shape as ``image``) and
     ``pose`` (the true ``tau``, float32 ``(dim,)``). Every item of one dataset has the
     same keys, so the default collate function batches them.
+
+    A factory is called with ``split="train"`` or ``split="test"``. It may also accept
+    ``split="all"``: every item of the source in the source's own order (the order of a
+    file, of a sorted folder listing), each item as it is in its own split. ``mcvae
+    predict`` asks for ``all`` and falls back to ``train`` then ``test`` when a factory
+    refuses it (raises :class:`~mcvae_framework.errors.ConfigError`).
     """
 
     #: ``(C, H, W)`` of every item's ``image``.
@@ -23,6 +29,14 @@ class ImageDataset(Dataset):
     split: str
     #: optional human-readable name of each label class (``None`` when unknown).
     class_names: list[str] | None = None
+    #: optional name of each item, in item order: a file's path relative to its folder
+    #: (``None`` when the source has no names). ``mcvae predict`` writes it as the first column.
+    item_names: list[str] | None = None
+    #: optional position of each item in its source (the index in an array file, in a
+    #: folder listing); ``None`` means ``0..len-1``.
+    source_indices: list[int] | None = None
+    #: optional split of each item (``"train"``/``"test"``) for the ``all`` split.
+    item_splits: list[str] | None = None
 
     def split_sizes(self) -> dict[str, int]:
         """Number of items of every split as this dataset's config yields them (after any

@@ -3,9 +3,10 @@
 Two classes live here:
 
 * :class:`LieGroup`, the abstract interface every group plugin implements;
-* :class:`AffineGroup2D`, a reusable base for groups of planar affine maps (rotations,
-  translations, scalings), which supplies the parts that only depend on the matrices:
-  ``identity``, ``compose``, ``inverse``, ``act``, ``distance`` and the input checks.
+* :class:`AffineGroup2D`, a reusable base for any group of planar affine maps
+  ``p -> A p + t`` (rotations, translations, scalings, shears, stretches: any invertible
+  ``A``), which supplies the parts that only depend on the matrices: ``identity``,
+  ``compose``, ``inverse``, ``act``, ``distance`` and the input checks.
 
 Image convention (shared by every 2-D group)
 ---------------------------------------------
@@ -45,6 +46,23 @@ class LieGroup(abc.ABC):
     coordinate_names: tuple[str, ...] = ()
     #: the validated config the group was built from (its pose distribution and prior).
     config = None
+    #: the key of :meth:`distance` that is the group's main pose error: evaluation aligns
+    #: predicted poses with true ones by it and benchmarks report it. ``None`` (the
+    #: default) means the first key ``distance`` returns.
+    primary_error: str | None = None
+    #: the key of :meth:`distance` that is a rotation angle in degrees wrapped to
+    #: ``[0, 180]``, for a group that rotates; evaluation then also reports it modulo a
+    #: half turn (:meth:`half_turn`). ``None`` (the default): the group does not rotate,
+    #: and no error is folded.
+    rotation_error: str | None = None
+    #: ``True`` when ``exp`` is the group exponential of the Lie algebra element whose
+    #: coordinates are ``tau`` (canonical coordinates of the first kind), so that
+    #: ``exp(-tau) = exp(tau)^-1`` and ``exp(s tau) exp(t tau) = exp((s + t) tau)``, which
+    #: the contract kit then checks. ``False`` for a chart that is a product of
+    #: one-parameter subgroups (coordinates of the second kind, e.g. a rotation times a
+    #: stretch times a shift), where only ``log(exp(tau)) = tau`` and
+    #: ``exp(log(g)) = g`` are promised.
+    exponential_coordinates: bool = True
 
     @property
     def angle_coordinates(self) -> tuple[int, ...]:
@@ -95,9 +113,72 @@ class LieGroup(abc.ABC):
 
     @abc.abstractmethod
     def distance(self, g1: torch.Tensor, g2: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Pose errors between ``g1`` and ``g2``, each ``(N,)``, keyed by unit
-        (``rotation_deg`` wrapped to [0, 180]; ``translation``, ``log_scale`` where the
-        group has them)."""
+        """Pose errors between ``g1`` and ``g2``, each ``(N,)``, non-negative, symmetric
+        and zero for equal poses, keyed by the group's own error names (the built-in
+        groups use ``rotation_deg`` wrapped to [0, 180], ``translation`` and ``log_scale``
+        where they have them; a group without rotation reports no rotation). Evaluation
+        reports every key; :attr:`primary_error` names the main one and
+        :attr:`rotation_error` the one folded modulo a half turn."""
+
+    def half_turn(self, *, dtype=None, device=None) -> torch.Tensor | None:
+        """The ``(1, 3, 3)`` element that rotates by 180 degrees, or ``None`` (the default)
+        for a group without that rotation. Evaluation composes poses with it to forgive
+        the two orientations of a symmetric shape; set it together with
+        :attr:`rotation_error`."""
+        return None
+
+    # ------------------------------------------------------------------ geomstats
+
+    def geomstats_space(self, geomstats):
+        """The geomstats space whose points are this group's elements (as
+        :meth:`geomstats_point` writes them), or ``None`` (the default) when the group
+        names none.
+
+        Called by the framework only, never on the training path, with ``geomstats``: a
+        namespace of geomstats classes imported by the framework with torch's default
+        dtype guarded (``SpecialOrthogonal``, ``SpecialEuclidean``, ``GeneralLinear``,
+        ``MatrixLieGroup``, ``FrechetMean``, ``ExponentialBarycenter``, ``gs`` the backend,
+        ``geomstats`` the package; see :func:`mcvae_framework.geomstats_bridge.import_geomstats`).
+        Build the space from it rather than importing geomstats in the plugin. A space with
+        a metric is averaged by geomstats' ``FrechetMean`` with that metric (e.g.
+        ``geomstats.SpecialEuclidean(2)``); a Lie group space built without one
+        (``geomstats.GeneralLinear(3, positive_det=True, equip=False)`` for a subgroup of
+        the affine maps geomstats does not ship) by ``ExponentialBarycenter``.
+        ``mcvae evaluate`` uses it for the per-cluster pose offsets and their dispersion,
+        and ``mcvae predict`` writes poses as its points.
+        """
+        return None
+
+    def geomstats_point(self, g: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, 3)`` elements -> ``(N, ...)`` points of :meth:`geomstats_space` (a torch
+        tensor; the framework converts it to geomstats' backend). Default: the homogeneous
+        matrices themselves."""
+        return g
+
+    def from_geomstats_point(self, points: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`geomstats_point`: points of the geomstats space (a float64
+        torch tensor) -> ``(N, 3, 3)`` elements. Default: unchanged."""
+        return points
+
+    # ----------------------------------------------- the invariant graph's search
+
+    def search_poses(self, n: int) -> torch.Tensor:
+        """``(M, dim)`` coordinates of the relative moves the invariant graph tries between
+        two images (see :mod:`mcvae_framework.invariant_graph`); ``M`` about ``n``.
+
+        The default is the identity and ``n - 1`` seeded draws of :meth:`sample`: a
+        sensible grid for any pose distribution. Override it with a regular grid where
+        the group has one (the built-in groups search a range of rotations).
+        """
+        generator = torch.Generator().manual_seed(0)
+        draws = self.sample(max(n - 1, 0), generator, dtype=torch.float32)
+        return torch.cat([torch.zeros(1, self.dim), draws])
+
+    def prealign(self, images: torch.Tensor) -> torch.Tensor:
+        """Images moved to a normal form by a cheap, data-driven alignment before the
+        invariant graph compares them (e.g. centred on their centre of mass), so that the
+        search grid needs to cover only the rest of the group. Default: unchanged."""
+        return images
 
 
 def _shape(t) -> str:
@@ -105,16 +186,21 @@ def _shape(t) -> str:
 
 
 class AffineGroup2D(LieGroup):
-    """Base class for groups of planar maps ``p -> A p + t`` with ``A`` a scaled rotation.
+    """Base class for groups of planar maps ``p -> A p + t`` with ``A`` any invertible
+    ``2 x 2`` matrix: rotations, translations, isotropic or anisotropic scalings, shears
+    and general affine maps alike (``A`` with a positive determinant keeps orientation;
+    :meth:`log_scale_of` needs one).
 
-    Supplies ``identity``, ``compose``, ``inverse`` (closed form), ``act`` (the sampling
-    grid of :func:`~torch.nn.functional.affine_grid` with ``theta`` = top two rows of
-    ``g^-1`` and ``align_corners=False``, then one
+    Supplies ``identity``, ``compose``, ``inverse`` (closed form for any invertible ``A``),
+    ``act`` (the sampling grid of :func:`~torch.nn.functional.affine_grid` with
+    ``theta`` = top two rows of ``g^-1`` and ``align_corners=False``, then one
     :func:`~torch.nn.functional.grid_sample` call for the whole batch, bilinear, zero
-    padding; see the module docstring for the coordinate convention), ``distance``
-    and the shape checks. A subclass sets ``name``, ``dim``, ``coordinate_names``,
-    ``has_translation`` and ``has_scale`` and implements ``exp``, ``log``, ``sample`` and
-    ``log_prior``.
+    padding; see the module docstring for the coordinate convention), ``distance``,
+    ``half_turn`` and the shape checks. A subclass sets ``name``, ``dim``,
+    ``coordinate_names``, ``has_translation`` and ``has_scale`` (and ``has_rotation``
+    where the default guess is wrong) and implements ``exp``, ``log``, ``sample`` and
+    ``log_prior``; it overrides :meth:`distance` (and sets :attr:`primary_error`) to add
+    error keys of its own, e.g. for a shear or a stretch.
     """
 
     #: the tag users write in configs; used in error messages.
@@ -123,6 +209,39 @@ class AffineGroup2D(LieGroup):
     has_translation: bool = True
     #: whether elements carry an isotropic scale (reported by :meth:`distance`).
     has_scale: bool = False
+
+    @property
+    def has_rotation(self) -> bool:
+        """Whether elements rotate (then :meth:`distance` reports ``rotation_deg`` and
+        :meth:`half_turn` is the rotation by 180 degrees). By default: whether a column of
+        ``tau`` is named ``"theta"``; a subclass may set ``has_rotation`` itself."""
+        return "theta" in tuple(self.coordinate_names or ())
+
+    @property
+    def rotation_error(self) -> str | None:  # type: ignore[override]
+        """``"rotation_deg"`` for a group that rotates, else ``None``."""
+        return "rotation_deg" if self.has_rotation else None
+
+    @property
+    def primary_error(self) -> str | None:  # type: ignore[override]
+        """The first of ``rotation_deg``, ``translation``, ``log_scale`` the group has, else
+        ``matrix`` (see :meth:`distance`). A subclass with keys of its own sets it."""
+        if self.has_rotation:
+            return "rotation_deg"
+        if self.has_translation:
+            return "translation"
+        if self.has_scale:
+            return "log_scale"
+        return "matrix"
+
+    def half_turn(self, *, dtype=None, device=None) -> torch.Tensor | None:
+        """``(1, 3, 3)`` rotation by 180 degrees (``A = -I``) where the group rotates, else
+        ``None``."""
+        if not self.has_rotation:
+            return None
+        g = torch.eye(3, dtype=dtype or torch.get_default_dtype(), device=device)
+        g[0, 0] = g[1, 1] = -1.0
+        return g[None]
 
     # ------------------------------------------------------------------ input checks
 
@@ -248,9 +367,35 @@ class AffineGroup2D(LieGroup):
 
     # -------------------------------------------------------------- pose read-outs
 
+    def prealign(self, images: torch.Tensor) -> torch.Tensor:
+        """Remove translations by centring every image on its centre of mass (groups with
+        translations) and scales by bringing its radius of gyration to the batch median
+        (groups with scales), both through :meth:`act`; other images are unchanged."""
+        if not (self.has_translation or self.has_scale):
+            return images
+        n, _, h, w = images.shape
+        mass = images.sum(1).clamp_min(0)  # (N, H, W)
+        total = mass.flatten(1).sum(-1).clamp_min(1e-8)
+        ys = (2 * torch.arange(h, dtype=images.dtype, device=images.device) + 1) / h - 1
+        xs = (2 * torch.arange(w, dtype=images.dtype, device=images.device) + 1) / w - 1
+        cy = (mass.sum(2) * ys).sum(-1) / total
+        cx = (mass.sum(1) * xs).sum(-1) / total
+        move = self.identity(n, dtype=images.dtype, device=images.device)
+        if self.has_translation:
+            move[:, 0, 2], move[:, 1, 2] = -cx, -cy
+        if self.has_scale:
+            spread = (mass * ((xs.view(1, 1, w) - cx.view(n, 1, 1)) ** 2
+                              + (ys.view(1, h, 1) - cy.view(n, 1, 1)) ** 2)).flatten(1).sum(-1) / total
+            radius = spread.clamp_min(1e-8).sqrt()
+            factor = (radius.median() / radius).view(n, 1, 1)
+            move[:, :2, :] = factor * move[:, :2, :]
+        return self.act(images, move)
+
     @staticmethod
     def rotation_angle(g: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` rotation angle in ``(-pi, pi]`` of the linear part (radians)."""
+        """``(N,)`` rotation angle in ``(-pi, pi]`` of the linear part (radians): the angle
+        of the rotation ``R`` in its polar decomposition ``A = R S`` (``S`` symmetric
+        positive definite; ``A``'s own angle when ``A`` is a scaled rotation)."""
         angle = torch.atan2(g[:, 1, 0] - g[:, 0, 1], g[:, 0, 0] + g[:, 1, 1])
         return torch.where(angle <= -math.pi, angle + 2 * math.pi, angle)
 
@@ -268,19 +413,26 @@ class AffineGroup2D(LieGroup):
     def distance(self, g1: torch.Tensor, g2: torch.Tensor) -> dict[str, torch.Tensor]:
         """Pose errors between ``g1`` and ``g2``, each ``(N,)``.
 
-        * ``rotation_deg``: the angle between the two rotations, wrapped to ``[0, 180]``;
+        * ``rotation_deg`` (groups that rotate, :attr:`has_rotation`): the angle between
+          the two rotations (:meth:`rotation_angle`), wrapped to ``[0, 180]``;
         * ``translation`` (groups with translations): Euclidean distance of the two
           translation columns in normalised units (1 = half the image side, so multiply by
           ``H / 2`` for pixels);
-        * ``log_scale`` (groups with scaling): ``|log s1 - log s2|``.
+        * ``log_scale`` (groups with scaling): ``|log s1 - log s2|``;
+        * ``matrix``, only when none of the above applies: the Frobenius norm of
+          ``g1 - g2``. A group with a better error of its own overrides this method.
         """
         self.check_matrices(g1, "g1")
         self.check_matrices(g2, "g2")
-        diff = self.rotation_angle(g1) - self.rotation_angle(g2)
-        wrapped = torch.remainder(diff + math.pi, 2 * math.pi) - math.pi
-        out = {"rotation_deg": torch.rad2deg(wrapped.abs())}
+        out = {}
+        if self.has_rotation:
+            diff = self.rotation_angle(g1) - self.rotation_angle(g2)
+            wrapped = torch.remainder(diff + math.pi, 2 * math.pi) - math.pi
+            out["rotation_deg"] = torch.rad2deg(wrapped.abs())
         if self.has_translation:
             out["translation"] = torch.linalg.vector_norm(self.translation_of(g1) - self.translation_of(g2), dim=-1)
         if self.has_scale:
             out["log_scale"] = (self.log_scale_of(g1) - self.log_scale_of(g2)).abs()
+        if not out:
+            out["matrix"] = torch.linalg.matrix_norm(g1 - g2)
         return out

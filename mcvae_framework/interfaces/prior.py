@@ -77,6 +77,20 @@ class MixturePrior(nn.Module, abc.ABC):
         :raises ValueError: non-finite latents, a wrong shape, or fewer points than components.
         """
 
+    def init_from_assignments(self, latents: torch.Tensor, assignments: torch.Tensor) -> None:
+        """Warm start with the clusters already known: component ``k`` from the latents
+        assigned to ``k`` (its moments, and its share where weights are learned).
+
+        The trainer calls it with the invariant graph's clusters after pretraining, and
+        to re-seed a component that lost its images (splitting the largest cluster). A
+        prior that cannot do it keeps this default, which raises ``NotImplementedError``:
+        the trainer then falls back to :meth:`init_from` and says so in the log.
+
+        :param latents: ``(N, dim)`` encoded data.
+        :param assignments: ``(N,)`` int64 component of every row, in ``0..K-1``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement init_from_assignments")
+
     @abc.abstractmethod
     def component_means(self) -> torch.Tensor:
         """``(K, dim)`` mean of every component (decoded, these are the cluster prototypes)."""
@@ -118,3 +132,39 @@ def validate_latents(latents, dim: int, n_components: int, who: str = "init_from
             "prior.n_components"
         )
     return latents
+
+
+def assignment_moments(latents, assignments, dim: int, n_components: int,
+                       who: str = "init_from_assignments") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Count, mean and diagonal variance of the latents of every component (float64).
+
+    A component with no latents gets the mean of a seeded random row and the variance of
+    all the data, so that it can win images back.
+
+    :returns: ``(counts (K,), means (K, dim), variances (K, dim))``.
+    :raises ValueError: as :func:`validate_latents`, or assignments of the wrong shape or range.
+    """
+    latents = validate_latents(latents, dim, n_components, who).detach().cpu().double()
+    assignments = torch.as_tensor(assignments).detach().cpu().long().reshape(-1)
+    if assignments.shape[0] != latents.shape[0]:
+        raise ValueError(f"{who}: {assignments.shape[0]} assignments for {latents.shape[0]} latent rows; "
+                         "give one component index per row")
+    if assignments.numel() and (int(assignments.min()) < 0 or int(assignments.max()) >= n_components):
+        raise ValueError(f"{who}: assignments must lie in 0..{n_components - 1}, got values in "
+                         f"{int(assignments.min())}..{int(assignments.max())}")
+    counts = torch.bincount(assignments, minlength=n_components).double()
+    sums = torch.zeros(n_components, dim, dtype=torch.float64).index_add_(0, assignments, latents)
+    squares = torch.zeros(n_components, dim, dtype=torch.float64).index_add_(0, assignments, latents.square())
+    means = sums / counts.clamp_min(1).unsqueeze(1)
+    variances = (squares / counts.clamp_min(1).unsqueeze(1) - means.square()).clamp_min(0)
+    overall = latents.var(dim=0, unbiased=False)
+    empty = counts == 0
+    if bool(empty.any()):
+        pick = torch.randint(len(latents), (int(empty.sum()),), generator=torch.Generator().manual_seed(0))
+        means[empty] = latents[pick]
+    # A single member has no spread: borrow the data's own. A floor of a tenth of the data's
+    # spread keeps responsibilities from turning into hard, brittle decisions.
+    thin = counts < 2
+    variances[thin] = overall
+    variances = torch.maximum(variances, 0.1 * overall)
+    return counts, means, variances

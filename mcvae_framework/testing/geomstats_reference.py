@@ -2,10 +2,10 @@
 
 geomstats reads ``GEOMSTATS_BACKEND`` once, at its first import, and its pytorch backend
 then calls ``torch.set_default_dtype(float64)`` for the whole process. Everything here
-goes through :func:`import_geomstats`, which sets the backend only for that import and
-puts torch's default dtype back; each reference function runs geomstats inside
-:func:`float64_scope` (geomstats itself assumes its float64 default) and returns plain
-float64 torch tensors.
+goes through :func:`import_geomstats` (from :mod:`mcvae_framework.geomstats_bridge`),
+which sets the backend only for that import and puts torch's default dtype back; each
+reference function runs geomstats inside :func:`float64_scope` (geomstats itself assumes
+its float64 default) and returns plain float64 torch tensors.
 
 The functions take and return torch tensors whatever the backend:
 
@@ -22,105 +22,34 @@ time, and importing it costs seconds.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import os
-import sys
-import warnings
-from types import SimpleNamespace
-
 import torch
 
-_BACKENDS = ("pytorch", "numpy")
-_modules: SimpleNamespace | None = None
+# The guarded import lives in the core (evaluation uses geomstats too); re-exported here
+# for the tests and benchmarks that import it from this module.
+from ..geomstats_bridge import BACKENDS as _BACKENDS  # noqa: F401
+from ..geomstats_bridge import float64_scope, import_geomstats
+from ..geomstats_bridge import loaded_backend as _loaded_backend  # noqa: F401
+from ..geomstats_bridge import modules as _geomstats
+from ..geomstats_bridge import to_backend as _to_backend_array
+from ..geomstats_bridge import to_torch as _to_torch
+
+__all__ = [
+    "float64_scope",
+    "import_geomstats",
+    "matrix_exp",
+    "matrix_log",
+    "planar_algebra_matrix",
+    "se2_exp",
+    "se2_log",
+    "so2_exp",
+    "so2_log",
+]
 
 
-@contextlib.contextmanager
-def float64_scope():
-    """Run a block with torch's default dtype set to float64, then restore the previous one.
-
-    Also silences two deprecation warnings that geomstats' pytorch backend triggers (the
-    sparse-tensor constructor, numpy's ``__array__(copy=...)``): they are geomstats', not
-    ours to fix.
-    """
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*torch\.sparse\..*deprecated", category=UserWarning)
-            warnings.filterwarnings("ignore", message=r"__array__ implementation", category=DeprecationWarning)
-            yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
-def _loaded_backend() -> str | None:
-    loaded = sys.modules.get("geomstats._backend")
-    return getattr(loaded, "BACKEND_NAME", None) if loaded is not None else None
-
-
-def import_geomstats(backend: str | None = None) -> SimpleNamespace:
-    """Import geomstats with ``backend`` and leave torch's default dtype as it was.
-
-    :param backend: ``"pytorch"`` or ``"numpy"``; by default the backend geomstats already
-        has in this process, else ``$GEOMSTATS_BACKEND``, else ``"pytorch"``. geomstats
-        fixes its backend at its first import in a process; asking for another one
-        afterwards raises ``RuntimeError``.
-    :returns: a namespace with ``gs`` (``geomstats.backend``), ``backend`` (its name),
-        ``SpecialOrthogonal``, ``SpecialEuclidean`` and ``GeneralLinear``.
-    """
-    global _modules
-    if backend is None:
-        backend = _loaded_backend() or os.environ.get("GEOMSTATS_BACKEND") or "pytorch"
-    if backend not in _BACKENDS:
-        raise ValueError(f"geomstats backend must be one of {', '.join(_BACKENDS)}, got {backend!r}")
-    if _modules is None:
-        current = _loaded_backend()
-        previous_env = os.environ.get("GEOMSTATS_BACKEND")
-        previous_dtype = torch.get_default_dtype()
-        try:
-            if current is None:
-                os.environ["GEOMSTATS_BACKEND"] = backend
-            gs = importlib.import_module("geomstats.backend")
-            name = importlib.import_module("geomstats._backend").BACKEND_NAME
-            from geomstats.geometry.general_linear import GeneralLinear
-            from geomstats.geometry.special_euclidean import SpecialEuclidean
-            from geomstats.geometry.special_orthogonal import SpecialOrthogonal
-        finally:
-            torch.set_default_dtype(previous_dtype)
-            if previous_env is None:
-                os.environ.pop("GEOMSTATS_BACKEND", None)
-            else:
-                os.environ["GEOMSTATS_BACKEND"] = previous_env
-        _modules = SimpleNamespace(
-            gs=gs,
-            backend=name,
-            SpecialOrthogonal=SpecialOrthogonal,
-            SpecialEuclidean=SpecialEuclidean,
-            GeneralLinear=GeneralLinear,
-        )
-    if _modules.backend != backend:
-        raise RuntimeError(
-            f"geomstats is already imported with the {_modules.backend!r} backend in this process; "
-            f"it cannot switch to {backend!r}. Run in a fresh process with GEOMSTATS_BACKEND={backend}."
-        )
-    return _modules
-
-
-def _geomstats():
-    """The geomstats modules with whichever backend is (or would be) loaded."""
-    return _modules if _modules is not None else import_geomstats()
-
-
-def _to_backend(x: torch.Tensor, m: SimpleNamespace):
+def _to_backend(x: torch.Tensor, m):
     # with the pytorch backend the autograd graph is kept, so the reference can be timed
     # with its backward pass too
-    x = x.to("cpu", torch.float64)
-    return x if m.backend == "pytorch" else x.detach().numpy()
-
-
-def _to_torch(y) -> torch.Tensor:
-    return torch.as_tensor(y).to(torch.float64)
+    return _to_backend_array(x, m)
 
 
 def planar_algebra_matrix(theta: torch.Tensor, log_scale: torch.Tensor | None = None, u: torch.Tensor | None = None) -> torch.Tensor:

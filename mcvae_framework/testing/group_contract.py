@@ -8,15 +8,21 @@ Usage, in a plugin's test file::
         group_config = {"type": "my_group"}
 
 pytest then checks, for the group that ``mcvae_framework.build("group", group_config)``
-returns: the group axioms (identity, inverse, associativity), ``log(exp(tau)) == tau`` on
+returns: the group axioms (identity, inverse, associativity), that ``exp`` is a group
+exponential (``exp(-tau) = exp(tau)^-1``, one-parameter subgroups) unless the group
+declares ``exponential_coordinates = False``, ``log(exp(tau)) == tau`` on
 the principal branch and ``exp(log(g)) == g``, gradients of ``exp``, ``log`` and ``act``
 (``torch.autograd.gradcheck`` in float64; ``exp`` and ``log`` at the identity too), that ``act`` moves
 content at ``p`` to ``g p``, composes (``act(g1, act(g2, x)) ~ act(g1 g2, x)``) and
 inverts on smooth images away from the border, that ``act(identity)`` is exact, that
 ``sample`` respects the configured ranges (``angle_deg``, ``shift``, ``log_scale`` when
 the config has them) and is reproducible, that ``log_prior`` is finite and differentiable,
-that ``distance`` behaves as a pose error, that dtype and device are kept (CUDA too when
-present), and that malformed inputs raise a ``ValueError`` naming their shape.
+that ``distance`` behaves as a pose error with the group's own keys (its
+``primary_error`` among them; ``rotation_error``, when the group rotates, wrapped to
+[0, 180] and matched by ``half_turn``), that a declared geomstats space accepts the
+group's elements as points (and importing geomstats leaves torch's default dtype
+alone), that dtype and device are kept (CUDA too when present), and that malformed
+inputs raise a ``ValueError`` naming their shape.
 
 A column of ``tau`` named ``"theta"`` in ``group.coordinate_names`` is treated as an angle
 (drawn in ``(-pi, pi)``, checked against the principal branch); other columns are drawn
@@ -141,9 +147,10 @@ class LieGroupContract:
         e = group.identity(8, dtype=torch.float64)
         assert _max_err(group.compose(g, group.inverse(g)), e) < self.atol
         assert _max_err(group.compose(group.inverse(g), g), e) < self.atol
-        # the inverse of exp(tau) is exp(-tau)
-        tau = self.random_tau(group, 8, seed=1)
-        assert _max_err(group.inverse(group.exp(tau)), group.exp(-tau)) < self.atol
+        if getattr(group, "exponential_coordinates", True):
+            # the inverse of exp(tau) is exp(-tau)
+            tau = self.random_tau(group, 8, seed=1)
+            assert _max_err(group.inverse(group.exp(tau)), group.exp(-tau)) < self.atol
 
     def test_associativity(self, group):
         a, b, c = (group.exp(self.random_tau(group, 6, seed=s)) for s in (1, 2, 3))
@@ -153,6 +160,8 @@ class LieGroupContract:
 
     def test_one_parameter_subgroup(self, group):
         # exp((s + t) tau) = exp(s tau) exp(t tau): exp is a true group exponential
+        if not getattr(group, "exponential_coordinates", True):
+            pytest.skip("the group's chart is not the group exponential (exponential_coordinates = False)")
         tau = self.random_tau(group, 8, seed=4, scale=0.5)
         assert _max_err(group.exp(0.3 * tau + 0.7 * tau), group.compose(group.exp(0.3 * tau), group.exp(0.7 * tau))) < self.atol
 
@@ -325,18 +334,74 @@ class LieGroupContract:
         g1 = group.exp(self.random_tau(group, 16, seed=19))
         g2 = group.exp(self.random_tau(group, 16, seed=20))
         d = group.distance(g1, g2)
-        assert "rotation_deg" in d
+        assert isinstance(d, dict) and d, "distance must return at least one error, keyed by its name"
         for key, value in d.items():
+            assert isinstance(key, str) and key, f"error keys must be non-empty strings, got {key!r}"
             assert value.shape == (16,), key
             assert (value >= 0).all(), key
             assert _max_err(value, group.distance(g2, g1)[key]) < 1e-9, f"{key} is not symmetric"
             assert group.distance(g1, g1)[key].abs().max() < 1e-6, f"{key} of g and g is not 0"
-        assert (d["rotation_deg"] <= 180 + 1e-9).all()
+        # two different poses differ by at least one error (rows 0 and 1 are the identity
+        # and a tiny element in both batches)
+        assert torch.stack(list(d.values())).amax(0)[2:].min() > 0, "distance is 0 between different poses"
+
+    def test_error_keys_are_declared(self, group):
+        g = group.exp(self.random_tau(group, 4, seed=21))
+        keys = set(group.distance(g, g))
+        primary = getattr(group, "primary_error", None)
+        assert primary is None or primary in keys, f"primary_error {primary!r} is not a key of distance {sorted(keys)}"
+        rotation = getattr(group, "rotation_error", None)
+        assert rotation is None or rotation in keys, f"rotation_error {rotation!r} is not a key of distance {sorted(keys)}"
+
+    def test_rotation_error_wraps_and_half_turn(self, group):
+        rotation = getattr(group, "rotation_error", None)
+        half = group.half_turn(dtype=torch.float64) if hasattr(group, "half_turn") else None
+        if rotation is None:
+            assert half is None, "half_turn is set but rotation_error is None: declare the rotation error key"
+            pytest.skip("the group does not rotate (rotation_error is None)")
+        d = group.distance(group.exp(self.random_tau(group, 16, seed=19)), group.exp(self.random_tau(group, 16, seed=20)))
+        assert (d[rotation] <= 180 + 1e-9).all()
         for i in self._angle_columns(group):
             tau = torch.zeros(2, group.dim, dtype=torch.float64)
             tau[0, i], tau[1, i] = math.radians(170.0), math.radians(-170.0)
-            rot = group.distance(group.exp(tau[:1]), group.exp(tau[1:]))["rotation_deg"]
-            assert abs(rot.item() - 20.0) < 1e-6, "rotation_deg must wrap around the circle"
+            rot = group.distance(group.exp(tau[:1]), group.exp(tau[1:]))[rotation]
+            assert abs(rot.item() - 20.0) < 1e-6, f"{rotation} must wrap around the circle"
+        assert half is not None, f"a group with rotation_error {rotation!r} needs half_turn()"
+        e = group.identity(1, dtype=torch.float64)
+        assert half.shape == (1, 3, 3)
+        assert _max_err(group.compose(half, half), e) < self.atol, "half_turn twice is not the identity"
+        assert abs(group.distance(half, e)[rotation].item() - 180.0) < 1e-6, "half_turn does not turn by 180 degrees"
+        # composing with it turns every pose by half a turn
+        g = group.exp(self.random_tau(group, 4, seed=22))
+        turned = group.distance(group.compose(g, half.expand(4, 3, 3)), g)[rotation]
+        assert _max_err(turned, torch.full_like(turned, 180.0)) < 1e-6
+
+    # ------------------------------------------------------------------ geomstats
+
+    def test_geomstats_space(self, group):
+        from mcvae_framework import geomstats_bridge as bridge
+
+        if not bridge.has_geomstats_space(group):
+            pytest.skip("the group names no geomstats space (geomstats_space is not overridden)")
+        dtype = torch.get_default_dtype()
+        space = bridge.geomstats_space_of(group)
+        assert torch.get_default_dtype() == dtype, "building the geomstats space changed torch's default dtype"
+        if space is None:
+            pytest.skip("geomstats_space returned None")
+        g = group.exp(self.random_tau(group, 8, seed=23, scale=0.5))
+        points = group.geomstats_point(g)
+        back = group.from_geomstats_point(points.to(torch.float64))
+        assert back.shape == (8, 3, 3) and _max_err(back, g) < self.atol, "from_geomstats_point does not invert geomstats_point"
+        m = bridge.modules()
+        with bridge.float64_scope():
+            belongs = bridge.to_torch(space.belongs(bridge.to_backend(points, m)))
+        assert bool(belongs.all()), f"geomstats' {bridge.space_name(space)} does not accept the group's elements: {belongs.tolist()}"
+        # the geomstats mean of elements spread around a centre lands near that centre
+        centre = group.exp(self.random_tau(group, 1, seed=24, scale=0.5, special_rows=False))[0]
+        spread = group.exp(self.random_tau(group, 6, seed=25, scale=0.02, special_rows=False))
+        mean = bridge.space_mean(group, space, group.compose(centre.expand(6, 3, 3), spread), centre)
+        assert torch.get_default_dtype() == dtype
+        assert mean.shape == (3, 3) and _max_err(mean, centre) < 0.1, (mean, centre)
 
     # ------------------------------------------------------------------ dtype and device
 

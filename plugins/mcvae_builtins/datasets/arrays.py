@@ -10,21 +10,34 @@ values become the class names).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from mcvae_framework.errors import DataError
 
-from .base import SeededSplitConfig, check_split, finish_dataset, seeded_split
+from .base import ALL, SeededSplitConfig, build_split, check_split, resolve_path, seeded_split
 
 
 class ArraysConfig(SeededSplitConfig):
     """Images (and labels) from a NumPy ``.npy`` / ``.npz`` file."""
 
     type: Literal["arrays"] = "arrays"
-    path: str = Field(..., description=".npy file of images, or .npz with keys `images` and optional `labels`")
+    path: str = Field(..., description=".npy file of images, or .npz with keys `images` and optional `labels`; "
+                      "a relative path is read from the config file's folder")
+
+    #: ``mcvae predict RUN --data FILE.npy`` reads such files with this plugin.
+    reads_paths: ClassVar[tuple[str, ...]] = (".npy", ".npz")
+
+    _resolve_path = field_validator("path")(resolve_path)
+
+    def missing_resources(self) -> list[tuple[str, str]]:
+        path = Path(self.path)
+        if not path.is_file():
+            return [("path", f"no file at {path} (resolved: {path.resolve()}); set `path:` to a .npy or .npz "
+                             "file (a relative path is read from the config file's folder)")]
+        return []
 
 
 def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -107,10 +120,10 @@ def make_arrays(config: ArraysConfig, *, split: str = "train"):
     raw_images, raw_labels = read_arrays(path)
     images, scale = check_images(raw_images, path)
     labels, names = check_labels(raw_labels, len(images), path) if raw_labels is not None else (None, None)
-    parts = seeded_split(len(images), labels, config.test_fraction, config.split_seed, f"arrays {path}")
-    idx = parts[split]
-    return finish_dataset(
-        config, split, images[idx], labels[idx] if labels is not None else None, scale=scale,
+    parts = seeded_split(len(images), labels, config.test_fraction, config.split_seed, f"arrays {path}",
+                         allow_empty=split == ALL)
+    return build_split(
+        config, split, parts, lambda idx: images[idx], labels, scale=scale,
         n_classes=len(names) if names else None, sizes={k: len(v) for k, v in parts.items()}, class_names=names,
         description=f"arrays ({path})",
     )

@@ -3,11 +3,13 @@ class-balanced limits, and the in-memory dataset the factories return."""
 
 from __future__ import annotations
 
-from typing import Optional
+import os
+from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 import torch
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, ValidationInfo
 
 from mcvae_framework import ComponentConfig
 from mcvae_framework.errors import ConfigError, DataError
@@ -16,6 +18,24 @@ from mcvae_framework.interfaces import ImageDataset
 from .transform import TransformConfig, transform_images
 
 SPLITS = ("train", "test")
+#: every item of the source, in source order (see :class:`mcvae_framework.interfaces.ImageDataset`).
+ALL = "all"
+
+
+def resolve_path(value: Optional[str], info: ValidationInfo) -> Optional[str]:
+    """A ``path``-like field, relative paths resolved against the config file's folder.
+
+    The core passes the folder as the validation context ``config_dir`` when it validates a
+    config file; without one (a config dict built in Python) the path stays as written and
+    is read relative to the current directory. ``~`` is expanded either way.
+    """
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    base = (info.context or {}).get("config_dir") if info is not None else None
+    if not path.is_absolute() and base is not None:
+        path = Path(os.path.normpath(Path(base) / path))
+    return str(path)
 
 
 class DataConfigBase(ComponentConfig):
@@ -40,20 +60,22 @@ class SeededSplitConfig(DataConfigBase):
 
 
 def check_split(split: str, tag: str) -> str:
-    """``split`` if it is ``train`` or ``test``, else a :class:`ConfigError`."""
-    if split not in SPLITS:
-        raise ConfigError([("split", f"the {tag!r} dataset has splits train and test, got {split!r}")])
+    """``split`` if it is ``train``, ``test`` or ``all``, else a :class:`ConfigError`."""
+    if split not in SPLITS + (ALL,):
+        raise ConfigError([("split", f"the {tag!r} dataset has splits train and test (and all: both, in "
+                                     f"source order), got {split!r}")])
     return split
 
 
 def seeded_split(n: int, labels: np.ndarray | None, test_fraction: float, seed: int,
-                 source: str) -> dict[str, np.ndarray]:
+                 source: str, allow_empty: bool = False) -> dict[str, np.ndarray]:
     """Indices of a seeded train/test split, stratified by label when labels exist.
 
     Each class (or the whole set when unlabelled) sends ``round(test_fraction * size)``
     images, drawn with ``numpy.random.default_rng(seed)``, to ``test``; indices keep the
     source order within each split.
 
+    :param allow_empty: accept an empty split (when every image is wanted anyway).
     :raises DataError: when one split would be empty.
     """
     rng = np.random.default_rng(seed)
@@ -67,7 +89,7 @@ def seeded_split(n: int, labels: np.ndarray | None, test_fraction: float, seed: 
         is_test[np.concatenate(test_parts)] = True
     out = {"train": np.flatnonzero(~is_test), "test": np.flatnonzero(is_test)}
     for name, idx in out.items():
-        if len(idx) == 0:
+        if len(idx) == 0 and not allow_empty:
             raise DataError(
                 f"{source}: test_fraction={test_fraction} leaves the {name} split empty ({n} images in all); "
                 "choose a test_fraction that gives both splits images"
@@ -117,11 +139,18 @@ class InMemoryImageDataset(ImageDataset):
     :param sizes: size of every split (after ``limit``).
     :param class_names: a name per class, when known.
     :param description: a short line saying where the data came from.
+    :param source_indices: each item's position in the source (file, folder listing).
+    :param item_names: each item's name (a file name), when the source has names.
+    :param item_splits: each item's split, for the ``all`` split.
     """
 
     def __init__(self, tensors: dict[str, torch.Tensor], *, split: str, n_classes: int | None,
-                 sizes: dict[str, int], class_names: list[str] | None = None, description: str = ""):
+                 sizes: dict[str, int], class_names: list[str] | None = None, description: str = "",
+                 source_indices=None, item_names: list[str] | None = None, item_splits: list[str] | None = None):
         self._tensors = tensors
+        self.source_indices = [int(i) for i in source_indices] if source_indices is not None else None
+        self.item_names = list(item_names) if item_names is not None else None
+        self.item_splits = list(item_splits) if item_splits is not None else None
         self.image_shape = tuple(int(s) for s in tensors["image"].shape[1:])
         self.split = split
         self.n_classes = n_classes
@@ -149,18 +178,24 @@ class InMemoryImageDataset(ImageDataset):
 
 def finish_dataset(config: DataConfigBase, split: str, images, labels: np.ndarray | None, *, scale: float,
                    n_classes: int | None, sizes: dict[str, int], class_names: list[str] | None = None,
-                   description: str = "") -> InMemoryImageDataset:
+                   description: str = "", source_indices=None,
+                   item_names: list[str] | None = None) -> InMemoryImageDataset:
     """Apply ``limit``, scale to ``[0, 1]`` floats, apply ``transform``, and wrap one split.
 
     :param images: the whole split, ``(N, C, H, W)`` numpy array or tensor, any dtype.
     :param labels: ``(N,)`` integer labels or ``None``.
     :param scale: the value that maps to 1.0 (255 for bytes).
     :param sizes: every split's size before ``limit``.
+    :param source_indices: ``(N,)`` position of each image in the source (default ``0..N-1``).
+    :param item_names: ``N`` names (file names), when the source has them.
     """
     keep = balanced_first(labels, images.shape[0], config.limit)
+    source_indices = np.arange(images.shape[0]) if source_indices is None else np.asarray(source_indices)
     if len(keep) < images.shape[0]:
         images = images[torch.as_tensor(keep)] if isinstance(images, torch.Tensor) else images[keep]
         labels = labels[keep] if labels is not None else None
+        source_indices = source_indices[keep]
+        item_names = [item_names[i] for i in keep] if item_names is not None else None
     tensors = {"image": to_unit_float(images, scale)}
     if labels is not None:
         tensors["label"] = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
@@ -170,4 +205,49 @@ def finish_dataset(config: DataConfigBase, split: str, images, labels: np.ndarra
     return InMemoryImageDataset(
         tensors, split=split, n_classes=n_classes, class_names=class_names, description=description,
         sizes={name: limited_size(sizes[name], config.limit) for name in SPLITS},
+        source_indices=source_indices, item_names=item_names,
+    )
+
+
+def merge_splits(parts: dict[str, InMemoryImageDataset]) -> InMemoryImageDataset:
+    """The ``all`` split: the items of ``parts`` (each built as its own split, so a
+    ``transform`` gives every image the pose it has there) merged back into source order."""
+    pieces = [d for d in parts.values() if len(d)]
+    if not pieces:
+        raise DataError("the data holds no images in either split")
+    first = pieces[0]
+    order = np.concatenate([np.asarray(d.source_indices) for d in pieces])
+    perm = torch.as_tensor(np.argsort(order, kind="stable"))
+    tensors = {key: torch.cat([d.as_tensors()[key] for d in pieces])[perm] for key in first.as_tensors()}
+    names = [n for d in pieces for n in d.item_names] if first.item_names is not None else None
+    splits = [d.split for d in pieces for _ in range(len(d))]
+    sizes = {**first.split_sizes(), ALL: len(order)}
+    return InMemoryImageDataset(
+        tensors, split=ALL, n_classes=first.n_classes, class_names=first.class_names, sizes=sizes,
+        description=first.description, source_indices=order[perm.numpy()],
+        item_names=[names[i] for i in perm.tolist()] if names is not None else None,
+        item_splits=[splits[i] for i in perm.tolist()],
+    )
+
+
+def build_split(config: DataConfigBase, split: str, parts: dict[str, np.ndarray],
+                read: Callable[[np.ndarray], np.ndarray], labels: np.ndarray | None, *,
+                names: list[str] | None = None, **common) -> InMemoryImageDataset:
+    """One split of a source whose images ``read(indices)`` returns on demand (only the
+    images a split keeps after ``limit`` are read); ``split="all"`` merges both.
+
+    :param parts: the source indices of each split (from :func:`seeded_split`).
+    :param labels: every source image's label, or ``None``.
+    :param names: every source image's name, or ``None``.
+    :param common: the other arguments of :func:`finish_dataset` (``scale``, ``n_classes``, ...).
+    """
+    if split == ALL:
+        return merge_splits({s: build_split(config, s, parts, read, labels, names=names, **common)
+                             for s in SPLITS if len(parts[s])})
+    idx = np.asarray(parts[split])
+    keep = balanced_first(labels[idx] if labels is not None else None, len(idx), config.limit)
+    idx = idx[keep]
+    return finish_dataset(
+        config, split, read(idx), labels[idx] if labels is not None else None, source_indices=idx,
+        item_names=[names[i] for i in idx] if names is not None else None, **common,
     )

@@ -28,11 +28,12 @@ import tempfile
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field
+import numpy as np
+from pydantic import Field, field_validator
 
 from mcvae_framework.errors import DataError
 
-from .base import DataConfigBase, check_split, finish_dataset
+from .base import ALL, DataConfigBase, check_split, finish_dataset, merge_splits, resolve_path
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 CACHE_ENV = "MCVAE_DATA_CACHE"
@@ -55,6 +56,14 @@ class IDXDataConfig(DataConfigBase):
         None, description="where decompressed files and downloads go; default $MCVAE_DATA_CACHE or "
         "~/.cache/mcvae_framework/datasets"
     )
+
+    _resolve_paths = field_validator("root", "cache_dir")(resolve_path)
+
+    def missing_resources(self) -> list[tuple[str, str]]:
+        if self.root and not self.download and not Path(self.root).is_dir():
+            return [("root", f"no folder at {self.root}; set `root:` to the folder holding the four IDX files "
+                             "(a relative path is read from the config file's folder), or set `download: true`")]
+        return []
 
 
 class MNISTConfig(IDXDataConfig):
@@ -189,15 +198,24 @@ def _load(config: IDXDataConfig, split: str, tag: str, class_name: str):
             "truncated or not IDX files. Reinstall or re-download them."
         ) from None
     labels = data.targets.numpy()
+    # source order: the train file, then the test file
+    offset = 0 if split == "train" else sizes["train"]
     return finish_dataset(
         config, split, data.data.unsqueeze(1), labels, scale=255.0, n_classes=len(data.classes),
         sizes=sizes, class_names=list(data.classes), description=f"{tag} (IDX files from {origin})",
+        source_indices=offset + np.arange(len(labels)),
     )
 
 
+def _load_split(config: IDXDataConfig, split: str, tag: str, class_name: str):
+    if check_split(split, tag) == ALL:
+        return merge_splits({s: _load(config, s, tag, class_name) for s in ("train", "test")})
+    return _load(config, split, tag, class_name)
+
+
 def make_mnist(config: MNISTConfig, *, split: str = "train"):
-    return _load(config, check_split(split, "mnist"), "mnist", "MNIST")
+    return _load_split(config, split, "mnist", "MNIST")
 
 
 def make_fashion_mnist(config: FashionMNISTConfig, *, split: str = "train"):
-    return _load(config, check_split(split, "fashion_mnist"), "fashion_mnist", "FashionMNIST")
+    return _load_split(config, split, "fashion_mnist", "FashionMNIST")

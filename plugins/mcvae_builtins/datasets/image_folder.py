@@ -2,20 +2,24 @@
 
 Either every image lies directly in the folder (no labels), or every image lies in a
 sub-folder named after its class (labels ``0..K-1`` in sorted sub-folder order). Images
-are converted to grayscale or RGB and, with ``resize``, resized to a square.
+are converted to grayscale or RGB and, with ``resize``, resized to a square. Files that
+are not images by their extension (a ``notes.txt``, a ``README``) are skipped with a
+warning; hidden files (``.DS_Store``) silently. Each item's name is its path relative to
+the folder (``cats/001.png``), in that sorted order.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import numpy as np
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, field_validator
 
 from mcvae_framework.errors import DataError
 
-from .base import SeededSplitConfig, balanced_first, check_split, finish_dataset, seeded_split
+from .base import ALL, SeededSplitConfig, build_split, check_split, resolve_path, seeded_split
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P;L"}
@@ -25,13 +29,27 @@ class ImageFolderConfig(SeededSplitConfig):
     """Images from a folder (optionally one sub-folder per class), split by a seed."""
 
     type: Literal["image_folder"] = "image_folder"
-    path: str = Field(..., description="the folder")
+    path: str = Field(..., description="the folder; a relative path is read from the config file's folder")
     resize: Optional[PositiveInt] = Field(
         None, description="resize every image to resize x resize pixels (needed when sizes differ or are not square)"
     )
     grayscale: Optional[bool] = Field(
         None, description="true: 1 channel; false: 3 channels (RGB); null: 1 channel if every image is grayscale"
     )
+
+    #: ``mcvae predict RUN --data FOLDER`` reads folders with this plugin.
+    reads_paths: ClassVar[str] = "folder"
+
+    _resolve_path = field_validator("path")(resolve_path)
+
+    def missing_resources(self) -> list[tuple[str, str]]:
+        folder = Path(self.path)
+        if not folder.is_dir():
+            what = "a file, not a folder" if folder.exists() else "no folder"
+            return [("path", f"{what} at {folder} (resolved: {folder.resolve()}); set `path:` to a folder of "
+                             "images, or one with a sub-folder per class (a relative path is read from the "
+                             "config file's folder)")]
+        return []
 
 
 def _listing(paths, limit: int = 3) -> str:
@@ -42,15 +60,18 @@ def _listing(paths, limit: int = 3) -> str:
 def list_images(folder: Path) -> tuple[list[Path], list[int] | None, list[str] | None]:
     """Image files of ``folder`` in sorted order, their labels and the class names.
 
-    :raises DataError: no such folder, no images, files that are not images, or a mix of
-        loose images and class sub-folders.
+    Files without an image extension are skipped (with one warning listing them).
+
+    :raises DataError: no such folder, no images, or a mix of loose images and class
+        sub-folders.
     """
     if not folder.is_dir():
         raise DataError(f"image_folder: no folder at {folder} (resolved: {folder.resolve()}); set `path:` to a "
                         "folder of images, or one with a sub-folder per class")
     entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    skipped = [p for p in entries if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES]
     class_dirs = [p for p in entries if p.is_dir()]
-    loose = [p for p in entries if p.is_file()]
+    loose = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if class_dirs and loose:
         raise DataError(
             f"image_folder {folder}: has both class sub-folders ({_listing([d.name for d in class_dirs])}) and "
@@ -61,19 +82,22 @@ def list_images(folder: Path) -> tuple[list[Path], list[int] | None, list[str] |
         files, labels = [], []
         for label, sub in enumerate(class_dirs):
             members = sorted(p for p in sub.iterdir() if not p.name.startswith("."))
+            skipped += [p for p in members if not (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)]
+            members = [p for p in members if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
             files += members
             labels += [label] * len(members)
         names = [d.name for d in class_dirs]
     else:
         files, labels, names = loose, None, None
-    not_images = [p for p in files if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES]
-    if not_images:
-        raise DataError(
-            f"image_folder {folder}: {len(not_images)} entries are not image files ({_listing(not_images)}); "
-            f"images must end in {', '.join(sorted(IMAGE_SUFFIXES))}. Move the other files out of the folder."
-        )
     if not files:
-        raise DataError(f"image_folder {folder}: no images found; add PNG/JPEG files (or class sub-folders of them)")
+        also = f" (skipped {len(skipped)} other entries: {_listing([p.name for p in skipped])})" if skipped else ""
+        raise DataError(f"image_folder {folder}: no images found{also}; add image files ending in "
+                        f"{', '.join(sorted(IMAGE_SUFFIXES))} (or class sub-folders of them)")
+    if skipped:
+        warnings.warn(
+            f"image_folder {folder}: skipped {len(skipped)} entries that are not image files "
+            f"({_listing([str(p.relative_to(folder)) for p in skipped])})", UserWarning, stacklevel=2,
+        )
     return files, labels, names
 
 
@@ -132,14 +156,12 @@ def make_image_folder(config: ImageFolderConfig, *, split: str = "train"):
     files, labels, names = list_images(folder)
     mode = inspect_images(files, config.resize, config.grayscale, folder)
     label_array = np.asarray(labels, dtype=np.int64) if labels is not None else None
-    parts = seeded_split(len(files), label_array, config.test_fraction, config.split_seed, f"image_folder {folder}")
-    idx = parts[split]
-    split_labels = label_array[idx] if label_array is not None else None
-    # Decode only the images this split keeps after `limit`.
-    keep = balanced_first(split_labels, len(idx), config.limit)
-    images = read_images([files[idx[i]] for i in keep], config.resize, mode, folder)
-    return finish_dataset(
-        config, split, images, split_labels[keep] if split_labels is not None else None, scale=255.0,
+    parts = seeded_split(len(files), label_array, config.test_fraction, config.split_seed, f"image_folder {folder}",
+                         allow_empty=split == ALL)
+    # Decode only the images a split keeps after `limit`.
+    return build_split(
+        config, split, parts, lambda idx: read_images([files[i] for i in idx], config.resize, mode, folder),
+        label_array, names=[p.relative_to(folder).as_posix() for p in files], scale=255.0,
         n_classes=len(names) if names else None, sizes={k: len(v) for k, v in parts.items()}, class_names=names,
         description=f"image_folder ({folder})",
     )

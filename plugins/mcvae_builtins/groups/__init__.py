@@ -1,19 +1,23 @@
-"""Built-in groups plugin: ``so2``, ``se2``, ``scale_rotation`` and ``sim2``.
+"""Built-in groups plugin: ``so2``, ``se2``, ``scale_rotation``, ``sim2`` and ``affine2``.
 
-Closed-form, batched torch implementations (the training hot path); geomstats is only the
-reference they are tested against, and is never imported here.
+Closed-form, batched torch implementations (the training hot path). geomstats is never
+imported here: each group names its geomstats space through ``geomstats_space``, which
+the framework calls (evaluation, predictions) with the geomstats classes it imported.
 """
 
 from __future__ import annotations
 
 from mcvae_framework import hookimpl
 
+from .affine2 import Affine2, Affine2Config, make_affine2
 from .scale_rotation import ScaleRotation2, ScaleRotationConfig, make_scale_rotation
 from .se2 import SE2Config, SpecialEuclidean2, make_se2
 from .sim2 import Sim2Config, Similarity2, make_sim2
 from .so2 import SO2Config, SpecialOrthogonal2, make_so2
 
 __all__ = [
+    "Affine2",
+    "Affine2Config",
     "SE2Config",
     "SO2Config",
     "ScaleRotation2",
@@ -27,8 +31,9 @@ __all__ = [
 
 @hookimpl
 def mcvae_register_groups(register):
-    """Register the four built-in planar groups."""
+    """Register the five built-in planar groups."""
     register(SO2Config, make_so2)
     register(SE2Config, make_se2)
     register(ScaleRotationConfig, make_scale_rotation)
     register(Sim2Config, make_sim2)
+    register(Affine2Config, make_affine2)

@@ -118,6 +118,20 @@ class PlanarPoseGroup(AffineGroup2D):
             u = self._u_from_translation(theta, log_scale, t[:, 0], t[:, 1])
         return self._tau(theta, log_scale, u)
 
+    # ------------------------------------------------------------ invariant graph
+
+    def search_poses(self, n: int) -> torch.Tensor:
+        """``n`` relative rotations, evenly spaced over ``[-R, R]`` with ``R`` the smaller of
+        60 degrees and half the configured angle range (translations and scales are left to
+        :meth:`prealign`). A limited range is enough because the graph chains neighbours,
+        and it keeps a 6 from matching a 9."""
+        lo, hi = self.config.angle_deg
+        reach = math.radians(min(60.0, (hi - lo) / 2.0))
+        tau = torch.zeros(max(n, 1), self.dim)
+        if n > 1:
+            tau[:, 0] = torch.linspace(-reach, reach, n)
+        return tau
+
     # ------------------------------------------------------------ pose prior
 
     def _prior_bounds(self) -> list[tuple[float, float, float]]:

@@ -28,6 +28,11 @@ class SpecialEuclidean2(PlanarPoseGroup):
     has_translation = True
     has_scale = False
 
+    def geomstats_space(self, geomstats):
+        """geomstats' ``SpecialEuclidean(2)`` (homogeneous ``3 x 3`` points) with its
+        canonical left-invariant metric, whose geodesics are those of SO(2) x R^2."""
+        return geomstats.SpecialEuclidean(2)
+
 
 def make_se2(config: SE2Config) -> SpecialEuclidean2:
     """Factory registered for the ``se2`` tag."""

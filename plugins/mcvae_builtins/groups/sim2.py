@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from .geomstats_spaces import positive_general_linear
 from .planar import PlanarPoseGroup
 from .pose_config import ScaleFields, ShiftFields
 
@@ -29,6 +30,12 @@ class Similarity2(PlanarPoseGroup):
     coordinate_names = ("theta", "log_scale", "u1", "u2")
     has_translation = True
     has_scale = True
+
+    def geomstats_space(self, geomstats):
+        """A subgroup geomstats does not ship: homogeneous ``3 x 3`` similarities in
+        ``GeneralLinear(3, positive_det=True)``, without a metric (averaged by
+        ``ExponentialBarycenter``)."""
+        return positive_general_linear(geomstats, 3)
 
 
 def make_sim2(config: Sim2Config) -> Similarity2:

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from .geomstats_spaces import LinearBlockPoints
 from .planar import PlanarPoseGroup
 from .pose_config import PoseBase
 
@@ -16,7 +17,7 @@ class SO2Config(PoseBase):
     type: Literal["so2"] = Field("so2", description="the group's tag")
 
 
-class SpecialOrthogonal2(PlanarPoseGroup):
+class SpecialOrthogonal2(LinearBlockPoints, PlanarPoseGroup):
     """SO(2) as ``(N, 3, 3)`` homogeneous rotation matrices; ``tau = theta`` (radians)."""
 
     name = "so2"
@@ -24,6 +25,11 @@ class SpecialOrthogonal2(PlanarPoseGroup):
     coordinate_names = ("theta",)
     has_translation = False
     has_scale = False
+
+    def geomstats_space(self, geomstats):
+        """geomstats' ``SpecialOrthogonal(2)`` with its bi-invariant metric; its points are
+        the ``2 x 2`` rotation blocks."""
+        return geomstats.SpecialOrthogonal(2)
 
 
 def make_so2(config: SO2Config) -> SpecialOrthogonal2:

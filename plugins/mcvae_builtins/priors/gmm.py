@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from mcvae_framework.interfaces import MixturePrior
-from mcvae_framework.interfaces import validate_latents
+from mcvae_framework.interfaces import assignment_moments, validate_latents
 
 from ._common import (
     LOG_2PI,
@@ -179,6 +179,37 @@ class GaussianMixturePrior(MixturePrior):
             chol = torch.linalg.cholesky(covariances)
             raw = torch.tril(chol, diagonal=-1) + torch.diag_embed(torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)))
             self.cholesky_raw.copy_(raw.to(**like))
+
+
+    @torch.no_grad()
+    def init_from_assignments(self, latents, assignments):
+        """Component ``k`` gets the mean and covariance (diagonal or full, plus ``reg_covar``)
+        of the latents assigned to ``k``, and their share as its weight (unless the weights
+        are fixed uniform); an empty component sits on a random latent with the data's spread.
+
+        :param latents: ``(N, dim)`` encoded data.
+        :param assignments: ``(N,)`` component indices in ``0..K-1``.
+        """
+        counts, means, variances = assignment_moments(latents, assignments, self.dim, self.n_components)
+        like = dict(dtype=self.means.dtype, device=self.means.device)
+        self.weights.set_from((counts + 1.0) / (counts.sum() + self.n_components))
+        self.means.copy_(means.to(**like))
+        variances = variances + self.config.reg_covar
+        if self.covariance == "diag":
+            self.log_variances.copy_(torch.log(variances).to(**like))
+            return
+        data = torch.as_tensor(latents).detach().cpu().double()
+        labels = torch.as_tensor(assignments).detach().cpu().long().reshape(-1)
+        raw = torch.zeros(self.n_components, self.dim, self.dim, dtype=torch.float64)
+        for k in range(self.n_components):
+            members = data[labels == k]
+            if len(members) > self.dim:
+                cov = torch.cov(members.T, correction=0) + self.config.reg_covar * torch.eye(self.dim, dtype=torch.float64)
+            else:
+                cov = torch.diag(variances[k])
+            chol = torch.linalg.cholesky(cov)
+            raw[k] = torch.tril(chol, diagonal=-1) + torch.diag(torch.log(torch.diagonal(chol)))
+        self.cholesky_raw.copy_(raw.to(**like))
 
 
 def make_gmm(config: GMMConfig, dim: int) -> GaussianMixturePrior:

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from mcvae_framework.interfaces import MixturePrior
-from mcvae_framework.interfaces import validate_latents
+from mcvae_framework.interfaces import assignment_moments, validate_latents
 
 from ._common import (
     MixtureConfigBase,
@@ -193,6 +193,28 @@ class StudentTMixturePrior(MixturePrior):
         self.log_scales.copy_((0.5 * torch.log(scale2)).to(**like))
         # Keep nu strictly above min_dof so that the softplus inverse stays finite.
         excess = (dof - cfg.min_dof).clamp_min(1e-3)
+        self.dof_raw.copy_(_inverse_softplus(excess).to(**like))
+
+
+    @torch.no_grad()
+    def init_from_assignments(self, latents, assignments):
+        """Component ``k`` gets the mean of the latents assigned to ``k`` as its location and
+        their variance, times ``(nu - 2) / nu``, as its squared scale (so that its
+        covariance matches them), with ``nu = init_dof``; their share is its weight unless
+        the weights are fixed uniform.
+
+        :param latents: ``(N, dim)`` encoded data.
+        :param assignments: ``(N,)`` component indices in ``0..K-1``.
+        """
+        counts, means, variances = assignment_moments(latents, assignments, self.dim, self.n_components)
+        cfg = self.config
+        like = dict(dtype=self.locations.dtype, device=self.locations.device)
+        dof = float(cfg.init_dof)
+        shrink = (dof - 2.0) / dof if dof > 2.0 else 1.0
+        self.weights.set_from((counts + 1.0) / (counts.sum() + self.n_components))
+        self.locations.copy_(means.to(**like))
+        self.log_scales.copy_((0.5 * torch.log(shrink * variances + cfg.reg_covar)).to(**like))
+        excess = torch.full((self.n_components,), dof - cfg.min_dof, dtype=torch.float64).clamp_min(1e-3)
         self.dof_raw.copy_(_inverse_softplus(excess).to(**like))
 
 

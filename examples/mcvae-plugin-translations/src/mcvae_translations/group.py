@@ -44,7 +44,8 @@ class Translation2(AffineGroup2D):
     the image side). The group is abelian and ``exp`` is the identity map on coordinates,
     so ``log`` has no branch to choose. ``identity``, ``compose``, ``inverse``, ``act``
     (content at ``p`` moves to ``p + u``) and ``distance`` (``translation`` in normalised
-    units, and a ``rotation_deg`` that is always 0 here) come from :class:`AffineGroup2D`.
+    units, its only key: no column is named ``theta``, so the group reports no rotation)
+    come from :class:`AffineGroup2D`.
 
     :param config: the validated :class:`Translation2Config`.
     """

@@ -1,0 +1,194 @@
+"""Graph-guided training: the self-labelling and balance terms, the prior's warm start from
+given clusters, collapse repair, and a tiny end-to-end run that clusters far above chance."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mcvae_framework import build, validate_config
+from mcvae_framework.distributed import LossModule
+from mcvae_framework.evaluation import clustering_metrics
+from mcvae_framework.losses import guidance_terms
+from mcvae_framework.model import build_model
+from mcvae_framework.training import Trainer
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def shapes_file(folder, per_shape: int = 80) -> str:
+    """An .npz of three upright shapes (bar, triangle, ring), each copy slightly jittered."""
+    from test_invariant_graph import shape_images
+
+    generator = torch.Generator().manual_seed(0)
+    shapes = shape_images(24)
+    labels = torch.arange(3).repeat_interleave(per_shape)
+    noise = 0.15 * torch.rand(len(labels), 1, 24, 24, generator=generator)
+    images = (shapes[labels] * (0.8 + 0.2 * torch.rand(len(labels), 1, 1, 1, generator=generator)) + noise).clamp(0, 1)
+    path = folder / "shapes.npz"
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(path, images=images[:, 0].numpy(), labels=labels.numpy())
+    return str(path)
+
+
+def guided_config(out_dir, *, epochs=2, pretrain_epochs=1, **loss) -> dict:
+    """Three shapes rotated over the full circle, the graph guiding an MLP MCE-VAE."""
+    return {
+        "data": {"type": "arrays", "path": shapes_file(out_dir.parent / "data"), "test_fraction": 0.25,
+                 "transform": {"group": "so2", "angle_deg": [-180, 180], "seed": 0}},
+        "group": {"type": "so2", "angle_deg": [-180, 180]},
+        "encoder": {"type": "mlp", "hidden": [64, 32]},
+        "decoder": {"type": "mlp", "hidden": [32, 64]},
+        "prior": {"type": "gmm", "n_components": 3, "learn_weights": False},
+        "model": {"z_cluster_dim": 3, "z_style_dim": 1, "canonicalize": False},
+        "loss": {"mode": "unsupervised", "n_augment": 2, "pretrain_epochs": pretrain_epochs,
+                 "self_label_weight": 5.0, "self_label_copies": 1, **loss},
+        "graph": {"enabled": True, "neighbours": 8, "kmeans_restarts": 5},
+        "training": {"epochs": epochs, "batch_size": 16, "device": "cpu", "seed": 0, "progress": False,
+                     "lr": 3e-3, "out_dir": str(out_dir)},
+    }
+
+
+def small_model(config_dict):
+    config = validate_config(config_dict)
+    data = build("data", config.data, split="train")
+    torch.manual_seed(0)
+    return config, data, build_model(config, image_shape=data.image_shape)
+
+
+# ------------------------------------------------------------------ the loss terms
+
+
+def test_self_label_is_the_cross_entropy_of_the_prior_responsibilities_on_trusted_images(tmp_path):
+    config, data, model = small_model(guided_config(tmp_path / "run", self_label_copies=0))
+    images = data.as_tensors()["image"][:6]
+    batch = {"image": images, "index": torch.arange(6)}
+    guide = {"labels": torch.tensor([0, 1, 2, 0, 1, 2]), "confident": torch.tensor([1, 1, 0, 1, 0, 1]).bool()}
+    enc = model.encode(images)
+    terms, total = guidance_terms(model, batch, enc, config.loss, guide)
+    log_q = torch.log_softmax(model.prior.log_prob_per_component(enc.z_cluster.mean), -1)
+    expected = -(log_q[0, 0] + log_q[1, 1] + log_q[3, 0] + log_q[5, 2]) / 4
+    assert torch.allclose(terms["self_label"], expected)
+    assert torch.allclose(total, config.loss.self_label_weight * expected)
+    total.backward()
+    assert model.prior.means.grad is not None and model.cluster_head.out.weight.grad.abs().sum() > 0
+
+
+def test_self_label_on_moved_copies_reaches_the_encoder_through_the_copies(tmp_path):
+    config, data, model = small_model(guided_config(tmp_path / "run", self_label_copies=2))
+    images = data.as_tensors()["image"][:4]
+    batch = {"image": images, "index": torch.arange(4)}
+    guide = {"labels": torch.tensor([0, 1, 2, 0]), "confident": torch.ones(4, dtype=torch.bool)}
+    terms, _ = guidance_terms(model, batch, model.encode(images), config.loss, guide,
+                              torch.Generator().manual_seed(0))
+    assert {"self_label", "self_label_moved"} <= set(terms)
+    terms["self_label_moved"].backward()
+    first = next(p for p in model.encoder.parameters() if p.dim() > 1)
+    assert first.grad is not None and first.grad.abs().sum() > 0
+
+
+def test_balance_is_zero_for_even_use_and_log_k_for_one_component(tmp_path):
+    config_dict = guided_config(tmp_path / "run", self_label_weight=0.0, balance_weight=1.0)
+    config_dict["graph"]["enabled"] = False
+    config, data, model = small_model(config_dict)
+    means = model.prior.means.detach()
+    even = {"image": torch.zeros(3, 1, 24, 24)}
+
+    class Fixed:  # an encoding whose z_c sits exactly on the component means
+        def __init__(self, z):
+            self.z_cluster = type("P", (), {"mean": z})()
+
+    with torch.no_grad():
+        model.prior.log_variances.fill_(-20.0)  # sharp components: responsibilities are one-hot
+    terms, _ = guidance_terms(model, even, Fixed(means.clone()), config.loss, None)
+    assert terms["balance"].abs() < 1e-5
+    terms, _ = guidance_terms(model, even, Fixed(means[:1].repeat(3, 1)), config.loss, None)
+    assert math.isclose(float(terms["balance"].detach()), math.log(3), rel_tol=1e-4)
+
+
+def test_self_labelling_needs_the_graph(tmp_path):
+    config = guided_config(tmp_path / "run")
+    config["graph"]["enabled"] = False
+    with pytest.raises(Exception, match="graph.enabled"):
+        validate_config(config)
+
+
+# ------------------------------------------------------------------ priors from clusters
+
+
+@pytest.mark.parametrize("prior", [{"type": "gmm"}, {"type": "gmm", "covariance": "full"},
+                                   {"type": "student_t", "learn_weights": True}])
+def test_init_from_assignments_puts_each_component_on_its_cluster(prior):
+    model = build("prior", {**prior, "n_components": 3}, dim=2)
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[-6.0, 0.0], [0.0, 6.0], [6.0, 0.0]])
+    assignments = torch.arange(3).repeat_interleave(50)
+    latents = centres[assignments] + 0.5 * torch.randn(150, 2, generator=generator)
+    model.init_from_assignments(latents, assignments)
+    assert torch.allclose(model.component_means().detach(), centres, atol=0.3)
+    assert bool((model.responsibilities(latents).argmax(-1) == assignments).all())
+
+
+def test_init_from_assignments_gives_an_empty_component_a_place():
+    model = build("prior", {"type": "gmm", "n_components": 3}, dim=2)
+    latents = torch.randn(40, 2, generator=torch.Generator().manual_seed(1))
+    model.init_from_assignments(latents, torch.zeros(40, dtype=torch.int64))
+    assert bool(torch.isfinite(model.component_means()).all())
+    assert bool(torch.isfinite(model.log_prob(latents)).all())
+
+
+def test_init_from_assignments_refuses_bad_assignments():
+    model = build("prior", {"type": "gmm", "n_components": 3}, dim=2)
+    with pytest.raises(ValueError, match="0..2"):
+        model.init_from_assignments(torch.randn(10, 2), torch.full((10,), 5))
+    with pytest.raises(ValueError, match="one component index per row"):
+        model.init_from_assignments(torch.randn(10, 2), torch.zeros(4, dtype=torch.int64))
+
+
+# ------------------------------------------------------------------ the trainer
+
+
+def test_a_collapsed_mixture_is_reseeded_and_reported(tmp_path):
+    config = guided_config(tmp_path / "run", epochs=1, pretrain_epochs=1, self_label_weight=0.0,
+                           reseed_below=0.5)
+    config["graph"]["enabled"] = False
+    trainer = Trainer(config, console=False)
+    original = Trainer._fit_prior
+
+    def collapse(self):  # the warm start puts every training image in component 0
+        original(self)
+        with torch.no_grad():
+            self.model.prior.means[1:] += 1e3
+    Trainer._fit_prior = collapse
+    try:
+        trainer.run()
+    finally:
+        Trainer._fit_prior = original
+    assert trainer.history[-1]["train_reseeded_components"] == 2
+    assert "re-seeded by splitting component" in (tmp_path / "run" / "train.log").read_text()
+    latents, _ = trainer._sample_latents()
+    sizes = torch.bincount(trainer.model.prior.responsibilities(latents).argmax(-1), minlength=3)
+    assert bool((sizes > 0).all())
+
+
+def test_a_guided_run_clusters_far_above_chance_and_resumes_with_its_graph(tmp_path):
+    config = guided_config(tmp_path / "run", epochs=10)
+    trainer = Trainer(config, console=False)
+    trainer.run()
+    assert trainer.graph is not None and trainer.history[0]["train_self_label"] > 0
+    test = build("data", validate_config(config).data, split="test").as_tensors()
+    clusters = trainer.model.eval().predict(test["image"])["cluster"]
+    accuracy = clustering_metrics(test["label"].numpy(), clusters.numpy())["accuracy"]
+    assert accuracy > 0.8  # chance is about 0.33
+    resumed = Trainer({**config, "training": {**config["training"], "epochs": 11}}, resume=True, console=False)
+    resumed.run()
+    assert torch.equal(resumed.graph.labels, trainer.graph.labels)

@@ -1,0 +1,183 @@
+"""The training-free invariant graph: groups rotated/shifted copies of distinct shapes
+perfectly, stays in bounded memory, and the group hooks it relies on behave."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mcvae_framework import build
+from mcvae_framework.evaluation import clustering_metrics
+from mcvae_framework.invariant_graph import (
+    central_members,
+    gaussian_blur,
+    invariant_graph_clusters,
+    nearest_neighbours,
+)
+from mcvae_framework.interfaces import LieGroup
+
+
+def shape_images(size: int = 24) -> torch.Tensor:
+    """Three clearly different filled shapes, upright: a bar, a triangle, a ring."""
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    bar = ((xs.abs() < 0.15) & (ys.abs() < 0.6)).float()
+    triangle = ((ys < 0.45) & (ys > -0.45 + 2 * xs.abs() * 0.9)).float()
+    radius = (xs ** 2 + ys ** 2).sqrt()
+    ring = ((radius < 0.55) & (radius > 0.3)).float()
+    return torch.stack([bar, triangle, ring]).unsqueeze(1)
+
+
+def moved_shapes(group, per_shape: int, seed: int = 0):
+    shapes = shape_images(32 if group.has_translation else 24)
+    labels = torch.arange(len(shapes)).repeat_interleave(per_shape)
+    images = shapes[labels]
+    tau = group.sample(len(images), torch.Generator().manual_seed(seed))
+    return group.act(images, group.exp(tau)), labels
+
+
+@pytest.mark.parametrize(
+    "group_config",
+    [
+        {"type": "so2", "angle_deg": [-180, 180]},
+        {"type": "se2", "angle_deg": [-180, 180], "shift": 0.1},
+        {"type": "sim2", "angle_deg": [-180, 180], "shift": 0.1, "log_scale": [-0.2, 0.2]},
+    ],
+    ids=lambda c: c["type"],
+)
+def test_moved_copies_of_distinct_shapes_are_grouped_perfectly(group_config):
+    group = build("group", group_config)
+    images, labels = moved_shapes(group, per_shape=40)
+    graph = invariant_graph_clusters(images, group, 3, neighbours=6, kmeans_restarts=5)
+    metrics = clustering_metrics(labels.numpy(), graph.labels.numpy())
+    assert metrics["accuracy"] == 1.0
+    assert graph.neighbours.shape == (120, 6) and graph.similarities.shape == (120, 6)
+    assert graph.confident.sum() == 3 * 28  # 0.7 of each cluster of 40
+    # every neighbour of an image is the same shape
+    assert bool((labels[graph.neighbours] == labels.unsqueeze(1)).all())
+
+
+def test_without_the_search_rotated_shapes_are_not_recognised():
+    """The invariance comes from the search: with the identity alone, similarity falls
+    well below that of the best relative rotation."""
+    group = build("group", {"type": "so2", "angle_deg": [-180, 180]})
+    bar = shape_images()[:1]
+    turned = group.act(bar, group.exp(torch.tensor([[math.radians(40)]])))
+    from mcvae_framework.invariant_graph import moved_features
+
+    reference, moved = moved_features(torch.cat([bar, turned]), group, group.search_poses(13), blur_sigma=1.0)
+    searched = float((reference[0] @ moved[:, 1].T).max())
+    identity_only = float(reference[0] @ reference[1])
+    assert searched > 0.95 and identity_only < 0.6
+
+
+def test_chunked_neighbours_equal_the_full_computation():
+    generator = torch.Generator().manual_seed(1)
+    reference = torch.nn.functional.normalize(torch.randn(50, 8, generator=generator), dim=1)
+    moved = torch.nn.functional.normalize(torch.randn(3, 50, 8, generator=generator), dim=2)
+    full = torch.stack([reference @ m.T for m in moved]).amax(0)
+    full.fill_diagonal_(-float("inf"))
+    expected = full.topk(4, dim=1)
+    index, values = nearest_neighbours(reference, moved, 4, chunk_size=7)
+    assert torch.equal(index, expected.indices)
+    assert torch.allclose(values, expected.values)
+
+
+def test_pca_reduction_keeps_the_grouping():
+    group = build("group", {"type": "so2", "angle_deg": [-180, 180]})
+    images, labels = moved_shapes(group, per_shape=30, seed=2)
+    graph = invariant_graph_clusters(images, group, 3, neighbours=6, pca_dim=16, kmeans_restarts=5)
+    assert graph.info["feature_dim"] == 16
+    assert clustering_metrics(labels.numpy(), graph.labels.numpy())["accuracy"] == 1.0
+
+
+def test_central_members_keeps_the_nearest_fraction_of_every_cluster():
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    distance = np.array([0.4, 0.1, 0.3, 0.2, 0.9, 0.5])
+    keep = central_members(labels, distance, 0.5)
+    assert keep.tolist() == [False, True, False, True, False, True]
+
+
+def test_blur_preserves_mass_and_constant_images():
+    flat = torch.full((2, 1, 9, 9), 0.25)
+    assert torch.allclose(gaussian_blur(flat, 1.0), flat)
+    dot = torch.zeros(1, 1, 15, 15)
+    dot[0, 0, 7, 7] = 1.0
+    blurred = gaussian_blur(dot, 1.0)
+    assert math.isclose(float(blurred.sum()), 1.0, rel_tol=1e-5) and float(blurred.max()) < 0.2
+
+
+def test_too_few_images_are_refused_clearly():
+    group = build("group", {"type": "so2"})
+    with pytest.raises(ValueError, match="too few"):
+        invariant_graph_clusters(torch.rand(5, 1, 8, 8), group, 3, neighbours=10)
+
+
+# ------------------------------------------------------------------ the group hooks
+
+
+def test_builtin_search_poses_cover_a_limited_rotation_range():
+    narrow = build("group", {"type": "so2", "angle_deg": [-30, 30]})
+    wide = build("group", {"type": "se2", "angle_deg": [-180, 180]})
+    assert torch.allclose(narrow.search_poses(7)[:, 0].abs().max(), torch.tensor(math.radians(30)))
+    poses = wide.search_poses(13)
+    assert poses.shape == (13, 3)
+    assert torch.allclose(poses[:, 0].abs().max(), torch.tensor(math.radians(60)))
+    assert bool((poses[:, 1:] == 0).all())  # shifts are left to prealign
+
+
+def test_prealign_removes_shifts_and_scales():
+    group = build("group", {"type": "sim2", "angle_deg": [0, 0], "shift": 0.15, "log_scale": [-0.2, 0.2]})
+    shape = shape_images(32)[1:2].repeat(6, 1, 1, 1)
+    tau = group.sample(6, torch.Generator().manual_seed(4))
+    moved = group.act(shape, group.exp(tau))
+    aligned = group.prealign(moved)
+    spread_before = (moved - moved.mean(0)).abs().mean()
+    spread_after = (aligned - aligned.mean(0)).abs().mean()
+    assert spread_after < 0.35 * spread_before
+
+
+class OneParameterShift(LieGroup):
+    """A third-party group with no override of the graph hooks: horizontal shifts."""
+
+    dim = 1
+    coordinate_names = ("u",)
+
+    def exp(self, tau):
+        g = torch.eye(3, dtype=tau.dtype).repeat(len(tau), 1, 1)
+        g[:, 0, 2] = tau[:, 0]
+        return g
+
+    def log(self, g):
+        return g[:, 0, 2:3]
+
+    def inverse(self, g):
+        return torch.linalg.inv(g)
+
+    def identity(self, n, *, dtype=None, device=None):
+        return torch.eye(3, dtype=dtype, device=device).repeat(n, 1, 1)
+
+    def act(self, images, g):
+        theta = torch.linalg.inv(g)[:, :2, :].to(images.dtype)
+        grid = torch.nn.functional.affine_grid(theta, images.shape, align_corners=False)
+        return torch.nn.functional.grid_sample(images, grid, align_corners=False)
+
+    def sample(self, n, generator=None, *, dtype=None, device=None):
+        return (torch.rand(n, 1, generator=generator, dtype=dtype or torch.float32) - 0.5) * 0.4
+
+    def log_prior(self, tau):
+        return torch.zeros(len(tau))
+
+    def distance(self, g1, g2):
+        return {"shift": (g1[:, 0, 2] - g2[:, 0, 2]).abs()}
+
+
+def test_a_third_party_group_gets_a_default_search_from_its_pose_distribution():
+    group = OneParameterShift()
+    poses = group.search_poses(9)
+    assert poses.shape == (9, 1) and float(poses[0, 0]) == 0.0
+    assert float(poses.abs().max()) <= 0.2
+    images = torch.zeros(3, 1, 16, 16)
+    assert torch.equal(group.prealign(images), images)
