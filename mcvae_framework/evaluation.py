@@ -186,8 +186,10 @@ class PoseMean:
             if bridge.has_geomstats_space(group):
                 try:
                     self.space = bridge.geomstats_space_of(group)
-                except ImportError as exc:  # geomstats is a dependency; say so if it is broken
-                    reason = f"geomstats could not be imported ({exc})"
+                except Exception as exc:  # a broken geomstats install or a plugin's space
+                    if path == "geomstats":
+                        raise
+                    reason = f"the group's geomstats space could not be built ({type(exc).__name__}: {exc})"
                 if self.space is None and reason is None:
                     reason = "the group's geomstats_space returned None"
             else:

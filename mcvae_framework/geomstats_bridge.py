@@ -219,13 +219,14 @@ def space_mean(group, space, elements: torch.Tensor, start: torch.Tensor, *, max
             optimizer.epsilon = epsilon
         import logging
 
-        quiet = logging.getLogger()
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)  # "maximum number of iterations reached" at rounding level
+        # geomstats logs "maximum number of iterations reached" through the root logger
+        # when a mean has converged to rounding; keep it out of the user's console
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
         try:
             estimator.fit(points)
         finally:
-            quiet.setLevel(level)
+            logging.disable(previous)
         mean = to_torch(estimator.estimate_)
     return group.from_geomstats_point(mean[None])[0].to(torch.float64)
 

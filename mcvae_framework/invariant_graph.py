@@ -99,36 +99,40 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def moved_features(images: torch.Tensor, group, poses: torch.Tensor, *, blur_sigma: float,
-                   batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+                   batch_size: int = 1024, project=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The features the similarity compares.
 
+    :param project: applied to every chunk's unit rows (e.g. a PCA projection), so that
+        the full-size pixel features of all images are never held at once.
     :returns: ``(reference (N, D), moved (M, N, D))``: the prealigned, blurred images and
         their copies moved by each of the ``M`` search poses; rows unit-normalised.
     """
+    project = project or (lambda rows: rows)
     n = images.shape[0]
     elements = group.exp(poses.to(images.dtype))
     reference, moved = [], []
     for start in range(0, n, batch_size):
         chunk = group.prealign(images[start:start + batch_size])
-        reference.append(_unit_rows(gaussian_blur(chunk, blur_sigma)))
+        reference.append(project(_unit_rows(gaussian_blur(chunk, blur_sigma))))
         m, b = elements.shape[0], chunk.shape[0]
         copies = group.act(chunk.repeat(m, 1, 1, 1), elements.repeat_interleave(b, dim=0))
-        moved.append(_unit_rows(gaussian_blur(copies, blur_sigma)).view(m, b, -1))
+        moved.append(project(_unit_rows(gaussian_blur(copies, blur_sigma))).view(m, b, -1))
     return torch.cat(reference), torch.cat(moved, dim=1)
 
 
-def reduce_dimension(reference: torch.Tensor, moved: torch.Tensor, dim: int, seed: int,
-                     fit_size: int = 20000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Project every feature on the leading ``dim`` principal axes (fitted on a sample of
-    the reference and moved features) and renormalise, so that dot products stay cosines."""
+def fit_projection(images: torch.Tensor, group, poses: torch.Tensor, dim: int, *, blur_sigma: float,
+                   seed: int, fit_images: int = 2000):
+    """A PCA projection (fitted on the features of a seeded sample of the images and their
+    moved copies) that keeps the leading ``dim`` axes and renormalises, so that dot
+    products stay cosines."""
     rng = np.random.default_rng(seed)
-    pool = torch.cat([reference, moved.flatten(0, 1)])
-    sample = pool[rng.choice(len(pool), size=min(fit_size, len(pool)), replace=False)]
-    pca = PCA(n_components=dim, random_state=seed, svd_solver="randomized").fit(sample.double().numpy())
-    axes = torch.as_tensor(pca.components_, dtype=reference.dtype)
-    mean = torch.as_tensor(pca.mean_, dtype=reference.dtype)
-    project = lambda x: F.normalize((x - mean) @ axes.T, dim=-1)  # noqa: E731
-    return project(reference), project(moved)
+    sample = images[torch.as_tensor(np.sort(rng.choice(len(images), min(fit_images, len(images)), replace=False)))]
+    reference, moved = moved_features(sample, group, poses, blur_sigma=blur_sigma)
+    pool = torch.cat([reference, moved.flatten(0, 1)]).double().numpy()
+    pca = PCA(n_components=dim, random_state=seed, svd_solver="randomized").fit(pool)
+    axes = torch.as_tensor(pca.components_, dtype=torch.float32)
+    mean = torch.as_tensor(pca.mean_, dtype=torch.float32)
+    return lambda rows: F.normalize((rows - mean) @ axes.T, dim=-1)
 
 
 def nearest_neighbours(reference: torch.Tensor, moved: torch.Tensor, k: int, *, chunk_size: int = 1024,
@@ -310,9 +314,10 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, *, ne
     images = images.detach().to("cpu", torch.float32)
     with torch.no_grad():
         poses = group.search_poses(search_size).to(torch.float32)
-        reference, moved = moved_features(images, group, poses, blur_sigma=blur_sigma)
-        if pca_dim and pca_dim < reference.shape[1]:
-            reference, moved = reduce_dimension(reference, moved, pca_dim, seed)
+        project = None
+        if pca_dim and pca_dim < images[0].numel():
+            project = fit_projection(images, group, poses, pca_dim, blur_sigma=blur_sigma, seed=seed)
+        reference, moved = moved_features(images, group, poses, blur_sigma=blur_sigma, project=project)
         index, similarity = nearest_neighbours(reference, moved, neighbours, chunk_size=chunk_size,
                                                progress=progress)
         angle_columns = list(group.angle_coordinates)

@@ -9,7 +9,7 @@ so ``loss`` is the negative ELBO per image plus the weighted invariance penaltie
          + pose_consistency_weight * pose_consistency                   (unsupervised)
          + supervised_weight * canonical                                (supervised)
          + self_label_weight * self_label                   (graph-guided, see below)
-         + balance_weight * balance
+         + neighbour_weight * neighbour + balance_weight * balance
 
 ``self_label`` is the cross-entropy between the prior's responsibilities
 ``q(c|x) = p(c | mu_c(x))`` and the invariant graph's cluster of ``x``, over the graph's
@@ -135,13 +135,16 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
       ``-log q(c = label(x) | x)`` averaged over the batch's confident images (with
       ``self_label_copies``, the mean of that and the same cross-entropy on moved copies
       ``h . x``, encoded with gradients: the label holds at every pose);
+    * ``neighbour`` (when ``guide`` also holds the graph's ``neighbours`` and the training
+      ``images``): ``-log sum_k q(k|x) q(k|x_n)`` with ``x_n`` a random neighbour of ``x``
+      in the invariant graph, both encoded with gradients (SCAN's consistency term);
     * ``balance``: ``sum_k m_k log(K m_k)`` with ``m`` the batch mean of ``q(c|x)``, the KL
       from ``m`` to the uniform distribution: 0 when every component is used equally,
       ``log K`` when one component takes every image.
     """
     terms, total = {}, 0.0
     self_label = loss_config.self_label_weight > 0 and guide is not None and "index" in batch
-    if not (self_label or loss_config.balance_weight > 0):
+    if not (self_label or loss_config.balance_weight > 0 or loss_config.neighbour_weight > 0):
         return terms, total
     log_q = _fixed_prior_log_q(model.prior, enc.z_cluster.mean)
     if self_label:
@@ -160,6 +163,15 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
             terms["self_label_moved"] = -log_q_moved.gather(1, moved_labels).mean()
             terms["self_label"] = 0.5 * (terms["self_label"] + terms["self_label_moved"])
         total = total + loss_config.self_label_weight * terms["self_label"]
+    if loss_config.neighbour_weight > 0 and guide is not None and "images" in guide and "index" in batch:
+        neighbours = guide["neighbours"][batch["index"]]
+        column = torch.randint(neighbours.shape[1], (len(neighbours), 1), generator=generator,
+                               device=generator.device if generator is not None else None).to(neighbours.device)
+        partner = guide["images"][neighbours.gather(1, column).squeeze(1)]
+        log_q_partner = _fixed_prior_log_q(model.prior, model.encode(partner).z_cluster.mean)
+        agreement = torch.logsumexp(log_q + log_q_partner, dim=-1)  # log sum_k q(k|x) q(k|x_n)
+        terms["neighbour"] = -agreement.mean()
+        total = total + loss_config.neighbour_weight * terms["neighbour"]
     if loss_config.balance_weight > 0:
         mean_q = log_q.exp().mean(0)
         k = mean_q.shape[0]

@@ -184,7 +184,9 @@ def prototypes_figure(model, path, n_poses: int = 8, seed: int = 0, counts=None,
     names = ["canonical"] + ([f"{t:+.2f}" for t in tau[:, 0].tolist()] if tau is not None else [])
     ax.set_xticks([step_x * (j + 0.5) for j in range(cols)], names, fontsize=7, rotation=45)
     if tau is not None:
-        ax.set_xlabel("pose tau_0 of the sweep")
+        # name the swept coordinate as the group does (an angle only where it is one)
+        names_of = tuple(getattr(model.group, "coordinate_names", ()) or ())
+        ax.set_xlabel(f"pose tau_0 ({names_of[0]}) of the sweep" if names_of else "pose tau_0 of the sweep")
     title = "cluster prototypes (component means decoded)"
     if counts is not None:
         empty = sum(1 for c in counts if c == 0)

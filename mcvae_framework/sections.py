@@ -55,7 +55,9 @@ class LossConfig(Section):
     )
     supervised_weight: float = Field(1.0, ge=0, description="weight of the canonical reconstruction term (supervised mode)")
     warmup_epochs: int = Field(0, ge=0, description="epochs over which beta and the invariance weight ramp up from 0")
-    pretrain_epochs: int = Field(0, ge=0, description="autoencoding epochs before prior.init_from(encoded z_c)")
+    pretrain_epochs: int = Field(0, ge=0, description="epochs of pretraining (autoencoding, then the prior is fitted "
+                                 "to the encoded z_c) before the training.epochs ELBO epochs; not counted in "
+                                 "training.epochs")
     self_label_weight: float = Field(
         0.0, ge=0,
         description="weight of the self-labelling term: cross-entropy between the prior's responsibilities "
@@ -66,6 +68,11 @@ class LossConfig(Section):
         description="moved copies h.x of every confident image that the self-labelling term also asks to "
         "carry the label of x (encoded with gradients, h drawn from the group's pose distribution): the "
         "clusters are then learned at every pose, not only at each image's own",
+    )
+    neighbour_weight: float = Field(
+        0.0, ge=0,
+        description="weight of the neighbour-consistency term -log sum_k q(k|x) q(k|x_n), x_n a random one of "
+        "x's invariant-graph neighbours (SCAN-style; needs graph.enabled and a dataset held in memory)",
     )
     balance_weight: float = Field(
         0.0, ge=0,
@@ -109,7 +116,8 @@ class GraphConfig(Section):
 class TrainingConfig(Section):
     """Optimisation, devices, evaluation, checkpoints and where the run folder goes."""
 
-    epochs: int = Field(20, ge=1, description="epochs of ELBO training (after loss.pretrain_epochs of pretraining)")
+    epochs: int = Field(20, ge=1, description="ELBO training epochs, run after loss.pretrain_epochs epochs of "
+                        "pretraining: a run lasts pretrain_epochs + epochs epochs")
     batch_size: int = Field(128, ge=1, description="images per optimisation step (per process under torchrun)")
     lr: float = Field(1e-3, gt=0, description="learning rate")
     weight_decay: float = Field(0.0, ge=0, description="L2 weight decay (decoupled for adamw)")
@@ -136,6 +144,11 @@ class TrainingConfig(Section):
         0, ge=0, description="also keep checkpoints/epoch_NNNN.pt every N epochs (0: only last.pt, written every epoch)"
     )
     log_every: int = Field(10, ge=1, description="steps between refreshes of the progress bar's running loss terms")
+    min_steps_per_epoch: int = Field(
+        0, ge=0,
+        description="a training epoch of a small dataset held in memory repeats its shuffled order until it has "
+        "at least this many steps, so that an epoch count means enough optimisation on a folder of a few "
+        "hundred images too (0: one pass)")
     progress: bool = Field(True, description="show a progress bar (only on a terminal, only on rank 0)")
     out_dir: str = Field("runs/experiment", description="run folder (config, metrics.csv, checkpoints, log)")
     tensorboard: bool = Field(

@@ -114,6 +114,8 @@ class MemoryBatches(BatchPlan):
     """
 
     tensors: dict[str, torch.Tensor]
+    #: repeat the shuffled order (fresh permutations) until an epoch has this many steps.
+    min_steps: int = 0
 
     @property
     def size(self) -> int:
@@ -124,6 +126,9 @@ class MemoryBatches(BatchPlan):
         if self.shuffle:
             generator = torch.Generator().manual_seed(derive_seed(self.seed, STREAM_DATA, epoch))
             order = torch.randperm(n, generator=generator)
+            wanted = self.min_steps * self.batch_size * self.world_size
+            while len(order) < wanted:
+                order = torch.cat([order, torch.randperm(n, generator=generator)])
         else:
             order = torch.arange(n)
         if self.world_size == 1:
@@ -219,7 +224,7 @@ class _Indexed(torch.utils.data.Dataset):
 
 def make_batches(dataset, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int,
                  context: DistributedContext, device: torch.device, num_workers: int = 0,
-                 with_index: bool = False):
+                 with_index: bool = False, min_steps: int = 0):
     """Batches from memory when ``dataset.as_tensors()`` offers tensors, else a DataLoader.
 
     :param with_index: every batch also carries ``index``, the dataset index of each image.
@@ -236,7 +241,7 @@ def make_batches(dataset, batch_size: int, *, shuffle: bool, drop_last: bool, se
     if isinstance(tensors, dict) and tensors:
         if device.type == "cuda" and _fits_on_gpu(tensors, device):
             tensors = {key: value.to(device) for key, value in tensors.items()}  # one copy, no per-step transfer
-        return MemoryBatches(tensors=tensors, **common)
+        return MemoryBatches(tensors=tensors, min_steps=min_steps, **common)
     return LoaderBatches(dataset=dataset, num_workers=num_workers, **common)
 
 
@@ -526,7 +531,7 @@ class Trainer:
         self.train_batches = make_batches(
             train_data, training.batch_size, shuffle=True, drop_last=True, seed=training.seed,
             context=self.context, device=self.device, num_workers=training.num_workers,
-            with_index=cfg.graph.enabled,
+            with_index=cfg.graph.enabled, min_steps=training.min_steps_per_epoch,
         )
         if len(self.train_batches) == 0:
             raise TrainingError(f"the training split of {cfg.data.type!r} is empty: nothing to train on")
@@ -564,6 +569,7 @@ class Trainer:
             self._use_graph(GraphClusters.from_state_dict(checkpoint["graph"]))
             if checkpoint.get("guide") is not None:  # the labels self-labelling had reached
                 self.loss_module.guide = {k: v.to(self.device) for k, v in checkpoint["guide"].items()}
+                self._add_neighbours_to_guide()
         states = checkpoint["rng"]
         restore_rng_state(states[min(self.context.rank, len(states) - 1)], {"loss": self.loss_generator})
         if len(states) != self.context.world_size:
@@ -875,6 +881,18 @@ class Trainer:
         self.graph = graph
         self.loss_module.guide = {"labels": graph.labels.to(self.device),
                                   "confident": graph.confident.to(self.device)}
+        self._add_neighbours_to_guide()
+
+    def _add_neighbours_to_guide(self) -> None:
+        """The neighbour-consistency term reads neighbours' images from memory."""
+        if self.config.loss.neighbour_weight <= 0:
+            return
+        tensors = getattr(self.train_batches, "tensors", None)
+        if tensors is None:
+            log.warning("loss.neighbour_weight is ignored: the training set is not held in memory")
+            return
+        self.loss_module.guide["neighbours"] = self.graph.neighbours.to(self.device)
+        self.loss_module.guide["images"] = tensors["image"].to(self.device)
 
     def _init_from_assignments(self, latents: torch.Tensor, assignments: torch.Tensor) -> bool:
         """``prior.init_from_assignments``; False (logged) when the prior does not offer it."""
@@ -945,6 +963,7 @@ class Trainer:
         guide = self.context.all_gather_objects(guide)[0]
         changed = float((guide["labels"] != self.loss_module.guide["labels"].cpu()).double().mean())
         self.loss_module.guide = {key: value.to(self.device) for key, value in guide.items()}
+        self._add_neighbours_to_guide()
         log.info("epoch %d: self-labelling from the model's clusters (%.1f%% of the labels changed)",
                  epoch + 1, 100 * changed)
         return changed
@@ -1005,7 +1024,8 @@ class Trainer:
             "versions": package_versions(),
             "world_size": self.context.world_size,
             "graph": self.graph.state_dict() if self.graph is not None else None,
-            "guide": {k: v.cpu() for k, v in self.loss_module.guide.items()} if self.loss_module.guide else None,
+            "guide": ({k: self.loss_module.guide[k].cpu() for k in ("labels", "confident")}
+                      if self.loss_module.guide else None),
         }
         save_checkpoint(checkpoint, self.checkpoint_path)
         if self._improves_best():

@@ -80,7 +80,8 @@ def test_self_label_is_the_cross_entropy_of_the_prior_responsibilities_on_truste
     assert torch.allclose(terms["self_label"], expected)
     assert torch.allclose(total, config.loss.self_label_weight * expected)
     total.backward()
-    assert model.prior.means.grad is not None and model.cluster_head.out.weight.grad.abs().sum() > 0
+    assert model.cluster_head.out.weight.grad.abs().sum() > 0
+    assert model.prior.means.grad is None  # the prior is fitted by the mixture KL, not by this term
 
 
 def test_self_label_on_moved_copies_reaches_the_encoder_through_the_copies(tmp_path):
@@ -192,3 +193,19 @@ def test_a_guided_run_clusters_far_above_chance_and_resumes_with_its_graph(tmp_p
     resumed = Trainer({**config, "training": {**config["training"], "epochs": 11}}, resume=True, console=False)
     resumed.run()
     assert torch.equal(resumed.graph.labels, trainer.graph.labels)
+
+
+def test_neighbour_term_is_minus_the_log_agreement_with_a_graph_neighbour(tmp_path):
+    config, data, model = small_model(guided_config(tmp_path / "run", self_label_weight=0.0, neighbour_weight=1.0))
+    model.eval()  # no batch-norm statistics: the two encodings below must match exactly
+    images = data.as_tensors()["image"][:5]
+    guide = {"labels": torch.zeros(5, dtype=torch.int64), "confident": torch.ones(5, dtype=torch.bool),
+             "neighbours": torch.tensor([[1], [0], [3], [2], [0]]), "images": images}
+    batch = {"image": images, "index": torch.arange(5)}
+    enc = model.encode(images)
+    terms, total = guidance_terms(model, batch, enc, config.loss, guide, torch.Generator().manual_seed(0))
+    q = torch.softmax(model.prior.log_prob_per_component(enc.z_cluster.mean), -1)
+    expected = -torch.log((q * q[torch.tensor([1, 0, 3, 2, 0])]).sum(-1)).mean()
+    assert torch.allclose(terms["neighbour"], expected, atol=1e-6)
+    total.backward()
+    assert model.prior.means.grad is None  # the term trains the encoder, not the prior

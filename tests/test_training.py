@@ -179,7 +179,7 @@ def test_nan_in_the_data_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
     assert "ERROR training stopped: non-finite" in (tmp_path / "train.log").read_text()
     assert checkpoint_path.read_bytes() == good_bytes
     assert load_checkpoint(checkpoint_path)["epoch"] == 1
-    assert not [p for p in checkpoint_path.parent.iterdir() if p.name != "last.pt"]  # no stray temp file
+    assert not [p for p in checkpoint_path.parent.iterdir() if p.name not in ("last.pt", "best.pt")]  # no stray temp file
 
 
 def test_a_truncated_checkpoint_is_refused_with_a_clear_message(tmp_path):
@@ -236,7 +236,7 @@ def test_mcvae_train_writes_the_run_folder(tmp_path, monkeypatch):
         assert column in rows[0], column
     assert float(rows[1]["images_per_second"]) > 0 and rows[1]["train_cluster_kl"] != ""
     assert "epoch 2/2 (train)" in (run_dir / "train.log").read_text()
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["epoch_0001.pt", "epoch_0002.pt", "last.pt"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "epoch_0001.pt", "epoch_0002.pt", "last.pt"]
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert checkpoint["epoch"] == 2 and set(checkpoint["versions"]) >= {"torch", "numpy", "python"}
 
