@@ -274,7 +274,7 @@ def test_canvas_smaller_than_images_is_a_clear_error():
 
 
 def test_bad_split_and_bad_common_fields():
-    with pytest.raises(ConfigError, match="splits train and test, got 'val'"):
+    with pytest.raises(ConfigError, match=r"splits train and test \(and all: both, in source order\), got 'val'"):
         build("data", {"type": "digits"}, split="val")
     with pytest.raises(ConfigError, match="data.limit"):
         build("data", {"type": "digits", "limit": 0}, split="train")

@@ -41,19 +41,20 @@ def shapes_file(folder, per_shape: int = 80) -> str:
 
 
 def guided_config(out_dir, *, epochs=2, pretrain_epochs=1, **loss) -> dict:
-    """Three shapes rotated over the full circle, the graph guiding an MLP MCE-VAE."""
+    """Three shapes rotated over the full circle, the graph guiding a small MCE-VAE."""
     return {
         "data": {"type": "arrays", "path": shapes_file(out_dir.parent / "data"), "test_fraction": 0.25,
                  "transform": {"group": "so2", "angle_deg": [-180, 180], "seed": 0}},
         "group": {"type": "so2", "angle_deg": [-180, 180]},
-        "encoder": {"type": "mlp", "hidden": [64, 32]},
+        "encoder": {"type": "conv", "channels": [16, 32], "feature_dim": 64},
         "decoder": {"type": "mlp", "hidden": [32, 64]},
         "prior": {"type": "gmm", "n_components": 3, "learn_weights": False},
         "model": {"z_cluster_dim": 3, "z_style_dim": 1, "canonicalize": False},
         "loss": {"mode": "unsupervised", "n_augment": 2, "pretrain_epochs": pretrain_epochs,
                  "self_label_weight": 5.0, "self_label_copies": 1, **loss},
         "graph": {"enabled": True, "neighbours": 8, "kmeans_restarts": 5},
-        "training": {"epochs": epochs, "batch_size": 16, "device": "cpu", "seed": 0, "progress": False,
+        "training": {"epochs": epochs, "batch_size": 16, "min_steps_per_epoch": 20, "device": "cpu", "seed": 0,
+                     "progress": False,
                      "lr": 3e-3, "out_dir": str(out_dir)},
     }
 
@@ -182,7 +183,7 @@ def test_a_collapsed_mixture_is_reseeded_and_reported(tmp_path):
 
 
 def test_a_guided_run_clusters_far_above_chance_and_resumes_with_its_graph(tmp_path):
-    config = guided_config(tmp_path / "run", epochs=10)
+    config = guided_config(tmp_path / "run", epochs=6)
     trainer = Trainer(config, console=False)
     trainer.run()
     assert trainer.graph is not None and trainer.history[0]["train_self_label"] > 0
@@ -190,7 +191,7 @@ def test_a_guided_run_clusters_far_above_chance_and_resumes_with_its_graph(tmp_p
     clusters = trainer.model.eval().predict(test["image"])["cluster"]
     accuracy = clustering_metrics(test["label"].numpy(), clusters.numpy())["accuracy"]
     assert accuracy > 0.8  # chance is about 0.33
-    resumed = Trainer({**config, "training": {**config["training"], "epochs": 11}}, resume=True, console=False)
+    resumed = Trainer({**config, "training": {**config["training"], "epochs": 7}}, resume=True, console=False)
     resumed.run()
     assert torch.equal(resumed.graph.labels, trainer.graph.labels)
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 #: the README's `mcvae` commands run verbatim on copies of configs/ shrunk to seconds.
 SHRINK = ["data.limit=40", "training.epochs=1", "loss.pretrain_epochs=1", "training.batch_size=16",
-          "training.progress=false", "training.eval_batch_size=64"]
+          "training.progress=false", "training.eval_batch_size=64", "training.min_steps_per_epoch=0"]
 
 
 def shrunk_configs(folder: Path) -> None:
