@@ -42,7 +42,7 @@ from pydantic import Field, field_validator
 
 from mcvae_framework.interfaces import AffineGroup2D
 
-from .closed_forms import NATIVE_DTYPES
+from .closed_forms import NATIVE_DTYPES, flat_top_log_prior
 from .geomstats_spaces import positive_general_linear
 from .pose_config import ScaleFields, ShiftFields, _finite_pair
 
@@ -229,14 +229,7 @@ class Affine2(AffineGroup2D):
         ``[lo, hi]`` -- a normal (``prior: normal``, ``lo = hi = 0``) or a flat top over the
         sampling range with normal shoulders (``prior: uniform``)."""
         self.check_tau(tau)
-        key = (tau.dtype, tau.device)
-        if key not in self._prior_cache:
-            lo, hi, width = (tau.new_tensor(v) for v in zip(*self._prior_bounds()))
-            log_norm = torch.log(hi - lo + math.sqrt(2 * math.pi) * width).sum()
-            self._prior_cache[key] = (lo, hi, width, log_norm)
-        lo, hi, width, log_norm = self._prior_cache[key]
-        outside = torch.relu(lo - tau) + torch.relu(tau - hi)
-        return -0.5 * ((outside / width) ** 2).sum(dim=-1) - log_norm
+        return flat_top_log_prior(tau, self._prior_bounds, self._prior_cache)
 
     # ------------------------------------------------------------ errors and geomstats
 

@@ -47,3 +47,21 @@ def phi(w: torch.Tensor) -> torch.Tensor:
     c0, c1, c2, c3, c4 = _PHI_COEFFS
     series = ((((w * c4 + c3) * w + c2) * w + c1) * w) + c0
     return torch.where(small, series, exact)
+
+
+def flat_top_log_prior(tau: torch.Tensor, bounds, cache: dict) -> torch.Tensor:
+    """``(N,)`` log density, per column of ``tau`` a flat top on ``[lo, hi]`` with normal
+    shoulders of width ``w``: ``exp(-d^2 / (2 w^2)) / (hi - lo + sqrt(2 pi) w)``, ``d`` the
+    distance outside ``[lo, hi]`` (a normal when ``lo = hi = 0``).
+
+    :param bounds: callable returning ``(lo, hi, w)`` per column.
+    :param cache: the group's per ``(dtype, device)`` cache of the bound tensors.
+    """
+    key = (tau.dtype, tau.device)
+    if key not in cache:
+        lo, hi, width = (tau.new_tensor(v) for v in zip(*bounds()))
+        log_norm = torch.log(hi - lo + math.sqrt(2 * math.pi) * width).sum()
+        cache[key] = (lo, hi, width, log_norm)
+    lo, hi, width, log_norm = cache[key]
+    outside = torch.relu(lo - tau) + torch.relu(tau - hi)
+    return -0.5 * ((outside / width) ** 2).sum(dim=-1) - log_norm

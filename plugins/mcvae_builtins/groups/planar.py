@@ -14,7 +14,7 @@ import torch
 
 from mcvae_framework.interfaces import AffineGroup2D
 
-from .closed_forms import NATIVE_DTYPES, phi
+from .closed_forms import NATIVE_DTYPES, flat_top_log_prior, phi
 
 
 class PlanarPoseGroup(AffineGroup2D):
@@ -157,11 +157,4 @@ class PlanarPoseGroup(AffineGroup2D):
         normalised on the real line.
         """
         self.check_tau(tau)
-        key = (tau.dtype, tau.device)
-        if key not in self._prior_cache:
-            lo, hi, width = (tau.new_tensor(v) for v in zip(*self._prior_bounds()))
-            log_norm = torch.log(hi - lo + math.sqrt(2 * math.pi) * width).sum()
-            self._prior_cache[key] = (lo, hi, width, log_norm)
-        lo, hi, width, log_norm = self._prior_cache[key]
-        outside = torch.relu(lo - tau) + torch.relu(tau - hi)
-        return -0.5 * ((outside / width) ** 2).sum(dim=-1) - log_norm
+        return flat_top_log_prior(tau, self._prior_bounds, self._prior_cache)
