@@ -148,7 +148,9 @@ def cli_markdown() -> str:
     out = []
 
     def walk(command, path, parent_ctx):
-        ctx = click.Context(command, info_name=path[-1], parent=parent_ctx)
+        # the command's own context settings (`-h` as well as `--help`), as `mcvae` itself makes
+        # them; without them the help option's record depends on whether click cached it already
+        ctx = click.Context(command, info_name=path[-1], parent=parent_ctx, **command.context_settings)
         name = " ".join(path)
         # the heading's own anchor (mkdocs and GitHub alike) is `mcvae-config-validate`
         out.append(f"{'#' * min(len(path) + 2, 5)} `{name}`\n")
