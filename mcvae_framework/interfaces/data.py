@@ -19,6 +19,11 @@ class ImageDataset(Dataset):
     file, of a sorted folder listing), each item as it is in its own split. ``mcvae
     predict`` asks for ``all`` and falls back to ``train`` then ``test`` when a factory
     refuses it (raises :class:`~mcvae_framework.errors.ConfigError`).
+
+    A dataset held in memory offers its stacked tensors through :meth:`as_tensors`. One
+    read from disk returns ``None`` there and may define ``__getitems__(indices)``
+    returning the list of those items: ``torch.utils.data.DataLoader`` then asks for a
+    whole batch in one call, so a batch is read (and moved) at once.
     """
 
     #: ``(C, H, W)`` of every item's ``image``.

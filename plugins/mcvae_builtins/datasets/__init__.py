@@ -1,11 +1,12 @@
 """Built-in datasets plugin: ``mnist5k``, ``mnist``, ``fashion_mnist``, ``digits``,
-``image_folder`` and ``arrays``.
+``image_folder``, ``arrays``, ``mrc`` (cryo-EM particle stacks) and ``hdf5``.
 
-Every dataset is held in memory as float32 tensors (``as_tensors()``), takes ``limit``
-(first N per split, class-balanced) and an optional seeded group ``transform`` (see
-:mod:`mcvae_builtins.datasets.transform`). Splits: the official one for ``mnist`` and
-``fashion_mnist``; a seeded split by ``test_fraction`` (stratified by class where labels
-exist) for the others.
+Every dataset takes ``limit`` (first N per split, class-balanced), an optional seeded
+group ``transform`` (see :mod:`mcvae_builtins.datasets.transform`) and ``storage``: held
+in memory as float32 tensors (``as_tensors()``), or streamed from its file batch by batch
+(:mod:`mcvae_builtins.datasets.streaming`); by default whichever suits its size. Splits:
+the official one for ``mnist`` and ``fashion_mnist``; a seeded split by ``test_fraction``
+(stratified by class where labels exist) for the others.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from mcvae_framework import hookimpl
 
 from .arrays import ArraysConfig, make_arrays
 from .bundled import DigitsConfig, MNIST5kConfig, make_digits, make_mnist5k
+from .hdf5 import HDF5Config, make_hdf5
 from .idx import FashionMNISTConfig, MNISTConfig, make_fashion_mnist, make_mnist
 from .image_folder import ImageFolderConfig, make_image_folder
+from .mrc import MRCConfig, make_mrc
 
 
 @hookimpl
@@ -26,3 +29,5 @@ def mcvae_register_datasets(register):
     register(DigitsConfig, make_digits)
     register(ImageFolderConfig, make_image_folder)
     register(ArraysConfig, make_arrays)
+    register(MRCConfig, make_mrc)
+    register(HDF5Config, make_hdf5)

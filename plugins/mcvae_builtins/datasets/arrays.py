@@ -1,6 +1,11 @@
 """``arrays``: images from a ``.npy`` file, or a ``.npz`` file with ``images`` and
 optional ``labels``; split by a seed.
 
+A ``.npy`` file is memory-mapped: only the images a split keeps are read, and a streamed
+split (``storage: stream``) reads each batch from the file as training asks for it, so
+the file may be larger than memory. A ``.npz`` archive is compressed and cannot be
+mapped: it is read whole.
+
 Images are ``N x H x W`` (one channel) or ``N x C x H x W`` with ``H == W``; ``uint8``
 (0..255), other integers within 0..255, or floats within ``[0, 1]``. Labels are ``N``
 integers; values that are not ``0..K-1`` are renumbered in sorted order (the original
@@ -9,6 +14,7 @@ values become the class names).
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -17,7 +23,11 @@ from pydantic import Field, field_validator
 
 from mcvae_framework.errors import DataError
 
-from .base import ALL, SeededSplitConfig, build_split, check_split, resolve_path, seeded_split
+from .base import ALL, SeededSplitConfig, ScaleToUnit, build_split, check_split, resolve_path, seeded_split
+from .streaming import SourceReader, wants_streaming
+
+#: a streamed file's value range is checked on this many images (all are read only in memory).
+RANGE_SAMPLE = 1024
 
 
 class ArraysConfig(SeededSplitConfig):
@@ -52,7 +62,7 @@ def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise DataError(f"arrays: {path} is neither .npy nor .npz; save the images with numpy.save or numpy.savez")
     try:
         if suffix == ".npy":
-            return np.load(path, allow_pickle=False), None
+            return np.load(path, mmap_mode="r", allow_pickle=False), None
         with np.load(path, allow_pickle=False) as archive:
             if "images" not in archive.files:
                 keys = ", ".join(archive.files) or "none"
@@ -67,9 +77,11 @@ def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                         "without pickled objects") from None
 
 
-def check_images(images: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
+def check_images(images: np.ndarray, path: Path, sample: int | None = None) -> tuple[np.ndarray, float]:
     """``(N, C, H, H)`` images and the value that maps to 1.0.
 
+    :param sample: check the value range of only the first ``sample`` images (a streamed
+        file is not read whole here; images read later are clamped to ``[0, 1]``).
     :raises DataError: wrong rank, non-square, unsupported dtype or values out of range.
     """
     if images.ndim == 3:
@@ -82,48 +94,76 @@ def check_images(images: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
         raise DataError(f"arrays {path}: images have shape {images.shape}, which looks channel-last; transpose "
                         "them to N x C x H x W, e.g. images.transpose(0, 3, 1, 2)")
     if h != w or n == 0:
-        raise DataError(f"arrays {path}: images have shape {images.shape}; they must be square (H == W) and non-empty")
+        raise DataError(f"arrays {path}: images have shape {images.shape}; they must be square (H == W) and non-empty: "
+                        "crop or pad them to squares, and save at least one image")
+    return images, value_scale(images[:sample] if sample else images, f"arrays {path}")
+
+
+def value_scale(images: np.ndarray, where: str, fix: str = "") -> float:
+    """The value that maps to 1.0 for ``images`` (255 for integers, 1 for floats).
+
+    :param fix: what else the user may do, appended to the message.
+    :raises DataError: an unsupported dtype, or values out of range.
+    """
     if images.dtype == np.uint8:
-        return images, 255.0
+        return 255.0
     if np.issubdtype(images.dtype, np.integer) or images.dtype == np.bool_:
         lo, hi = int(images.min()), int(images.max())
         if lo < 0 or hi > 255:
-            raise DataError(f"arrays {path}: integer images must lie in 0..255, found {lo}..{hi}")
-        return images, 255.0
+            raise DataError(f"{where}: integer images must lie in 0..255, found {lo}..{hi}{fix}")
+        return 255.0
     if np.issubdtype(images.dtype, np.floating):
         lo, hi = float(images.min()), float(images.max())
         if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
             hint = " (divide by 255?)" if np.isfinite(hi) and hi > 1.0 else ""
-            raise DataError(f"arrays {path}: float images must lie in [0, 1], found {lo}..{hi}{hint}")
-        return images, 1.0
-    raise DataError(f"arrays {path}: images have dtype {images.dtype}; use uint8 or float")
+            raise DataError(f"{where}: float images must lie in [0, 1], found {lo}..{hi}{hint}{fix}")
+        return 1.0
+    raise DataError(f"{where}: images have dtype {images.dtype}; use uint8 or float{fix}")
 
 
-def check_labels(labels: np.ndarray, n_images: int, path: Path) -> tuple[np.ndarray, list[str]]:
+def check_labels(labels: np.ndarray, n_images: int, path: Path, where: str | None = None
+                 ) -> tuple[np.ndarray, list[str]]:
     """Labels as ``0..K-1`` int64 and the class names (the original values).
 
+    :param where: how messages name the source (default ``arrays PATH``).
     :raises DataError: wrong length or rank, or values that are not integers.
     """
+    where = where or f"arrays {path}"
+    labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != n_images:
-        raise DataError(f"arrays {path}: labels have shape {labels.shape} but there are {n_images} images; "
+        raise DataError(f"{where}: labels have shape {labels.shape} but there are {n_images} images; "
                         f"expected one label per image, shape ({n_images},)")
     if not (np.issubdtype(labels.dtype, np.integer) or
             (np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0))):
-        raise DataError(f"arrays {path}: labels must be integers, got dtype {labels.dtype}")
+        raise DataError(f"{where}: labels must be integers, got dtype {labels.dtype}")
     values, codes = np.unique(labels.astype(np.int64), return_inverse=True)
     return codes.astype(np.int64), [str(v) for v in values]
+
+
+def _open_npy(path: str) -> np.ndarray:
+    return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 def make_arrays(config: ArraysConfig, *, split: str = "train"):
     check_split(split, "arrays")
     path = Path(config.path).expanduser()
     raw_images, raw_labels = read_arrays(path)
-    images, scale = check_images(raw_images, path)
+    # A file that will be streamed is not read whole just to check its values.
+    stream = False
+    if raw_images.ndim in (3, 4):
+        shape = (1, *raw_images.shape[1:]) if raw_images.ndim == 3 else raw_images.shape[1:]
+        wanted = len(raw_images) if config.limit is None else min(len(raw_images), config.limit * (1 + (split == ALL)))
+        stream = wants_streaming(config.storage, wanted, tuple(shape), config.transform)
+    images, scale = check_images(raw_images, path, sample=RANGE_SAMPLE if stream else None)
     labels, names = check_labels(raw_labels, len(images), path) if raw_labels is not None else (None, None)
     parts = seeded_split(len(images), labels, config.test_fraction, config.split_seed, f"arrays {path}",
                          allow_empty=split == ALL)
+    if isinstance(raw_images, np.memmap):  # each process maps the file itself
+        reader = SourceReader(images.shape[1:], ScaleToUnit(scale), open_source=partial(_open_npy, str(path)))
+    else:
+        reader = SourceReader(images.shape[1:], ScaleToUnit(scale), source=images)
     return build_split(
-        config, split, parts, lambda idx: images[idx], labels, scale=scale,
+        config, split, parts, reader, labels, stream=stream,
         n_classes=len(names) if names else None, sizes={k: len(v) for k, v in parts.items()}, class_names=names,
         description=f"arrays ({path})",
     )

@@ -1,11 +1,12 @@
 """What every built-in dataset shares: the common config fields, seeded splits,
-class-balanced limits, and the in-memory dataset the factories return."""
+class-balanced limits, and the choice between the in-memory dataset and the streaming
+one (:mod:`mcvae_builtins.datasets.streaming`) that the factories return."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Literal, Optional
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from mcvae_framework import ComponentConfig
 from mcvae_framework.errors import ConfigError, DataError
 from mcvae_framework.interfaces import ImageDataset
 
+from .streaming import SourceReader, StreamingImageDataset, merge_streaming, wants_streaming
 from .transform import TransformConfig, transform_images
 
 SPLITS = ("train", "test")
@@ -47,6 +49,11 @@ class DataConfigBase(ComponentConfig):
     )
     transform: Optional[TransformConfig] = Field(
         None, description="move every image by a seeded pose of a group; items then carry canonical and pose"
+    )
+    storage: Literal["auto", "memory", "stream"] = Field(
+        "auto", description="memory: read every image at build time and hold the split in memory (fastest for "
+        "small data); stream: read and move images batch by batch as training asks for them (data larger than "
+        "memory); auto: stream when the split's float32 images (moved and canonical) would exceed 1 GiB"
     )
 
 
@@ -176,6 +183,24 @@ class InMemoryImageDataset(ImageDataset):
                 f"image_shape={self.image_shape})")
 
 
+class ScaleToUnit:
+    """Raw ``(k, C, H, W)`` (or ``(k, H, W)``) rows to float32 in ``[0, 1]``: divided by
+    ``scale`` and clamped, as :func:`to_unit_float` does for a whole split."""
+
+    def __init__(self, scale: float):
+        self.scale = float(scale)
+
+    def __call__(self, rows: np.ndarray) -> torch.Tensor:
+        rows = rows[:, None] if rows.ndim == 3 else rows
+        return to_unit_float(rows, self.scale)
+
+
+def array_reader(images: np.ndarray, scale: float) -> SourceReader:
+    """A reader of an array already in memory (or memory-mapped and shared by ``fork``)."""
+    shape = images.shape[1:] if images.ndim == 4 else (1, *images.shape[1:])
+    return SourceReader(shape, ScaleToUnit(scale), source=images)
+
+
 def finish_dataset(config: DataConfigBase, split: str, images, labels: np.ndarray | None, *, scale: float,
                    n_classes: int | None, sizes: dict[str, int], class_names: list[str] | None = None,
                    description: str = "", source_indices=None,
@@ -230,24 +255,44 @@ def merge_splits(parts: dict[str, InMemoryImageDataset]) -> InMemoryImageDataset
     )
 
 
-def build_split(config: DataConfigBase, split: str, parts: dict[str, np.ndarray],
-                read: Callable[[np.ndarray], np.ndarray], labels: np.ndarray | None, *,
-                names: list[str] | None = None, **common) -> InMemoryImageDataset:
-    """One split of a source whose images ``read(indices)`` returns on demand (only the
-    images a split keeps after ``limit`` are read); ``split="all"`` merges both.
+def build_split(config: DataConfigBase, split: str, parts: dict[str, np.ndarray], reader: SourceReader,
+                labels: np.ndarray | None, *, names: list[str] | None = None, stream: bool | None = None,
+                **common):
+    """One split of a source that ``reader`` reads by position (only the images a split
+    keeps after ``limit`` are read; all at once in memory, or batch by batch when
+    streamed, see ``storage``); ``split="all"`` merges both.
 
     :param parts: the source indices of each split (from :func:`seeded_split`).
     :param labels: every source image's label, or ``None``.
     :param names: every source image's name, or ``None``.
-    :param common: the other arguments of :func:`finish_dataset` (``scale``, ``n_classes``, ...).
+    :param stream: stream or not (default: from ``config.storage`` and the split's size).
+    :param common: ``n_classes``, ``sizes``, ``class_names``, ``description``.
     """
+    kept = {}
+    for name in SPLITS:
+        idx = np.asarray(parts[name])
+        kept[name] = idx[balanced_first(labels[idx] if labels is not None else None, len(idx), config.limit)]
+    if stream is None:
+        wanted = sum(len(v) for v in kept.values()) if split == ALL else len(kept[split])
+        stream = wants_streaming(config.storage, wanted, reader.image_shape, config.transform)
     if split == ALL:
-        return merge_splits({s: build_split(config, s, parts, read, labels, names=names, **common)
-                             for s in SPLITS if len(parts[s])})
-    idx = np.asarray(parts[split])
-    keep = balanced_first(labels[idx] if labels is not None else None, len(idx), config.limit)
-    idx = idx[keep]
-    return finish_dataset(
-        config, split, read(idx), labels[idx] if labels is not None else None, source_indices=idx,
-        item_names=[names[i] for i in idx] if names is not None else None, **common,
-    )
+        built = {s: build_split(config, s, parts, reader, labels, names=names, stream=stream, **common)
+                 for s in SPLITS if len(parts[s])}
+        if not stream:
+            return merge_splits(built)
+        if not built:
+            raise DataError("the data holds no images in either split")
+        sizes = {**next(iter(built.values())).split_sizes(), ALL: sum(len(d) for d in built.values())}
+        return merge_streaming(list(built.values()), sizes)
+    idx = kept[split]
+    split_labels = labels[idx] if labels is not None else None
+    item_names = [names[i] for i in idx] if names is not None else None
+    if stream:
+        sizes = {name: limited_size(common["sizes"][name], config.limit) for name in SPLITS}
+        return StreamingImageDataset.for_split(
+            reader, idx, split=split, transform=config.transform, labels=split_labels, item_names=item_names,
+            **{**common, "sizes": sizes},
+        )
+    # every image of the split is already in [0, 1]: finish_dataset's scale is 1
+    return finish_dataset(config, split, reader.read(idx), split_labels, scale=1.0, source_indices=idx,
+                          item_names=item_names, **common)

@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from .base import ALL, SeededSplitConfig, build_split, check_split, seeded_split
+from .base import ALL, SeededSplitConfig, array_reader, build_split, check_split, seeded_split
 
 
 class MNIST5kConfig(SeededSplitConfig):
@@ -47,7 +47,7 @@ def _from_arrays(config: SeededSplitConfig, split: str, images: np.ndarray, labe
     parts = seeded_split(len(labels), labels, config.test_fraction, config.split_seed, description,
                          allow_empty=split == ALL)
     return build_split(
-        config, split, parts, lambda idx: images[idx], labels, scale=scale, n_classes=10,
+        config, split, parts, array_reader(images, scale), labels, n_classes=10,
         sizes={name: len(p) for name, p in parts.items()}, class_names=[str(d) for d in range(10)],
         description=description,
     )

@@ -16,6 +16,10 @@ the cache folder; ``mnist`` looks in the cache folder. ``download: true`` lets t
 fetch missing files into the root (or the cache folder) -- that needs the internet.
 The cache folder is ``cache_dir``, else ``$MCVAE_DATA_CACHE``, else
 ``~/.cache/mcvae_framework/datasets``.
+
+Held in memory, a split is read by torchvision's own class. Streamed (``storage:
+stream``), the same uncompressed files in the same layout are memory-mapped after their
+headers are checked, and the labels are read by torchvision's ``read_label_file``.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ import gzip
 import hashlib
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
+from functools import partial
 from typing import Literal, Optional
 
 import numpy as np
@@ -33,7 +39,9 @@ from pydantic import Field, field_validator
 
 from mcvae_framework.errors import DataError
 
-from .base import ALL, DataConfigBase, check_split, finish_dataset, merge_splits, resolve_path
+from .base import (ALL, SPLITS, DataConfigBase, ScaleToUnit, balanced_first, check_split, finish_dataset, limited_size,
+                   merge_splits, resolve_path)
+from .streaming import SourceReader, StreamingImageDataset, merge_streaming, wants_streaming
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 CACHE_ENV = "MCVAE_DATA_CACHE"
@@ -182,6 +190,13 @@ def _download(class_name: str, root: Path) -> None:
         ) from None
 
 
+def _unreadable(tag: str, raw: Path, exc: Exception) -> DataError:
+    return DataError(
+        f"{tag}: could not read the IDX files in {raw} ({type(exc).__name__}: {exc}); they may be "
+        "truncated or not IDX files. Reinstall or re-download them."
+    )
+
+
 def _load(config: IDXDataConfig, split: str, tag: str, class_name: str):
     import torchvision.datasets as tvd
     from torchvision.datasets.mnist import read_label_file
@@ -193,10 +208,7 @@ def _load(config: IDXDataConfig, split: str, tag: str, class_name: str):
         other = "test" if split == "train" else "train"
         sizes = {split: len(data.targets), other: len(read_label_file(str(raw / IDX_FILES[other][1])))}
     except Exception as exc:  # a truncated or foreign file: torchvision asserts or raises
-        raise DataError(
-            f"{tag}: could not read the IDX files in {raw} ({type(exc).__name__}: {exc}); they may be "
-            "truncated or not IDX files. Reinstall or re-download them."
-        ) from None
+        raise _unreadable(tag, raw, exc) from None
     labels = data.targets.numpy()
     # source order: the train file, then the test file
     offset = 0 if split == "train" else sizes["train"]
@@ -207,8 +219,74 @@ def _load(config: IDXDataConfig, split: str, tag: str, class_name: str):
     )
 
 
+def _image_header(path: Path, n_labels: int) -> int:
+    """The side of the images of an uncompressed IDX image file, after checking its header
+    and length against ``n_labels`` (a memory map would otherwise read past a short file)."""
+    with open(path, "rb") as f:
+        magic, n, h, w = struct.unpack(">IIII", f.read(16))
+    if magic != 0x803 or n != n_labels or h != w or path.stat().st_size != 16 + n * h * w:
+        raise ValueError(f"{path.name}: header {magic:#x}, {n} x {h} x {w} for {path.stat().st_size} bytes "
+                         f"and {n_labels} labels")
+    return h
+
+
+class _IDXPair:
+    """The train and the test image files as one source: positions ``0..n_train-1`` are the
+    train file's images, the next ones the test file's (the source order of ``all``)."""
+
+    def __init__(self, paths: tuple[str, str], counts: tuple[int, int], side: int):
+        self.maps = [np.memmap(p, dtype=np.uint8, mode="r", offset=16, shape=(n, 1, side, side))
+                     for p, n in zip(paths, counts)]
+        self.n_train = counts[0]
+
+    def __getitem__(self, positions: np.ndarray) -> np.ndarray:
+        test = positions >= self.n_train  # positions come sorted: train rows first
+        return np.concatenate([self.maps[0][positions[~test]], self.maps[1][positions[test] - self.n_train]])
+
+
+def _load_streaming(config: IDXDataConfig, split: str, tag: str, class_name: str, root: Path, origin: Path,
+                    labels: dict[str, np.ndarray], side: int):
+    import torchvision.datasets as tvd
+
+    raw = root / class_name / "raw"
+    counts = (len(labels["train"]), len(labels["test"]))
+    reader = SourceReader((1, side, side), ScaleToUnit(255.0), open_source=partial(
+        _IDXPair, tuple(str(raw / IDX_FILES[s][0]) for s in SPLITS), counts, side))
+    classes = list(getattr(tvd, class_name).classes)
+    sizes = {s: limited_size(len(labels[s]), config.limit) for s in SPLITS}
+    parts = {}
+    for s, offset in (("train", 0), ("test", counts[0])):
+        if split in (s, ALL):
+            keep = balanced_first(labels[s], len(labels[s]), config.limit)
+            parts[s] = StreamingImageDataset.for_split(
+                reader, offset + keep, split=s, transform=config.transform, labels=labels[s][keep],
+                n_classes=len(classes), sizes=sizes, class_names=classes,
+                description=f"{tag} (IDX files from {origin}, streamed)",
+            )
+    if split != ALL:
+        return parts[split]
+    return merge_streaming([parts["train"], parts["test"]], {**sizes, ALL: sum(len(d) for d in parts.values())})
+
+
 def _load_split(config: IDXDataConfig, split: str, tag: str, class_name: str):
-    if check_split(split, tag) == ALL:
+    check_split(split, tag)
+    if config.storage != "memory":
+        from torchvision.datasets.mnist import read_label_file
+
+        root, origin = torchvision_root(config, tag, class_name)
+        raw = root / class_name / "raw"
+        try:
+            labels = {s: read_label_file(str(raw / IDX_FILES[s][1])).numpy() for s in SPLITS}
+            sides = {s: _image_header(raw / IDX_FILES[s][0], len(labels[s])) for s in SPLITS}
+            if sides["train"] != sides["test"]:
+                raise ValueError(f"train images are {sides['train']} px, test images {sides['test']} px")
+        except Exception as exc:  # a truncated or foreign file: torchvision asserts or raises
+            raise _unreadable(tag, raw, exc) from None
+        n = sum(limited_size(len(labels[s]), config.limit) for s in SPLITS if split in (s, ALL))
+        side = sides["train"]
+        if wants_streaming(config.storage, n, (1, side, side), config.transform):
+            return _load_streaming(config, split, tag, class_name, root, origin, labels, side)
+    if split == ALL:
         return merge_splits({s: _load(config, s, tag, class_name) for s in ("train", "test")})
     return _load(config, split, tag, class_name)
 

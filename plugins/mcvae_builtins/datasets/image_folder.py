@@ -6,6 +6,12 @@ are converted to grayscale or RGB and, with ``resize``, resized to a square. Fil
 are not images by their extension (a ``notes.txt``, a ``README``) are skipped with a
 warning; hidden files (``.DS_Store``) silently. Each item's name is its path relative to
 the folder (``cats/001.png``), in that sorted order.
+
+Every file's header is checked when the dataset is built; pixels are decoded when they are
+needed: all of a split's at once when it is held in memory, a batch at a time when it is
+streamed (``storage: stream``), so a folder may hold more images than fit in memory.
+16-bit grayscale images (TIFF, PNG) keep their depth: divided by 65535, not cut to 8 bits;
+32-bit float TIFFs must hold values in ``[0, 1]``.
 """
 
 from __future__ import annotations
@@ -15,14 +21,18 @@ from pathlib import Path
 from typing import ClassVar, Literal, Optional
 
 import numpy as np
+import torch
 from pydantic import Field, PositiveInt, field_validator
 
 from mcvae_framework.errors import DataError
 
 from .base import ALL, SeededSplitConfig, build_split, check_split, resolve_path, seeded_split
+from .streaming import SourceReader
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F", "P;L"}
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "P;L"}
+#: grayscale modes deeper than 8 bits: read at full depth, not cut to 0..255.
+DEEP_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 class ImageFolderConfig(SeededSplitConfig):
@@ -101,9 +111,10 @@ def list_images(folder: Path) -> tuple[list[Path], list[int] | None, list[str] |
     return files, labels, names
 
 
-def inspect_images(files: list[Path], resize: int | None, grayscale: bool | None, folder: Path) -> str:
+def inspect_images(files: list[Path], resize: int | None, grayscale: bool | None, folder: Path
+                   ) -> tuple[str, int]:
     """Check every file's header (mode and size; cheap, nothing is decoded) and return
-    the PIL mode all images are converted to, the same for both splits.
+    the PIL mode all images are converted to, the same for both splits, and their side.
 
     :raises DataError: an unreadable file, or differing / non-square sizes without ``resize``.
     """
@@ -129,39 +140,75 @@ def inspect_images(files: list[Path], resize: int | None, grayscale: bool | None
             raise DataError(f"image_folder {folder}: images are {w}x{h}, not square ({path}); set `resize: N`")
     if grayscale is None:
         grayscale = gray
-    return "L" if grayscale else "RGB"
+    side = resize if resize is not None else next(iter(sizes))[0]
+    return ("L" if grayscale else "RGB"), side
 
 
-def read_images(files: list[Path], resize: int | None, mode: str, folder: Path) -> np.ndarray:
-    """``(N, C, S, S)`` uint8 pixels of ``files``, converted to ``mode`` and resized."""
+def decode_image(path: Path, resize: int | None, mode: str, folder: Path) -> torch.Tensor:
+    """``(C, S, S)`` float32 pixels in ``[0, 1]`` of one file, converted to ``mode`` and resized."""
     from PIL import Image
 
-    pixels = []
-    for path in files:
-        try:
-            with Image.open(path) as img:
+    try:
+        with Image.open(path) as img:
+            if mode == "L" and img.mode in DEEP_MODES:
+                img = _deep_to_float(img, path, folder)
+            else:
                 img = img.convert(mode)
-        except OSError as exc:  # a header that parses but pixel data that does not
-            raise DataError(f"image_folder {folder}: cannot decode {path} ({exc}); remove or replace it") from None
-        if resize is not None and img.size != (resize, resize):
-            img = img.resize((resize, resize), Image.Resampling.BILINEAR)
-        arr = np.asarray(img, dtype=np.uint8)
-        pixels.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
-    return np.stack(pixels)
+    except OSError as exc:  # a header that parses but pixel data that does not
+        raise DataError(f"image_folder {folder}: cannot decode {path} ({exc}); remove or replace it") from None
+    if resize is not None and img.size != (resize, resize):
+        img = img.resize((resize, resize), Image.Resampling.BILINEAR)
+    if img.mode == "F":
+        pixels = torch.from_numpy(np.array(img, dtype=np.float32)).clamp_(0.0, 1.0)  # resizing may overshoot
+    else:
+        pixels = torch.from_numpy(np.array(img, dtype=np.uint8)).to(torch.float32) / 255.0
+    return pixels[None] if pixels.dim() == 2 else pixels.permute(2, 0, 1).contiguous()
+
+
+def _deep_to_float(img, path: Path, folder: Path):
+    """A 16-bit or 32-bit grayscale image as a float image in ``[0, 1]``."""
+    from PIL import Image
+
+    values = np.asarray(img, dtype=np.float32)
+    if img.mode == "F":
+        lo, hi = float(values.min()), float(values.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+            raise DataError(f"image_folder {folder}: {path} is a float image with values {lo:.4g}..{hi:.4g}; "
+                            "float images must lie in [0, 1] -- rescale them, or save them as 8- or 16-bit images")
+    else:
+        if values.min() < 0 or values.max() > 65535:
+            raise DataError(f"image_folder {folder}: {path} holds values {values.min():.0f}..{values.max():.0f}; "
+                            "integer images must lie in 0..65535 (16 bits) -- rescale them")
+        values = values / 65535.0
+    return Image.fromarray(values, mode="F")
+
+
+class FolderReader(SourceReader):
+    """Decodes the files at the asked positions; it keeps no file open between reads."""
+
+    def __init__(self, files: list[Path], resize: int | None, mode: str, side: int, folder: Path):
+        super().__init__((1 if mode == "L" else 3, side, side), prepare=None, source=list(files))
+        self.resize, self.mode, self.folder = resize, mode, folder
+
+    def read(self, positions) -> torch.Tensor:
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if len(positions) == 0:
+            return torch.empty(0, *self.image_shape)
+        return torch.stack([decode_image(self._source[i], self.resize, self.mode, self.folder) for i in positions])
 
 
 def make_image_folder(config: ImageFolderConfig, *, split: str = "train"):
     check_split(split, "image_folder")
     folder = Path(config.path).expanduser()
     files, labels, names = list_images(folder)
-    mode = inspect_images(files, config.resize, config.grayscale, folder)
+    mode, side = inspect_images(files, config.resize, config.grayscale, folder)
     label_array = np.asarray(labels, dtype=np.int64) if labels is not None else None
     parts = seeded_split(len(files), label_array, config.test_fraction, config.split_seed, f"image_folder {folder}",
                          allow_empty=split == ALL)
-    # Decode only the images a split keeps after `limit`.
+    # Decode only the images a split keeps after `limit`: now (in memory) or when read (streamed).
     return build_split(
-        config, split, parts, lambda idx: read_images([files[i] for i in idx], config.resize, mode, folder),
-        label_array, names=[p.relative_to(folder).as_posix() for p in files], scale=255.0,
+        config, split, parts, FolderReader(files, config.resize, mode, side, folder),
+        label_array, names=[p.relative_to(folder).as_posix() for p in files],
         n_classes=len(names) if names else None, sizes={k: len(v) for k, v in parts.items()}, class_names=names,
         description=f"image_folder ({folder})",
     )

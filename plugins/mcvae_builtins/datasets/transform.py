@@ -22,8 +22,10 @@ How the moved images are made:
   uses a ``torch.Generator`` seeded from ``(seed, s, b)``. Index ``i`` therefore gets the
   same pose in every process and run, whatever the dataset's length or ``limit``, and the
   train and test splits get independent poses.
-* The images are moved with the group's own ``exp`` and ``act``, a block at a time, when
-  the dataset is built; everything stays in memory, so reading an item costs nothing.
+* The images are moved with the group's own ``exp`` and ``act``: a block at a time when
+  the dataset is built and held in memory (reading an item then costs nothing), or a
+  batch at a time as items are read by a streaming dataset (``storage: stream``). Both
+  use the same poses (:func:`draw_poses`), so both give the same items.
 """
 
 from __future__ import annotations
@@ -108,6 +110,39 @@ def build_transform_group(config: TransformConfig):
         raise ConfigError([("data.transform", _group_problems_text(exc))], source="data config") from None
 
 
+def canvas_side(config: TransformConfig, side: int) -> int:
+    """The canvas side for images of ``side`` pixels.
+
+    :raises ConfigError: the canvas is smaller than the images.
+    """
+    canvas = config.canvas or side
+    if canvas < side:
+        raise ConfigError(
+            [("data.transform.canvas", f"canvas {canvas} is smaller than the images ({side}x{side}); "
+              f"use at least {side} (padding only grows images)")],
+            source="data config",
+        )
+    return canvas
+
+
+def draw_poses(config: TransformConfig, split: str, n: int, group) -> torch.Tensor:
+    """``(n, dim)`` float32 poses of indices ``0..n-1`` of a split (see the module doc)."""
+    pose = torch.empty(n, int(group.dim), dtype=torch.float32)
+    with torch.no_grad():
+        for block, start in enumerate(range(0, n, CHUNK)):
+            stop = min(start + CHUNK, n)
+            # Always draw a whole block so that index i's pose does not depend on n.
+            tau = group.sample(CHUNK, generator=pose_generator(config.seed, split, block))
+            pose[start:stop] = tau[: stop - start].to(torch.float32)
+    return pose
+
+
+def move_images(canonical: torch.Tensor, pose: torch.Tensor, group) -> torch.Tensor:
+    """``canonical`` images moved by ``exp(pose)``, clamped to ``[0, 1]``."""
+    with torch.no_grad():
+        return group.act(canonical, group.exp(pose)).clamp_(0.0, 1.0)
+
+
 def transform_images(images: torch.Tensor, config: TransformConfig, split: str):
     """Pad and move ``(N, C, H, H)`` images by seeded poses.
 
@@ -116,25 +151,12 @@ def transform_images(images: torch.Tensor, config: TransformConfig, split: str):
         Lie-algebra coordinates ``tau`` with ``moved[i] = act(canonical[i], exp(tau[i]))``.
     :raises ConfigError: the canvas is smaller than the images.
     """
-    side = images.shape[-1]
-    canvas = config.canvas or side
-    if canvas < side:
-        raise ConfigError(
-            [("data.transform.canvas", f"canvas {canvas} is smaller than the images ({side}x{side}); "
-              f"use at least {side} (padding only grows images)")],
-            source="data config",
-        )
+    canvas = canvas_side(config, images.shape[-1])
     group = build_transform_group(config)
     canonical = pad_to_canvas(images.to(torch.float32), canvas)
-    n = canonical.shape[0]
+    pose = draw_poses(config, split, canonical.shape[0], group)
     moved = torch.empty_like(canonical)
-    pose = torch.empty(n, int(group.dim), dtype=torch.float32)
-    with torch.no_grad():
-        for block, start in enumerate(range(0, n, CHUNK)):
-            stop = min(start + CHUNK, n)
-            # Always draw a whole block so that index i's pose does not depend on n.
-            tau = group.sample(CHUNK, generator=pose_generator(config.seed, split, block))
-            tau = tau[: stop - start].to(torch.float32)
-            moved[start:stop] = group.act(canonical[start:stop], group.exp(tau)).clamp_(0.0, 1.0)
-            pose[start:stop] = tau
+    for start in range(0, canonical.shape[0], CHUNK):
+        stop = start + CHUNK
+        moved[start:stop] = move_images(canonical[start:stop], pose[start:stop], group)
     return moved, canonical, pose
