@@ -13,7 +13,12 @@ step's design changes:
 
 Images/s counts dataset images (a batch of 128 is 128 images, whatever the copies).
 
+With ``--encoders conv,rotconv`` it times instead the quickstart's own step
+(``n_augment=4``) with each encoder in its default settings, the rest of the model
+unchanged (block ``encoder_speed``).
+
     python benchmarks/bench_training_speed.py [--steps 20] [--threads 2] [--no-write]
+    python benchmarks/bench_training_speed.py --encoders conv,rotconv [--no-write]
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import machine_line, write_block  # noqa: E402
 
-from mcvae_framework import build, build_model, load_config  # noqa: E402
+from mcvae_framework import build, build_model, load_config, validate_config  # noqa: E402
+from mcvae_framework.config import read_config_file  # noqa: E402
 from mcvae_framework.losses import elbo_terms, invariance_terms  # noqa: E402
 
 
@@ -65,7 +71,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument("--encoders", help="comma-separated encoder tags: time the quickstart step with each instead")
     args = parser.parse_args(argv)
+    if args.encoders:
+        return encoder_speed(args, [tag.strip() for tag in args.encoders.split(",") if tag.strip()])
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -113,6 +122,45 @@ def main(argv=None):
     print(text)
     if not args.no_write:
         write_block("training_speed", text)
+
+
+def encoder_speed(args, tags: list[str]) -> None:
+    """The quickstart's step (its loss, ``n_augment=4``) with each encoder tag in turn."""
+    torch.set_num_threads(args.threads)
+    path = ROOT / "configs" / "quickstart.yaml"
+    raw = read_config_file(path)
+    config = load_config(path)
+    data = build("data", config.data, split="train").as_tensors()
+    n = args.batch_size
+    batches = [{k: v[i * n:(i + 1) * n] for k, v in data.items()} for i in range(4)]
+    rows = []
+    for tag in tags:
+        torch.manual_seed(0)
+        generator = torch.Generator().manual_seed(0)
+        tagged = validate_config({**raw, "encoder": {"type": tag}}, source=str(path), base_dir=path.parent)
+        model = build_model(tagged, image_shape=tuple(data["image"].shape[1:]))
+        encoder_params = sum(p.numel() for p in model.encoder.parameters())
+        rate = time_steps(model, batches,
+                          lambda b, m=model: elbo_terms(m, b, tagged.loss, generator=generator)["loss"].backward(),
+                          args.steps)
+        rows.append((tag, encoder_params, rate))
+        print(f"{tag:10s} {encoder_params:>10,} encoder parameters {rate:8.0f} images/s", flush=True)
+    base = rows[0][2]
+    lines = [
+        f"`python benchmarks/bench_training_speed.py --encoders {','.join(tags)} --threads {args.threads} "
+        f"--steps {args.steps}` on {machine_line()}.",
+        "",
+        f"The quickstart's training step (n_augment=4), batches of {n} images of 28x28, with each encoder in its "
+        "default settings; the rest of the model unchanged.",
+        "",
+        f"| encoder | encoder parameters | images/s | vs {tags[0]} |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    lines += [f"| `{tag}` | {params:,} | {rate:,.0f} | {rate / base:.2f}x |" for tag, params, rate in rows]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write:
+        write_block("encoder_speed", text)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Assembled from registered components only (group, encoder, decoder, prior); the 
 never names a concrete one. Data flow of :meth:`MCEVAE.forward`::
 
     x --encoder--> q(tau|x)                                  (pose head)
+      (an encoder with forward_with_pose also hands the pose head an orientation)
     x --un-move by exp(tau)^-1 (if model.canonicalize)--> x_canon
       --encoder--> q(z_c|x), q(z_v|x)                        (invariant heads)
     (z_c, z_v) --decoder--> canonical image --act(exp(tau))--> reconstruction
@@ -109,13 +110,22 @@ class PoseHead(nn.Module):
             self.out.bias[self.angles] = 1.0
             self.out.bias[self.dim + len(self.angles):] = logvar_init
 
-    def forward(self, features: torch.Tensor) -> Posterior:
+    def forward(self, features: torch.Tensor, orientation: torch.Tensor | None = None) -> Posterior:
+        """``orientation``: an ``(N,)`` angle the encoder read (see
+        :class:`~mcvae_framework.interfaces.PoseReadout`); the first angle is then that
+        angle plus the head's own, which starts at 0."""
         raw = self.out(self.body(features))
         n_raw = self.dim + len(self.angles)
         mean, logvar = raw[:, : self.dim], raw[:, n_raw:]
         if self.angles:
-            sin = raw[:, self.dim:n_raw]
-            theta = torch.atan2(sin, mean[:, self.angles])
+            cos, sin = mean[:, self.angles], raw[:, self.dim:n_raw]
+            if orientation is not None:
+                # Turn the first (cos, sin) pair by the orientation: atan2 then wraps the sum.
+                c, s = torch.cos(orientation), torch.sin(orientation)
+                first = torch.stack([c * cos[:, 0] - s * sin[:, 0], s * cos[:, 0] + c * sin[:, 0]])
+                cos = torch.cat([first[0, :, None], cos[:, 1:]], dim=1)
+                sin = torch.cat([first[1, :, None], sin[:, 1:]], dim=1)
+            theta = torch.atan2(sin, cos)
             mean = mean.index_copy(1, torch.tensor(self.angles, device=mean.device), theta)
         return Posterior(mean, logvar.clamp(-12.0, 6.0))
 
@@ -144,8 +154,11 @@ class MCEVAE(nn.Module):
         features = encoder.feature_dim
         self.cluster_head = PosteriorHead(features, z_cluster_dim, head_hidden)
         self.style_head = PosteriorHead(features, z_style_dim, head_hidden) if z_style_dim else None
+        # An encoder with a pose readout (interfaces.PoseReadout) gives the pose head more to read.
+        self.reads_pose = group is not None and hasattr(encoder, "forward_with_pose")
+        pose_features = features + (int(getattr(encoder, "pose_feature_dim", 0)) if self.reads_pose else 0)
         if group is not None:
-            self.pose_head = PoseHead(features, group, head_hidden)
+            self.pose_head = PoseHead(pose_features, group, head_hidden)
         else:
             self.pose_head = None
 
@@ -156,8 +169,12 @@ class MCEVAE(nn.Module):
     # ------------------------------------------------------------------ inference
     def encode(self, x: torch.Tensor) -> Encoding:
         """Posterior parameters of the three latents for images ``x``."""
-        features = self.encoder(x)
-        tau = self.pose_head(features) if self.pose_head is not None else None
+        if self.reads_pose:
+            features, pose_features, orientation = self.encoder.forward_with_pose(x)
+            tau = self.pose_head(torch.cat([features, pose_features], dim=-1), orientation)
+        else:
+            features = self.encoder(x)
+            tau = self.pose_head(features) if self.pose_head is not None else None
         if self.canonicalize:
             # Read the content from the image moved back to its canonical pose: the
             # invariant heads then see (nearly) the same input for every pose of x.

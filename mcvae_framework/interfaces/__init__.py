@@ -5,8 +5,8 @@ A plugin imports from here (and from :mod:`mcvae_framework`), never from another
 
 from .data import ImageDataset
 from .group import AffineGroup2D, LieGroup
-from .networks import Decoder, Encoder
+from .networks import Decoder, Encoder, PoseReadout
 from .prior import MixturePrior, assignment_moments, validate_latents
 
-__all__ = ["AffineGroup2D", "Decoder", "Encoder", "ImageDataset", "LieGroup", "MixturePrior", "assignment_moments",
-           "validate_latents"]
+__all__ = ["AffineGroup2D", "Decoder", "Encoder", "ImageDataset", "LieGroup", "MixturePrior", "PoseReadout",
+           "assignment_moments", "validate_latents"]

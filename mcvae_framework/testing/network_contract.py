@@ -12,7 +12,9 @@ Each kit builds the component through :func:`mcvae_framework.build` (so the plug
 be loaded) for every shape in ``image_shapes`` -- by default 28x28 grayscale and 64x64
 RGB -- and checks the declared attributes, output shapes and ranges, that gradients
 reach every parameter, and that in eval mode an image's output does not depend on the
-rest of its batch.
+rest of its batch. An encoder's optional pose readout (``forward_with_pose``) is checked
+with the rest: its shapes and range, and the gradients and batch independence of all it
+returns.
 """
 
 from __future__ import annotations
@@ -93,11 +95,21 @@ class EncoderContract(_NetworkContract):
             assert out.shape == (self.batch_size, enc.feature_dim), f"{shape}: output {tuple(out.shape)}"
             assert out.dtype == torch.float32 and torch.isfinite(out).all()
 
+    @staticmethod
+    def _all_outputs(enc: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x)``, or for an encoder with a pose readout everything it returns side
+        by side (features, pose features, orientation)."""
+        if not hasattr(enc, "forward_with_pose"):
+            return enc(x)
+        features, pose_features, orientation = enc.forward_with_pose(x)
+        parts = [features, pose_features] + ([orientation[:, None]] if orientation is not None else [])
+        return torch.cat(parts, dim=1)
+
     def test_gradients_reach_every_parameter(self):
         for shape in self.image_shapes:
             enc = self._network(shape).train()
             x = self._inputs(shape).requires_grad_(True)
-            _check_gradients(enc, enc(x), f"encoder on {shape}")
+            _check_gradients(enc, self._all_outputs(enc, x), f"encoder on {shape}")
             assert x.grad is not None and x.grad.abs().sum() > 0, "no gradient reaches the input images"
 
     def test_batch_size_independent_in_eval_mode(self):
@@ -105,9 +117,27 @@ class EncoderContract(_NetworkContract):
             enc = self._network(shape).eval()
             x = self._inputs(shape)
             with torch.no_grad():
-                whole = enc(x)
-                one_by_one = torch.cat([enc(x[i:i + 1]) for i in range(len(x))])
+                whole = self._all_outputs(enc, x)
+                one_by_one = torch.cat([self._all_outputs(enc, x[i:i + 1]) for i in range(len(x))])
             torch.testing.assert_close(whole, one_by_one, rtol=1e-4, atol=1e-5)
+
+    def test_pose_readout_when_offered(self):
+        for shape in self.image_shapes:
+            enc = self._network(shape).eval()
+            if not hasattr(enc, "forward_with_pose"):
+                return
+            dim = enc.pose_feature_dim
+            assert isinstance(dim, int) and dim >= 0, f"bad pose_feature_dim {dim!r}"
+            x = self._inputs(shape)
+            with torch.no_grad():
+                features, pose_features, orientation = enc.forward_with_pose(x)
+                torch.testing.assert_close(features, enc(x), msg="forward_with_pose(x).features != forward(x)")
+            assert pose_features.shape == (self.batch_size, dim), f"pose features {tuple(pose_features.shape)}"
+            assert torch.isfinite(pose_features).all()
+            if orientation is not None:
+                assert orientation.shape == (self.batch_size,), f"orientation {tuple(orientation.shape)}"
+                assert torch.isfinite(orientation).all()
+                assert (orientation.abs() <= torch.pi + 1e-6).all(), "orientation must be an angle in (-pi, pi]"
 
 
 class DecoderContract(_NetworkContract):
