@@ -29,8 +29,9 @@ def machine_line() -> str:
 def write_block(name: str, markdown: str, doc: Path = DOC) -> None:
     """Replace the text between ``<!-- BEGIN name -->`` and ``<!-- END name -->``."""
     text = doc.read_text(encoding="utf-8")
-    pattern = re.compile(rf"(<!-- BEGIN {re.escape(name)} -->\n).*?(\n<!-- END {re.escape(name)} -->)", re.S)
+    # the block may be empty (BEGIN and END on consecutive lines): the body is optional
+    pattern = re.compile(rf"(<!-- BEGIN {re.escape(name)} -->\n)(?:.*?\n)?(<!-- END {re.escape(name)} -->)", re.S)
     if not pattern.search(text):
         text = text.rstrip() + f"\n\n<!-- BEGIN {name} -->\n<!-- END {name} -->\n"
-    text = pattern.sub(lambda m: m.group(1) + markdown.strip() + m.group(2), text)
+    text = pattern.sub(lambda m: m.group(1) + markdown.strip() + "\n" + m.group(2), text, count=1)
     doc.write_text(text, encoding="utf-8")
