@@ -141,7 +141,7 @@ class MCEVAE(nn.Module):
     """
 
     def __init__(self, group, encoder, decoder, prior, *, z_cluster_dim: int, z_style_dim: int,
-                 head_hidden: int = 0, canonicalize: bool = True, config=None):
+                 head_hidden: int = 0, canonicalize: bool = True, prealign: bool = False, config=None):
         super().__init__()
         self.group = group
         self.encoder = encoder
@@ -151,6 +151,7 @@ class MCEVAE(nn.Module):
         self.z_cluster_dim = z_cluster_dim
         self.z_style_dim = z_style_dim
         self.canonicalize = canonicalize and group is not None
+        self.prealign = prealign and group is not None and not self.canonicalize
         features = encoder.feature_dim
         self.cluster_head = PosteriorHead(features, z_cluster_dim, head_hidden)
         self.style_head = PosteriorHead(features, z_style_dim, head_hidden) if z_style_dim else None
@@ -180,6 +181,13 @@ class MCEVAE(nn.Module):
             # invariant heads then see (nearly) the same input for every pose of x.
             undo = self.group.inverse(self.group.exp(tau.mean))
             features = self.encoder(self.group.act(x, undo))
+        elif self.prealign:
+            # The group's data-driven normal form (e.g. centred on the centre of mass) takes the
+            # shifts out before the invariant heads read the image; a group whose prealign
+            # returns its input unchanged costs no second pass.
+            aligned = self.group.prealign(x)
+            if aligned is not x:
+                features = self.encoder(aligned)
         z_style = self.style_head(features) if self.style_head is not None else None
         return Encoding(tau=tau, z_cluster=self.cluster_head(features), z_style=z_style)
 
@@ -250,4 +258,4 @@ def build_model(config, image_shape: tuple[int, int, int] | None = None) -> MCEV
     decoder = build("decoder", config.decoder, image_shape=image_shape, latent_dim=m.z_cluster_dim + m.z_style_dim)
     prior = build("prior", config.prior, dim=m.z_cluster_dim)
     return MCEVAE(group, encoder, decoder, prior, z_cluster_dim=m.z_cluster_dim, z_style_dim=m.z_style_dim,
-                  head_hidden=m.head_hidden, canonicalize=m.canonicalize, config=config)
+                  head_hidden=m.head_hidden, canonicalize=m.canonicalize, prealign=m.prealign, config=config)

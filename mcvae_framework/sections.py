@@ -27,6 +27,13 @@ class ModelConfig(Section):
         description="read z_c and z_v from the image moved back by the predicted pose (a second "
         "encoder pass that builds invariance into the encoder); ignored without a group",
     )
+    prealign: bool = Field(
+        False,
+        description="read z_c and z_v from the image in the group's cheap normal form (group.prealign: the "
+        "built-in groups with shifts centre it on its centre of mass, those with scales normalise its "
+        "size), so the encoder need not learn those parts of the invariance; a second encoder pass "
+        "where the normal form differs from the image; ignored when canonicalize is on",
+    )
 
 
 class LossConfig(Section):
@@ -149,6 +156,10 @@ class TrainingConfig(Section):
         description="a training epoch of a small dataset held in memory repeats its shuffled order until it has "
         "at least this many steps, so that an epoch count means enough optimisation on a folder of a few "
         "hundred images too (0: one pass)")
+    transductive: bool = Field(
+        False, description="also train on the test split's images, without their labels (unsupervised modes "
+        "only): the invariant graph, the self-labels and the ELBO cover every image, as a clustering of one "
+        "fixed collection does; the test split is still what evaluation scores")
     progress: bool = Field(True, description="show a progress bar (only on a terminal, only on rank 0)")
     out_dir: str = Field("runs/experiment", description="run folder (config, metrics.csv, checkpoints, log)")
     tensorboard: bool = Field(
@@ -184,6 +195,16 @@ class ExperimentBase(Section):
             raise ValueError(
                 f"loss.mode {self.loss.mode!r} needs a group: set the `group` section "
                 "(for example {type: so2}) or use loss.mode: plain"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _transductive_is_unsupervised(self):
+        if self.training.transductive and self.loss.mode == "supervised":
+            raise ValueError(
+                "training.transductive trains on the test images without their labels, but loss.mode "
+                "'supervised' learns from canonical images: set training.transductive: false, or loss.mode: "
+                "unsupervised"
             )
         return self
 

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 from sklearn.cluster import KMeans
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .build import build
@@ -102,27 +102,16 @@ class BatchPlan:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
-
-
-@dataclasses.dataclass(kw_only=True)
-class MemoryBatches(BatchPlan):
-    """Batches sliced straight from stacked in-memory tensors (``dataset.as_tensors()``).
-
-    The order of epoch ``e`` is a permutation seeded by ``(seed, e)``; under DDP each
-    process takes every ``world_size``-th index of it, padded like ``DistributedSampler``
-    so that all processes run the same number of steps.
-    """
-
-    tensors: dict[str, torch.Tensor]
     #: repeat the shuffled order (fresh permutations) until an epoch has this many steps.
     min_steps: int = 0
 
-    @property
-    def size(self) -> int:
-        return len(next(iter(self.tensors.values())))
+    def epoch_order(self, n: int, epoch: int) -> torch.Tensor:
+        """This process's indices of ``n`` items for ``epoch``, in order.
 
-    def indices(self, epoch: int) -> torch.Tensor:
-        n = self.size
+        The order of epoch ``e`` is a permutation seeded by ``(seed, e)``; under DDP each
+        process takes every ``world_size``-th index of it, padded like ``DistributedSampler``
+        so that all processes run the same number of steps.
+        """
         if self.shuffle:
             generator = torch.Generator().manual_seed(derive_seed(self.seed, STREAM_DATA, epoch))
             order = torch.randperm(n, generator=generator)
@@ -148,6 +137,21 @@ class MemoryBatches(BatchPlan):
             [(full * self.batch_size, rest)] if keep_rest else []
         )
 
+
+@dataclasses.dataclass(kw_only=True)
+class MemoryBatches(BatchPlan):
+    """Batches sliced straight from stacked in-memory tensors (``dataset.as_tensors()``),
+    in the order of :meth:`BatchPlan.epoch_order`."""
+
+    tensors: dict[str, torch.Tensor]
+
+    @property
+    def size(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def indices(self, epoch: int) -> torch.Tensor:
+        return self.epoch_order(self.size, epoch)
+
     def __len__(self) -> int:
         return len(self._chunks(len(self.indices(0))))
 
@@ -167,43 +171,61 @@ class MemoryBatches(BatchPlan):
 
 @dataclasses.dataclass(kw_only=True)
 class LoaderBatches(BatchPlan):
-    """Batches through a ``DataLoader`` for datasets that do not hold their data in memory
-    (a ``DistributedSampler`` shards them under DDP)."""
+    """Batches through a ``DataLoader``, for datasets not held in memory (streaming ones).
+
+    The batches hold the indices :class:`MemoryBatches` would cut (the same order per
+    epoch, the same DDP shards), so a streamed run sees what a run in memory sees. A
+    dataset with ``__getitems__`` reads each batch in one call. ``num_workers`` worker
+    processes read ahead (``prefetch_factor`` batches each) and live across epochs; on a
+    GPU, batches arrive in pinned memory and are copied asynchronously.
+    """
 
     dataset: Any
     num_workers: int = 0
+    prefetch_factor: int = 4
+    _loader: Any = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
-    def _sampler(self, epoch: int):
-        if self.shuffle:
-            sampler = DistributedSampler(
-                self.dataset, num_replicas=self.world_size, rank=self.rank, shuffle=True,
-                seed=derive_seed(self.seed, STREAM_DATA) % 2**31, drop_last=False,
-            )
-            sampler.set_epoch(epoch)
-            return sampler
-        return range(self.rank, len(self.dataset), self.world_size)
-
-    def _loader(self, epoch: int) -> DataLoader:
-        sampler = self._sampler(epoch)
-        return DataLoader(
-            self.dataset, batch_size=self.batch_size, sampler=sampler,
-            drop_last=self.drop_last and len(sampler) >= self.batch_size,
-            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
-            # the loader's own generator seeds its workers without touching torch's global RNG
-            generator=torch.Generator().manual_seed(derive_seed(self.seed, STREAM_WORKERS, epoch)),
-        )
+    def batches(self, epoch: int) -> list[list[int]]:
+        order = self.epoch_order(len(self.dataset), epoch)
+        return [order[start:start + length].tolist() for start, length in self._chunks(len(order))]
 
     def __len__(self) -> int:
-        return len(self._loader(0))
+        return len(self._chunks(len(self.epoch_order(len(self.dataset), 0))))
+
+    def loader(self, epoch: int) -> DataLoader:
+        if self._loader is None:
+            workers = self.num_workers
+            self._loader = DataLoader(
+                self.dataset, batch_sampler=_EpochBatches(self), num_workers=workers,
+                pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
+                prefetch_factor=self.prefetch_factor if workers else None,
+                # the loader's own generator seeds its workers without touching torch's global RNG
+                generator=torch.Generator().manual_seed(derive_seed(self.seed, STREAM_WORKERS)),
+            )
+        self._loader.batch_sampler.epoch = epoch
+        return self._loader
 
     def __call__(self, epoch: int) -> Iterator[dict[str, torch.Tensor]]:
-        for batch in self._loader(epoch):
+        for batch in self.loader(epoch):
             if not isinstance(batch, dict):
                 batch = {"image": batch}
             yield {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
 
     def with_options(self, **changes) -> "LoaderBatches":
         return dataclasses.replace(self, **changes)
+
+
+class _EpochBatches:
+    """The batch sampler of a persistent loader: the batches of the epoch it is set to."""
+
+    def __init__(self, plan: LoaderBatches):
+        self.plan, self.epoch = plan, 0
+
+    def __iter__(self):
+        return iter(self.plan.batches(self.epoch))
+
+    def __len__(self) -> int:
+        return len(self.plan)
 
 
 class _Indexed(torch.utils.data.Dataset):
@@ -220,6 +242,57 @@ class _Indexed(torch.utils.data.Dataset):
         item = dict(item) if isinstance(item, dict) else {"image": item}
         item["index"] = torch.tensor(i, dtype=torch.int64)
         return item
+
+    def __getitems__(self, indices):
+        # keep the wrapped dataset's batched read (a streaming dataset reads a batch at once)
+        fetch = getattr(self.dataset, "__getitems__", None)
+        items = fetch(indices) if fetch is not None else [self.dataset[i] for i in indices]
+        return [{**(item if isinstance(item, dict) else {"image": item}), "index": torch.tensor(i, dtype=torch.int64)}
+                for i, item in zip(indices, items)]
+
+
+class UnlabelledUnion(torch.utils.data.Dataset):
+    """The images of several datasets one after another, without labels: what a transductive
+    run (``training.transductive``) trains on. Only the item fields every dataset has are kept,
+    less ``label``, so nothing a run learns from can come from a label."""
+
+    def __init__(self, *datasets):
+        self.datasets = [d for d in datasets if d is not None and len(d) > 0]
+        self.image_shape = self.datasets[0].image_shape
+        self.offsets = np.cumsum([0] + [len(d) for d in self.datasets])
+        first = [d[0] for d in self.datasets]
+        keys = set.intersection(*(set(item) if isinstance(item, dict) else {"image"} for item in first))
+        self.keys = sorted(keys - {"label"})
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i):
+        part = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        item = self.datasets[part][i - int(self.offsets[part])]
+        item = item if isinstance(item, dict) else {"image": item}
+        return {key: item[key] for key in self.keys}
+
+    def __getitems__(self, indices):
+        # one batched read per part (a streaming dataset reads and moves a batch at once)
+        parts = np.searchsorted(self.offsets, indices, side="right") - 1
+        items: list = [None] * len(indices)
+        for part in np.unique(parts):
+            where = np.flatnonzero(parts == part)
+            local = [int(indices[w]) - int(self.offsets[part]) for w in where]
+            dataset = self.datasets[part]
+            fetch = getattr(dataset, "__getitems__", None)
+            read = fetch(local) if fetch is not None else [dataset[i] for i in local]
+            for w, item in zip(where, read):
+                item = item if isinstance(item, dict) else {"image": item}
+                items[w] = {key: item[key] for key in self.keys}
+        return items
+
+    def as_tensors(self):
+        parts = [getattr(d, "as_tensors", lambda: None)() for d in self.datasets]
+        if not all(isinstance(p, dict) and all(k in p for k in self.keys) for p in parts):
+            return None  # a streaming part: batches come through a DataLoader instead
+        return {key: torch.cat([p[key].cpu() for p in parts]) for key in self.keys}
 
 
 def make_batches(dataset, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int,
@@ -242,7 +315,7 @@ def make_batches(dataset, batch_size: int, *, shuffle: bool, drop_last: bool, se
         if device.type == "cuda" and _fits_on_gpu(tensors, device):
             tensors = {key: value.to(device) for key, value in tensors.items()}  # one copy, no per-step transfer
         return MemoryBatches(tensors=tensors, min_steps=min_steps, **common)
-    return LoaderBatches(dataset=dataset, num_workers=num_workers, **common)
+    return LoaderBatches(dataset=dataset, num_workers=num_workers, min_steps=min_steps, **common)
 
 
 def _fits_on_gpu(tensors: dict[str, torch.Tensor], device: torch.device) -> bool:
@@ -516,8 +589,11 @@ class Trainer:
         seed_everything(training.seed)
         train_data = self.train_dataset if self.train_dataset is not None else build("data", cfg.data, split="train")
         test_data = self.test_dataset
-        if test_data is None and training.eval_every:
+        if test_data is None and (training.eval_every or training.transductive):
             test_data = build("data", cfg.data, split="test")
+        if training.transductive:
+            # the test images join training without labels; evaluation still scores the test split
+            train_data = UnlabelledUnion(train_data, test_data)
         self.image_shape = tuple(int(s) for s in train_data.image_shape)
         self.model = build_model(cfg, image_shape=self.image_shape).to(self.device)
         self.loss_module = LossModule(self.model, cfg.loss)

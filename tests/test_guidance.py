@@ -210,3 +210,51 @@ def test_neighbour_term_is_minus_the_log_agreement_with_a_graph_neighbour(tmp_pa
     assert torch.allclose(terms["neighbour"], expected, atol=1e-6)
     total.backward()
     assert model.prior.means.grad is None  # the term trains the encoder, not the prior
+
+
+# ------------------------------------------------------------------ transductive runs and prealignment
+
+
+def test_a_transductive_run_trains_on_every_image_without_labels(tmp_path):
+    config = guided_config(tmp_path / "run", epochs=1, pretrain_epochs=0)
+    config["training"].update(transductive=True, min_steps_per_epoch=0)
+    trainer = Trainer(config, console=False)
+    trainer.run()
+    parsed = validate_config(config)
+    n_train = len(build("data", parsed.data, split="train"))
+    n_test = len(build("data", parsed.data, split="test"))
+    assert len(trainer.train_data) == n_train + n_test == len(trainer.graph.labels)
+    tensors = trainer.train_data.as_tensors()
+    assert "label" not in tensors and "label" not in trainer.train_data[n_train]
+    # the union keeps the datasets' order: the test images follow the training images
+    test_images = build("data", parsed.data, split="test").as_tensors()["image"]
+    assert torch.equal(tensors["image"][n_train:], test_images)
+
+
+def test_transductive_training_refuses_the_supervised_mode(tmp_path):
+    config = guided_config(tmp_path / "run")
+    config["training"]["transductive"] = True
+    config["loss"].update(mode="supervised", self_label_weight=0.0)
+    with pytest.raises(Exception, match="training.transductive"):
+        validate_config(config)
+
+
+def test_prealign_feeds_the_invariant_heads_the_groups_normal_form(tmp_path):
+    config = guided_config(tmp_path / "run")
+    config["group"] = {"type": "se2", "angle_deg": [-90, 90], "shift": 0.2}
+    config["data"]["transform"] = {"group": "se2", "angle_deg": [-90, 90], "shift": 0.2, "seed": 0}
+    config["model"]["prealign"] = True
+    _, data, model = small_model(config)
+    model.eval()
+    x = data.as_tensors()["image"][:8]
+    encoding = model.encode(x)
+    features = model.encoder(model.group.prealign(x))
+    assert torch.allclose(encoding.z_cluster.mean, model.cluster_head(features).mean, atol=1e-6)
+    # the pose head still reads the image as it is: its shifts are what the pose must explain
+    assert torch.allclose(encoding.tau.mean, model.pose_head(model.encoder(x)).mean, atol=1e-6)
+    # a shifted copy lands on (nearly) the same normal form as the image itself
+    shift = torch.zeros(len(x), model.group.dim)
+    shift[:, 1:] = torch.tensor([0.15, -0.1])  # se2 coordinates: (angle, x shift, y shift)
+    shifted = model.group.act(x, model.group.exp(shift))
+    aligned_gap = (model.group.prealign(shifted) - model.group.prealign(x)).abs().mean()
+    assert aligned_gap < 0.3 * (shifted - x).abs().mean()

@@ -11,14 +11,14 @@ from torch import nn
 class PoseReadout(NamedTuple):
     """What an encoder with a pose readout returns from ``forward_with_pose(x)``.
 
-    :param features: ``(N, feature_dim)``, the same as ``forward(x)``: they feed the
-        invariant heads ``z_c`` and ``z_v`` (and the pose head).
-    :param pose_features: ``(N, pose_feature_dim)`` extra features only the pose head
-        reads (e.g. where the content sits, for a group with translations).
-    :param orientation: ``(N,)`` an angle in radians in ``(-pi, pi]`` that turns with the
-        image, in the groups' convention: moving ``x`` by a rotation of ``alpha`` adds
-        ``alpha`` to it. The pose head adds it to its first angle coordinate. ``None``
-        when the encoder reads no orientation.
+    * ``features``: ``(N, feature_dim)``, the same as ``forward(x)``: they feed the
+      invariant heads ``z_c`` and ``z_v`` (and the pose head).
+    * ``pose_features``: ``(N, pose_feature_dim)`` extra features only the pose head
+      reads (e.g. where the content sits, for a group with translations).
+    * ``orientation``: ``(N,)`` an angle in radians in ``(-pi, pi]`` that turns with the
+      image, in the groups' convention: moving ``x`` by a rotation of ``alpha`` adds
+      ``alpha`` to it. The pose head adds it to its first angle coordinate. ``None``
+      when the encoder reads no orientation.
     """
 
     features: torch.Tensor
