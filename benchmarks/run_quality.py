@@ -261,6 +261,8 @@ def run_protocol(protocol: str, methods, seeds, args, work_root: Path) -> list[d
                 report = run_model(config, method, datasets, work_root / f"{protocol}_{method}_{seed}", n_clusters)
             wall = time.perf_counter() - start
             rows.append(record(protocol, method, seed, report, peak_memory_mib(args.device), wall))
+            if method.startswith("mce_"):  # how it used the test images: kept with the row for later runs
+                rows[-1]["transductive"] = bool(method_config(base, method, seed)["training"].get("transductive"))
             print(f"[{protocol}] {method:17s} seed {seed}: accuracy {rows[-1]['accuracy']:.3f}, "
                   f"NMI {rows[-1]['nmi']:.3f}, {wall:.0f} s", flush=True)
     return rows
@@ -291,7 +293,7 @@ def earlier_rows(path: Path, rerun: set) -> list[dict]:
     for row in earlier.get("runs", []):
         if before_graph and row["method"] == "mce_unsupervised":
             row = {**row, "method": "mce_unsupervised_no_graph"}  # that model had no graph to learn from
-        elif before_transductive and row["method"] == "mce_unsupervised":
+        elif row["method"] == "mce_unsupervised" and row.get("transductive", not before_transductive) is False:
             row = {**row, "method": "mce_unsupervised_inductive"}  # it trained on the training images only
         if (row["protocol"], row["method"]) not in rerun and row["method"] in METHODS:
             kept.append({**row, "earlier": row.get("earlier") or tag})
@@ -326,8 +328,10 @@ def _cell(stat: dict | None, digits: int) -> str:
 
 def markdown(summary: list[dict], command: str, options: dict) -> str:
     lines = [f"Command: `{command}`", "", f"Machine: {machine_line()}", "",
-             f"Mean ± standard deviation over seeds {options['seeds']}; every method trains on the "
-             "protocol's train split and is scored on its test split. Rotation errors are the group "
+             f"Mean ± standard deviation over seeds {options['seeds']}; every method is scored on the "
+             "protocol's test split; the transductive rows (the graph, and the MCE-VAE row that says so) "
+             "also see the test images, unlabelled, beside the training images, the others train on "
+             "the train split alone. Rotation errors are the group "
              "distance after removing the best constant pose offset per cluster; canonical MSE "
              "compares the decoded canonical image, moved by that offset, with the true canonical "
              "image (per pixel, images in [0, 1]). Peak memory is the process's peak resident set "
