@@ -39,21 +39,27 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def one_epoch(n: int, storage: str, threads: int) -> dict:
-    """Train one epoch on ``n`` images in this process; what the parent prints and records."""
+def build_dataset(n: int, storage: str, threads: int):
+    """The config, the data section, the dataset of ``n`` images, its build time and the
+    peak memory after building it."""
     import torch
 
     from mcvae_framework import build, load_config
-    from mcvae_framework.config import config_to_dict
-    from mcvae_framework.training import Trainer
 
     torch.set_num_threads(threads)
     config = load_config(CONFIG)
     data = config.data.model_copy(update={"storage": storage, "limit": None if n >= 70_000 else n})
     start = time.perf_counter()
     dataset = build("data", data, split="all" if n >= 70_000 else "train")
-    build_seconds = time.perf_counter() - start
-    before = peak_mib()
+    return config, data, dataset, time.perf_counter() - start, peak_mib()
+
+
+def one_epoch(n: int, storage: str, threads: int) -> dict:
+    """Train one epoch on ``n`` images in this process; what the parent prints and records."""
+    from mcvae_framework.config import config_to_dict
+    from mcvae_framework.training import Trainer
+
+    config, data, dataset, build_seconds, before = build_dataset(n, storage, threads)
     with tempfile.TemporaryDirectory() as out:
         changes = {"graph": {"enabled": False}, "loss": {"pretrain_epochs": 0, "self_label_weight": 0},
                    "training": {"epochs": 1, "eval_every": 0, "progress": False, "num_threads": threads,
@@ -75,17 +81,10 @@ def one_data_epoch(n: int, storage: str, threads: int) -> dict:
     """Read one shuffled epoch of ``n`` images through the trainer's batch source, no model."""
     import torch
 
-    from mcvae_framework import build, load_config
     from mcvae_framework.distributed import DistributedContext
     from mcvae_framework.training import make_batches
 
-    torch.set_num_threads(threads)
-    config = load_config(CONFIG)
-    data = config.data.model_copy(update={"storage": storage, "limit": None if n >= 70_000 else n})
-    start = time.perf_counter()
-    dataset = build("data", data, split="all" if n >= 70_000 else "train")
-    build_seconds = time.perf_counter() - start
-    before = peak_mib()
+    config, data, dataset, build_seconds, before = build_dataset(n, storage, threads)
     batches = make_batches(dataset, config.training.batch_size, shuffle=True, drop_last=True, seed=0,
                            context=DistributedContext(), device=torch.device("cpu"))
     wall, cpu, seen = time.perf_counter(), time.process_time(), 0

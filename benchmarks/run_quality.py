@@ -262,7 +262,7 @@ def run_protocol(protocol: str, methods, seeds, args, work_root: Path) -> list[d
             wall = time.perf_counter() - start
             rows.append(record(protocol, method, seed, report, peak_memory_mib(args.device), wall))
             if method.startswith("mce_"):  # how it used the test images: kept with the row for later runs
-                rows[-1]["transductive"] = bool(method_config(base, method, seed)["training"].get("transductive"))
+                rows[-1]["transductive"] = bool(config["training"].get("transductive"))
             print(f"[{protocol}] {method:17s} seed {seed}: accuracy {rows[-1]['accuracy']:.3f}, "
                   f"NMI {rows[-1]['nmi']:.3f}, {wall:.0f} s", flush=True)
     return rows

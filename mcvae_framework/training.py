@@ -268,10 +268,7 @@ class UnlabelledUnion(torch.utils.data.Dataset):
         return int(self.offsets[-1])
 
     def __getitem__(self, i):
-        part = int(np.searchsorted(self.offsets, i, side="right") - 1)
-        item = self.datasets[part][i - int(self.offsets[part])]
-        item = item if isinstance(item, dict) else {"image": item}
-        return {key: item[key] for key in self.keys}
+        return self.__getitems__([i])[0]
 
     def __getitems__(self, indices):
         # one batched read per part (a streaming dataset reads and moves a batch at once)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from mcvae_framework import plugins
 
@@ -16,3 +17,13 @@ def isolated_plugins():
         yield pm
     finally:
         plugins.set_plugin_manager(previous)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a shared 2-core machine several threads per process spin-wait
+    each other and make tiny models orders of magnitude slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

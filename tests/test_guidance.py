@@ -17,12 +17,7 @@ from mcvae_framework.model import build_model
 from mcvae_framework.training import Trainer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def shapes_file(folder, per_shape: int = 80) -> str:

@@ -19,13 +19,7 @@ from mcvae_framework.training import load_trained_model, train
 SMOOTH_TOLERANCE = 0.08
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Several threads per process spin-wait each other on the shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 class TestRotConvEncoder(EncoderContract):

@@ -42,14 +42,7 @@ def tiny_config(out_dir, *, epochs=2, pretrain_epochs=0, **training) -> dict:
     }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine several threads per process spin-wait
-    each other and make tiny models orders of magnitude slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def parameters(model) -> dict[str, torch.Tensor]:

@@ -126,9 +126,7 @@ def make_hdf5(config: HDF5Config, *, split: str = "train"):
     data, label_info = inspect_file(path, config.images, config.labels)
     n, side = data.shape[0], data.shape[-1]
     channels = data.shape[1] if data.ndim == 4 else 1
-    if config.downsample is not None and config.downsample > side:
-        raise DataError(f"{where}: downsample {config.downsample} is larger than the images ({side} px); "
-                        f"Fourier cropping only shrinks: use at most {side}, or leave it out")
+    config.check_downsample(side, where)
     scale = 1.0
     if config.normalize == "none":
         fix = "; or set `normalize: minmax` or `standardize`"

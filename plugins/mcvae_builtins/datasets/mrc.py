@@ -126,9 +126,7 @@ def make_mrc(config: MRCConfig, *, split: str = "train"):
     where = f"mrc {path}"
     stack = open_stack(path)
     n, side = stack.data.shape[0], stack.data.shape[-1]
-    if config.downsample is not None and config.downsample > side:
-        raise DataError(f"{where}: downsample {config.downsample} is larger than the particles ({side} px); "
-                        f"Fourier cropping only shrinks: use at most {side}, or leave it out")
+    config.check_downsample(side, where, items="particles")
     scale = 1.0
     if config.normalize == "none":
         fix = "; or set `normalize: standardize` (the default) or `minmax`"

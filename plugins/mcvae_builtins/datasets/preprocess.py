@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field, PositiveInt
 
+from mcvae_framework.errors import DataError
+
 Normalize = Literal["standardize", "minmax", "none"]
 
 
@@ -39,6 +41,12 @@ class PreprocessFields(BaseModel):
         None, description="Fourier-crop every image to downsample x downsample pixels (keeps the low frequencies, "
         "as cryo-EM packages downsample particles)"
     )
+
+    def check_downsample(self, side: int, where: str, items: str = "images") -> None:
+        """Refuse a ``downsample`` larger than the ``side`` of the stored ``items``."""
+        if self.downsample is not None and self.downsample > side:
+            raise DataError(f"{where}: downsample {self.downsample} is larger than the {items} ({side} px); "
+                            f"Fourier cropping only shrinks: use at most {side}, or leave it out")
 
 
 def fourier_crop(images: torch.Tensor, side: int) -> torch.Tensor:
