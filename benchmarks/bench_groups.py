@@ -4,7 +4,8 @@ For each built-in group: a batch of 256 single-channel 28x28 images on the CPU, 
 drawn by the group's ``sample``. *Ours* is the plugin's closed-form ``exp`` followed by
 its ``act``. *geomstats* is the reference exponential (``SpecialOrthogonal(2)`` /
 ``SpecialEuclidean(2)`` ``exp``, or ``GeneralLinear.exp`` of the algebra matrix for the
-scaled groups; float64, geomstats' default) followed by the textbook warp
+scaled groups, and for ``affine2`` the product of the ``GeneralLinear.exp`` of its chart's
+three factors; float64, geomstats' default) followed by the textbook warp
 (``torch.linalg.inv``, ``affine_grid``, ``grid_sample``: the same bilinear sampling, so
 the same images out, checked). Each figure is the median of several repeats after a
 warm-up, forward only and with the backward pass to ``tau``. Writes the ``groups`` block
@@ -31,7 +32,7 @@ from _report import machine_line, write_block  # noqa: E402
 from mcvae_framework import build  # noqa: E402
 from mcvae_framework.testing import geomstats_reference as ref  # noqa: E402
 
-TAGS = ("so2", "se2", "scale_rotation", "sim2")
+TAGS = ("so2", "se2", "scale_rotation", "sim2", "affine2")
 BATCH, SIDE = 256, 28
 
 
@@ -62,6 +63,14 @@ def geomstats_exp(tag: str, tau: torch.Tensor) -> torch.Tensor:
         return ref.se2_exp(tau)
     if tag == "scale_rotation":
         return ref.matrix_exp(ref.planar_algebra_matrix(theta, tau[:, 1]))
+    if tag == "affine2":
+        # T(t) . exp(theta J + s I) . exp(P): the chart of the second kind, factor by factor
+        shift, stretch = torch.zeros(len(tau), 3, 3, dtype=torch.float64), torch.zeros(len(tau), 3, 3, dtype=torch.float64)
+        shift[:, :2, 2] = tau[:, 4:]
+        c, k = tau[:, 2], tau[:, 3]
+        stretch[:, 0, 0], stretch[:, 1, 1], stretch[:, 0, 1], stretch[:, 1, 0] = c, -c, k, k
+        factors = ref.matrix_exp(torch.cat((shift, ref.planar_algebra_matrix(theta, tau[:, 1]), stretch)))
+        return factors[: len(tau)] @ factors[len(tau): 2 * len(tau)] @ factors[2 * len(tau):]
     return ref.matrix_exp(ref.planar_algebra_matrix(theta, tau[:, 1], tau[:, 2:]))
 
 

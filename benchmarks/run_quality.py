@@ -389,6 +389,10 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=str(HERE / "results" / "quality.json"), help="JSON results file")
     parser.add_argument("--keep-runs", default=None, help="keep the run folders here (default: a temporary folder)")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite the quality block of docs/benchmarks.md")
+    parser.add_argument("--merge", default=None,
+                        help="comma-separated result files of runs made apart (e.g. one seed per process, each "
+                        "with its own --out and --no-doc): their rows are written to --out and the docs block "
+                        "as if this run had measured them; nothing is trained")
     parser.add_argument("--keep-earlier", action="store_true",
                         help="keep the rows of methods not rerun from the existing --out file in the table, "
                         "marked as earlier results with their command and date")
@@ -427,6 +431,17 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     earlier = earlier_rows(out, set()) if args.keep_earlier else []
     rows: list[dict] = []
+    if args.merge:
+        commands = []
+        for path in _list(args.merge):
+            part = json.loads(Path(path).read_text(encoding="utf-8"))
+            rows += part["runs"]
+            commands.append(part["command"])
+        command = " ; ".join(commands)
+        options = {**options, "merged": _list(args.merge)}
+        result, text = write_results(rows, earlier, args, command, options, started, out)
+        print(text)
+        return result
     with tempfile.TemporaryDirectory(prefix="mcvae_quality_") as tmp:
         work_root = Path(args.keep_runs) if args.keep_runs else Path(tmp)
         for protocol in args.protocol_list:

@@ -38,6 +38,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from .errors import ConfigError
+
 # --------------------------------------------------------------------- clustering
 
 
@@ -195,7 +197,11 @@ class PoseMean:
             else:
                 reason = "the group names no geomstats space"
             if self.space is None and path == "geomstats":
-                raise ValueError(f"pose_mean='geomstats' cannot serve this group: {reason}")
+                name = (getattr(getattr(group, "config", None), "type", None) or getattr(group, "name", None)
+                        or type(group).__name__)
+                raise ConfigError([("pose_mean", f"'geomstats' cannot serve the group {name}: {reason}; "
+                                   "use pose_mean 'auto' or 'intrinsic' (the hand-written mean)")],
+                                  source="evaluation")
         self.path = "geomstats" if self.space is not None else "intrinsic"
         self.reason = reason
         if self.space is not None:

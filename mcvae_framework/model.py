@@ -170,26 +170,43 @@ class MCEVAE(nn.Module):
     # ------------------------------------------------------------------ inference
     def encode(self, x: torch.Tensor) -> Encoding:
         """Posterior parameters of the three latents for images ``x``."""
+        features, tau = self._read(x)
+        features = self._invariant_features(x, features, tau)
+        z_style = self.style_head(features) if self.style_head is not None else None
+        return Encoding(tau=tau, z_cluster=self.cluster_head(features), z_style=z_style)
+
+    def invariant_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder features the cluster and style heads read: those of ``x`` itself, of
+        ``group.prealign(x)`` with ``model.prealign``, or of ``x`` moved back by its mean
+        pose with ``model.canonicalize``."""
+        if self.canonicalize:
+            features, tau = self._read(x)
+            return self._invariant_features(x, features, tau)
+        return self._invariant_features(x, None, None)
+
+    def _read(self, x: torch.Tensor) -> tuple[torch.Tensor, Posterior | None]:
+        """One encoder pass over ``x``: its features and the pose posterior."""
         if self.reads_pose:
             features, pose_features, orientation = self.encoder.forward_with_pose(x)
-            tau = self.pose_head(torch.cat([features, pose_features], dim=-1), orientation)
-        else:
-            features = self.encoder(x)
-            tau = self.pose_head(features) if self.pose_head is not None else None
+            return features, self.pose_head(torch.cat([features, pose_features], dim=-1), orientation)
+        features = self.encoder(x)
+        return features, (self.pose_head(features) if self.pose_head is not None else None)
+
+    def _invariant_features(self, x: torch.Tensor, features: torch.Tensor | None,
+                            tau: Posterior | None) -> torch.Tensor:
         if self.canonicalize:
             # Read the content from the image moved back to its canonical pose: the
             # invariant heads then see (nearly) the same input for every pose of x.
             undo = self.group.inverse(self.group.exp(tau.mean))
-            features = self.encoder(self.group.act(x, undo))
-        elif self.prealign:
+            return self.encoder(self.group.act(x, undo))
+        if self.prealign:
             # The group's data-driven normal form (e.g. centred on the centre of mass) takes the
             # shifts out before the invariant heads read the image; a group whose prealign
             # returns its input unchanged costs no second pass.
             aligned = self.group.prealign(x)
-            if aligned is not x:
-                features = self.encoder(aligned)
-        z_style = self.style_head(features) if self.style_head is not None else None
-        return Encoding(tau=tau, z_cluster=self.cluster_head(features), z_style=z_style)
+            if aligned is not x or features is None:
+                return self.encoder(aligned)
+        return features if features is not None else self.encoder(x)
 
     def invariant_latent(self, z_cluster: torch.Tensor, z_style: torch.Tensor | None) -> torch.Tensor:
         return z_cluster if z_style is None else torch.cat([z_cluster, z_style], dim=-1)

@@ -118,6 +118,18 @@ class GraphConfig(Section):
         0, ge=0, description="self-labelling: every N epochs of ELBO training, the model's own clusters of the "
         "training images replace the labels the self-labelling term learns from, its most probable "
         "confident_fraction of each cluster trusted (0: keep the graph's labels)")
+    refine_epochs: int = Field(
+        0, ge=0, description="before the VAE trains, warm the encoder up for N passes over the graph's confident "
+        "images: a linear read-out learns their labels (at random poses) while every image agrees with its graph "
+        "neighbours; its labels of all training images then replace the graph's, every image trusted (0: off)")
+    refine_smoothing: int = Field(
+        0, ge=0, description="rounds of label propagation over the graph applied to the refinement's read-out "
+        "before its labels are read: q <- (p + mean of the neighbours' q) / 2")
+    refine_lr: float = Field(3e-3, gt=0, description="peak learning rate of the refinement's one-cycle schedule")
+    refine_neighbour_weight: float = Field(
+        1.0, ge=0, description="weight of the refinement's neighbour-agreement term, -log sum_k p(k|x) p(k|x_n)")
+    refine_balance_weight: float = Field(
+        1.0, ge=0, description="weight of the refinement's balance term, KL(mean_x p(.|x) || uniform)")
 
 
 class TrainingConfig(Section):

@@ -57,11 +57,12 @@ from .config import config_to_dict, load_config, validate_config
 from .distributed import DistributedContext, LossModule, resolve_device, wrap_for_training
 from .errors import TrainingError
 from .invariant_graph import GraphClusters, central_members, invariant_graph_clusters
+from .refinement import refine_labels
 
 log = logging.getLogger("mcvae_framework.training")
 
 #: independent random streams derived from ``training.seed`` (see :func:`derive_seed`).
-STREAM_DATA, STREAM_LOSS, STREAM_EVAL, STREAM_WORKERS = 1, 2, 3, 4
+STREAM_DATA, STREAM_LOSS, STREAM_EVAL, STREAM_WORKERS, STREAM_REFINE = 1, 2, 3, 4, 5
 
 #: config fields a resumed run must share with its checkpoint: they shape the parameters
 #: or the optimiser state that gets loaded.
@@ -501,6 +502,8 @@ class Trainer:
                 self._restore()
             if self.config.graph.enabled and self.graph is None:
                 self._build_graph()
+                if self.config.graph.refine_epochs and not self.resume:
+                    self._refine_labels()
             if not self.resume:
                 self._save_checkpoint()  # epoch 0: an interruption in epoch 1 still resumes
             self._train()
@@ -914,7 +917,7 @@ class Trainer:
                 # KL starts huge).
                 noise = torch.Generator().manual_seed(derive_seed(self.config.training.seed, STREAM_EVAL))
                 draws = torch.cat([p.sample(noise) for p in posteriors])
-            if self.graph is not None and self._init_from_assignments(draws, self.graph.labels):
+            if self.graph is not None and self._init_from_assignments(draws, self.loss_module.guide["labels"].cpu()):
                 log.info("fitted the %s prior to %d encoded training images, one component per invariant-graph "
                          "cluster", self.config.prior.type, len(latents))
             else:
@@ -949,6 +952,31 @@ class Trainer:
                      graph.seconds)
         graph = self.context.all_gather_objects(graph)[0]
         self._use_graph(graph)
+
+    def _refine_labels(self) -> None:
+        """``graph.refine_epochs``: warm the encoder up on the graph's labels and neighbours
+        (:mod:`mcvae_framework.refinement`, on rank 0); its labels of every training image
+        then replace the graph's, every image trusted."""
+        cfg = self.config.graph
+        refined = None
+        if self.context.is_main:
+            log.info("refining the graph's labels: %d passes over its %d confident images", cfg.refine_epochs,
+                     int(self.graph.confident.sum()))
+            generator = torch.Generator().manual_seed(derive_seed(self.config.training.seed, STREAM_REFINE))
+            refined = refine_labels(
+                self.model, _stack_images(self.train_data), self.graph.labels, self.graph.confident,
+                self.graph.neighbours, epochs=cfg.refine_epochs, batch_size=self.config.training.batch_size,
+                lr=cfg.refine_lr, neighbour_weight=cfg.refine_neighbour_weight,
+                balance_weight=cfg.refine_balance_weight, smoothing=cfg.refine_smoothing, generator=generator, device=self.device,
+                progress=self.config.training.progress)
+            log.info("refined labels: %.1f%% differ from the graph's, clusters of sizes %s, %.1f s",
+                     100 * refined.changed, torch.bincount(refined.labels, minlength=self.model.prior.n_components)
+                     .tolist(), refined.seconds)
+        refined = self.context.all_gather_objects(refined)[0]
+        self.context.broadcast_module_state(self.model.encoder)
+        self.loss_module.guide = {"labels": refined.labels.to(self.device),
+                                  "confident": torch.ones_like(refined.labels, dtype=torch.bool).to(self.device)}
+        self._add_neighbours_to_guide()
 
     def _use_graph(self, graph: GraphClusters) -> None:
         self.graph = graph

@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from mcvae_framework import build
+from mcvae_framework import ConfigError, build
 from mcvae_framework.interfaces import AffineGroup2D
 from mcvae_framework.evaluation import (
     best_offset,
@@ -269,8 +269,10 @@ def test_a_group_without_rotation_gets_no_rotation_error(tmp_path):
     json_path, md_path = write_report({"pose": report}, tmp_path)
     assert "rotation" not in json_path.read_text() and "rotation" not in md_path.read_text()
     assert "| translation |" in md_path.read_text()
-    with pytest.raises(ValueError, match="names no geomstats space"):
+    # asking for geomstats where it cannot serve is a user error (the CLI prints it, exit 2)
+    with pytest.raises(ConfigError, match="names no geomstats space") as info:
         pose_metrics(group, pred, true, clusters, pose_mean="geomstats")
+    assert "translations_test" in str(info.value) and "intrinsic" in str(info.value)
 
 
 # ------------------------------------------------------------------ canonical

@@ -144,3 +144,56 @@ def test_the_affine_ready_config_trains_and_evaluates(tmp_path):
     assert pose["offset_mean"]["method"] == (
         "geomstats ExponentialBarycenter (group exponential barycenter) on GeneralLinear+(3)")
     assert np.isfinite(report["reconstruction"]["mse"]) and "invariance" in report
+
+
+def test_evaluate_command_picks_the_pose_mean_and_refuses_geomstats_where_it_cannot_serve(se2_run, tmp_path,
+                                                                                           monkeypatch):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from mcvae_framework.cli import cli
+
+    run = tmp_path / "run"
+    shutil.copytree(se2_run, run)  # report.json is written into the run: leave the fixture's alone
+    result = CliRunner().invoke(cli, ["evaluate", str(run), "--n-actions", "1", "--pose-mean", "intrinsic"])
+    assert result.exit_code == 0, result.output
+    how = json.loads((run / "report.json").read_text())["pose"]["offset_mean"]
+    assert how["path"] == "intrinsic" and how["method"].startswith("hand-written intrinsic mean")
+    assert "Offsets averaged by: hand-written" in result.output
+    # a group that names no geomstats space (here: se2 with its space hidden) cannot be
+    # averaged by geomstats: one message naming the group and the way out, exit code 2
+    monkeypatch.setattr(geomstats_bridge, "has_geomstats_space", lambda group: False)
+    result = CliRunner().invoke(cli, ["evaluate", str(run), "--n-actions", "1", "--pose-mean", "geomstats"])
+    assert result.exit_code == 2, result.output
+    assert "pose_mean: 'geomstats' cannot serve the group se2: the group names no geomstats space" in result.output
+    assert "Traceback" not in result.output and not isinstance(result.exception, ValueError)
+    bad = CliRunner().invoke(cli, ["evaluate", str(run), "--pose-mean", "karcher"])
+    assert bad.exit_code == 2 and "auto" in bad.output and "intrinsic" in bad.output
+
+
+def test_the_example_averages_a_group_without_a_metric_by_its_exponential_barycenter(tmp_path):
+    # affine2's space is GL+(3) without a metric: the example averages each cluster with
+    # ExponentialBarycenter, finds the centre the poses were drawn around, and says why
+    # it skips the k-means
+    group = build("group", {"type": "affine2"})
+    gen = torch.Generator().manual_seed(0)
+    centres = group.exp(torch.tensor([[0.4, 0.1, 0.2, -0.1, 0.05, 0.0], [-1.0, -0.1, 0.0, 0.15, 0.0, -0.1]],
+                                     dtype=torch.float64))
+    clusters = np.repeat([0, 1], 15)
+    jitter = group.exp(0.02 * torch.randn(len(clusters), 6, generator=gen, dtype=torch.float64))
+    poses = centres[torch.as_tensor(clusters)] @ jitter
+    path = tmp_path / "affine-poses.npz"
+    np.savez(path, cluster=clusters, pose_group=np.asarray("affine2"), pose_matrix=poses.numpy(),
+             pose_geomstats=group.geomstats_point(poses).numpy())
+    env = {**os.environ, "GEOMSTATS_BACKEND": "numpy"}
+    result = subprocess.run([sys.executable, str(EXAMPLE), str(path), "--k-means", "2"],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout)
+    assert summary["space"] == "GeneralLinear+(3)" and summary["n_poses"] == 30
+    for c, centre in enumerate(centres):
+        cluster = summary["clusters"][str(c)]
+        assert cluster["n"] == 15 and cluster["in_space"] and 0 < cluster["dispersion"] < 0.2
+        assert np.abs(np.asarray(cluster["mean"]) - centre.numpy()).max() < 0.05
+    assert "needs a metric" in summary["k_means"]["skipped"]

@@ -320,6 +320,29 @@ def test_affine2_round_trips_on_its_pose_range_and_everywhere():
     assert (g.log(g.exp(tau)) - tau).abs().max() < 1e-10
 
 
+def test_affine2_samples_each_coordinate_in_its_own_range():
+    # every coordinate of the pose distribution is configured on its own, and read back
+    # from the matrices (polar decomposition), not only from tau
+    ranges = {"angle_deg": [-20.0, 50.0], "log_scale": [-0.1, 0.3], "stretch": [0.05, 0.25],
+              "stretch_diag": [-0.3, -0.1], "shift": 0.05}
+    g = build("group", {"type": "affine2", **ranges})
+    tau = g.sample(4000, torch.Generator().manual_seed(2), dtype=torch.float64)
+    back = g.log(g.exp(tau))
+    expected = [
+        (math.radians(ranges["angle_deg"][0]), math.radians(ranges["angle_deg"][1])),
+        tuple(ranges["log_scale"]), tuple(ranges["stretch"]), tuple(ranges["stretch_diag"]),
+        (-0.1, 0.1), (-0.1, 0.1),  # a shift of 5% of the side is 0.1 normalised units
+    ]
+    for i, (name, (lo, hi)) in enumerate(zip(g.coordinate_names, expected)):
+        col = back[:, i]
+        assert col.min() >= lo - 1e-9 and col.max() <= hi + 1e-9, (name, col.min(), col.max())
+        width = hi - lo
+        assert col.min() < lo + 0.02 * width and col.max() > hi - 0.02 * width, f"{name} does not fill its range"
+    # the stretch columns are independent of each other and of the angle
+    corr = torch.corrcoef(back[:, :4].T)
+    assert (corr - torch.eye(4, dtype=corr.dtype)).abs().max() < 0.1
+
+
 def test_affine2_log_covers_maps_the_lie_exponential_misses():
     # a half turn times a stretch has two distinct negative eigenvalues: no real matrix
     # logarithm, but the chart of the second kind reaches it

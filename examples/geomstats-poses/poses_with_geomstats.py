@@ -10,7 +10,8 @@ that space through the framework (the group names it: ``LieGroup.geomstats_space
 then, per predicted cluster, asks geomstats for the mean pose (``FrechetMean`` where the
 space has a metric, ``ExponentialBarycenter`` for a Lie group without one) and the
 spread around it, and, for spaces with a metric, clusters all poses with geomstats'
-``RiemannianKMeans``. It prints one JSON object.
+``RiemannianKMeans`` (for a space without one, ``k_means`` says it was skipped and why).
+It prints one JSON object.
 
 geomstats' numpy backend is used unless ``GEOMSTATS_BACKEND`` says otherwise (the
 arrays from the ``.npz`` are numpy arrays, which that backend takes as they are).
@@ -79,6 +80,9 @@ def analyse(path: str, k_means: int = 0, max_points: int = 200, seed: int = 0) -
             kmeans.fit(convert(x))
             labels = np.asarray(kmeans.labels_)
             out["k_means"] = {"k": k_means, "sizes": np.bincount(labels, minlength=k_means).tolist()}
+        elif k_means:
+            out["k_means"] = {"k": k_means, "skipped": f"RiemannianKMeans needs a metric; geomstats' "
+                                                       f"{out['space']} is built without one"}
     return out
 
 

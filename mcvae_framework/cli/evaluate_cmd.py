@@ -15,17 +15,24 @@ from . import cli
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
 @click.option("--n-actions", default=4, show_default=True, type=click.IntRange(min=1),
               help="random group actions per image for the invariance error")
-def evaluate_command(run_dir, split, device, batch_size, n_actions):
+@click.option("--pose-mean", type=click.Choice(["auto", "geomstats", "intrinsic"]), default="auto",
+              show_default=True,
+              help="how the per-cluster pose offsets are averaged: geomstats (FrechetMean on the group's "
+                   "geomstats space, ExponentialBarycenter where the space has no metric), intrinsic (the "
+                   "hand-written mean with the group's own exp and log), or auto (geomstats where the group "
+                   "names a space, else intrinsic); report.json's pose.offset_mean says which served")
+def evaluate_command(run_dir, split, device, batch_size, n_actions, pose_mean):
     """Score RUN_DIR's trained model on a split; write report.json and report.md there.
 
     Clustering accuracy (Hungarian matching), NMI and ARI; pose errors (raw and after the
-    best constant offset per cluster); canonical-reconstruction error; invariance of the
-    cluster latent under random group actions; the ELBO terms.
+    best constant offset per cluster, under the group's own error keys); canonical-reconstruction
+    error; invariance of the cluster latent under random group actions; the ELBO terms.
     """
     from ..evaluation import evaluate_run, report_markdown, json_safe
     from ..prediction import run_checkpoint
 
     run_checkpoint(run_dir, "last")  # a folder that holds no run: one message, exit code 2
-    report = evaluate_run(run_dir, split=split, device=device, batch_size=batch_size, n_actions=n_actions)
+    report = evaluate_run(run_dir, split=split, device=device, batch_size=batch_size, n_actions=n_actions,
+                          pose_mean=pose_mean)
     click.echo(report_markdown(json_safe(report)))
     click.echo(f"wrote {run_dir}/report.json and {run_dir}/report.md")

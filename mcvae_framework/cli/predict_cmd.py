@@ -25,7 +25,12 @@ from . import cli
 def predict_command(run_dir, data, out, split, split_column, checkpoint, with_canonical, device, batch_size):
     """Cluster, cluster probabilities and pose of every image in --data, written to --out:
     one row per image in the data's own order (a folder's sorted listing, an array file's
-    order), the file name (or array index) first."""
+    order), the file name (or array index) first.
+
+    A .npz file also holds every pose as a group element: pose_matrix (N, 3, 3), the
+    homogeneous matrix exp(tau); pose_geomstats, the same poses as points of the group's
+    geomstats space (for a group that names one; geomstats tools such as FrechetMean take
+    them as they are, see examples/geomstats-poses); and pose_group, the group's tag."""
     from ..prediction import predict_run
 
     path = predict_run(run_dir, data, out, split=split, device=device, batch_size=batch_size,
