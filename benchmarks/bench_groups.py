@@ -65,7 +65,8 @@ def geomstats_exp(tag: str, tau: torch.Tensor) -> torch.Tensor:
         return ref.matrix_exp(ref.planar_algebra_matrix(theta, tau[:, 1]))
     if tag == "affine2":
         # T(t) . exp(theta J + s I) . exp(P): the chart of the second kind, factor by factor
-        shift, stretch = torch.zeros(len(tau), 3, 3, dtype=torch.float64), torch.zeros(len(tau), 3, 3, dtype=torch.float64)
+        shift = torch.zeros(len(tau), 3, 3, dtype=torch.float64)
+        stretch = torch.zeros_like(shift)
         shift[:, :2, 2] = tau[:, 4:]
         c, k = tau[:, 2], tau[:, 3]
         stretch[:, 0, 0], stretch[:, 1, 1], stretch[:, 0, 1], stretch[:, 1, 0] = c, -c, k, k

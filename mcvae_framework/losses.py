@@ -20,6 +20,8 @@ confident images in the batch; ``balance`` is ``KL(mean_x q(c|x) || uniform)``.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -123,6 +125,19 @@ def _fixed_prior_log_q(prior, z: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(torch.func.functional_call(module, fixed, (z,), strict=False), dim=-1)
 
 
+def neighbour_disagreement(log_q: torch.Tensor, log_q_partner: torch.Tensor) -> torch.Tensor:
+    """``-log sum_k q(k|x) q(k|x_n)`` averaged over the batch, from ``(N, K)`` log-probabilities
+    of images and of one neighbour each: 0 when both are sure of the same cluster."""
+    return -torch.logsumexp(log_q + log_q_partner, dim=-1).mean()
+
+
+def balance_kl(log_q: torch.Tensor) -> torch.Tensor:
+    """``KL(mean_x q(.|x) || uniform)`` from ``(N, K)`` log-probabilities: 0 when every cluster
+    is used equally, ``log K`` when one takes every image."""
+    mean_q = log_q.exp().mean(0)
+    return (mean_q * (torch.log(mean_q.clamp_min(1e-12)) + math.log(mean_q.shape[0]))).sum()
+
+
 def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide: dict | None,
                    generator: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | float]:
     """The cluster-guidance terms on the prior's responsibilities ``q(c|x)``.
@@ -169,13 +184,10 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
                                device=generator.device if generator is not None else None).to(neighbours.device)
         partner = guide["images"][neighbours.gather(1, column).squeeze(1)]
         log_q_partner = _fixed_prior_log_q(model.prior, model.encode(partner).z_cluster.mean)
-        agreement = torch.logsumexp(log_q + log_q_partner, dim=-1)  # log sum_k q(k|x) q(k|x_n)
-        terms["neighbour"] = -agreement.mean()
+        terms["neighbour"] = neighbour_disagreement(log_q, log_q_partner)
         total = total + loss_config.neighbour_weight * terms["neighbour"]
     if loss_config.balance_weight > 0:
-        mean_q = log_q.exp().mean(0)
-        k = mean_q.shape[0]
-        terms["balance"] = (mean_q * (torch.log(mean_q.clamp_min(1e-12)) + torch.log(torch.tensor(float(k))))).sum()
+        terms["balance"] = balance_kl(log_q)
         total = total + loss_config.balance_weight * terms["balance"]
     return terms, total
 

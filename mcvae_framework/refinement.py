@@ -36,6 +36,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .losses import balance_kl, neighbour_disagreement
+
 
 @dataclass
 class RefinedLabels:
@@ -51,17 +53,6 @@ class RefinedLabels:
     confidence: torch.Tensor
     changed: float
     seconds: float
-
-
-def _neighbour_agreement(log_p: torch.Tensor, log_p_partner: torch.Tensor) -> torch.Tensor:
-    """``-log sum_k p(k|x) p(k|x_n)``, averaged: 0 when both are sure of the same cluster."""
-    return -torch.logsumexp(log_p + log_p_partner, dim=-1).mean()
-
-
-def _balance(log_p: torch.Tensor) -> torch.Tensor:
-    """``KL(mean_x p(.|x) || uniform)``: 0 when every cluster is used equally."""
-    mean = log_p.exp().mean(0)
-    return (mean * (torch.log(mean.clamp_min(1e-12)) + math.log(mean.shape[0]))).sum()
 
 
 def propagate(probabilities: torch.Tensor, neighbours: torch.Tensor, rounds: int) -> torch.Tensor:
@@ -84,7 +75,7 @@ def refine_labels(model, images: torch.Tensor, labels: torch.Tensor, trusted: to
     :param model: the :class:`~mcvae_framework.model.MCEVAE`; its encoder is trained through
         :meth:`~mcvae_framework.model.MCEVAE.invariant_features`.
     :param images: ``(N, C, H, W)`` training images, on the CPU.
-    :param labels: ``(N,)`` the graph's clusters, ``0..K-1``.
+    :param labels: ``(N,)`` the graph's clusters, ``0..K-1`` for the prior's ``K`` components.
     :param trusted: ``(N,)`` bool, the images whose label the cross-entropy learns.
     :param neighbours: ``(N, k)`` every image's graph neighbours.
     :param epochs: passes over the trusted images.
@@ -94,9 +85,8 @@ def refine_labels(model, images: torch.Tensor, labels: torch.Tensor, trusted: to
     :param generator: CPU generator for the batches and the random poses (seeded by the caller).
     """
     start = time.perf_counter()
-    n_clusters = int(labels.max()) + 1
     group = model.group
-    readout = nn.Linear(model.encoder.feature_dim, n_clusters).to(device)
+    readout = nn.Linear(model.encoder.feature_dim, model.prior.n_components).to(device)
     parameters = list(model.encoder.parameters()) + list(readout.parameters())
     optimizer = torch.optim.Adam(parameters, lr=lr)
     pool = torch.nonzero(trusted).squeeze(1)
@@ -129,8 +119,8 @@ def refine_labels(model, images: torch.Tensor, labels: torch.Tensor, trusted: to
                     partners = neighbours[anchors].gather(1, column).squeeze(1)
                     both = log_probabilities(torch.cat([images[anchors], images[partners]]))
                     anchor_log_p, partner_log_p = both.chunk(2)
-                    loss = (loss + neighbour_weight * _neighbour_agreement(anchor_log_p, partner_log_p)
-                            + balance_weight * _balance(both))
+                    loss = (loss + neighbour_weight * neighbour_disagreement(anchor_log_p, partner_log_p)
+                            + balance_weight * balance_kl(both))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -239,17 +239,19 @@ class _Indexed(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i):
-        item = self.dataset[i]
-        item = dict(item) if isinstance(item, dict) else {"image": item}
-        item["index"] = torch.tensor(i, dtype=torch.int64)
-        return item
+        return self.__getitems__([i])[0]
 
     def __getitems__(self, indices):
-        # keep the wrapped dataset's batched read (a streaming dataset reads a batch at once)
-        fetch = getattr(self.dataset, "__getitems__", None)
-        items = fetch(indices) if fetch is not None else [self.dataset[i] for i in indices]
-        return [{**(item if isinstance(item, dict) else {"image": item}), "index": torch.tensor(i, dtype=torch.int64)}
-                for i, item in zip(indices, items)]
+        return [{**item, "index": torch.tensor(i, dtype=torch.int64)}
+                for i, item in zip(indices, _read_items(self.dataset, indices))]
+
+
+def _read_items(dataset, indices) -> list[dict]:
+    """The items at ``indices`` as dicts (a bare tensor becomes ``{"image": ...}``), through the
+    dataset's batched ``__getitems__`` when it has one (a streaming dataset reads a batch at once)."""
+    fetch = getattr(dataset, "__getitems__", None)
+    items = fetch(indices) if fetch is not None else [dataset[i] for i in indices]
+    return [item if isinstance(item, dict) else {"image": item} for item in items]
 
 
 class UnlabelledUnion(torch.utils.data.Dataset):
@@ -278,11 +280,7 @@ class UnlabelledUnion(torch.utils.data.Dataset):
         for part in np.unique(parts):
             where = np.flatnonzero(parts == part)
             local = [int(indices[w]) - int(self.offsets[part]) for w in where]
-            dataset = self.datasets[part]
-            fetch = getattr(dataset, "__getitems__", None)
-            read = fetch(local) if fetch is not None else [dataset[i] for i in local]
-            for w, item in zip(where, read):
-                item = item if isinstance(item, dict) else {"image": item}
+            for w, item in zip(where, _read_items(self.datasets[part], local)):
                 items[w] = {key: item[key] for key in self.keys}
         return items
 
@@ -644,8 +642,7 @@ class Trainer:
         if checkpoint.get("graph") is not None and self.config.graph.enabled:
             self._use_graph(GraphClusters.from_state_dict(checkpoint["graph"]))
             if checkpoint.get("guide") is not None:  # the labels self-labelling had reached
-                self.loss_module.guide = {k: v.to(self.device) for k, v in checkpoint["guide"].items()}
-                self._add_neighbours_to_guide()
+                self._set_guide(checkpoint["guide"]["labels"], checkpoint["guide"]["confident"])
         states = checkpoint["rng"]
         restore_rng_state(states[min(self.context.rank, len(states) - 1)], {"loss": self.loss_generator})
         if len(states) != self.context.world_size:
@@ -967,25 +964,24 @@ class Trainer:
                 self.model, _stack_images(self.train_data), self.graph.labels, self.graph.confident,
                 self.graph.neighbours, epochs=cfg.refine_epochs, batch_size=self.config.training.batch_size,
                 lr=cfg.refine_lr, neighbour_weight=cfg.refine_neighbour_weight,
-                balance_weight=cfg.refine_balance_weight, smoothing=cfg.refine_smoothing, generator=generator, device=self.device,
-                progress=self.config.training.progress)
+                balance_weight=cfg.refine_balance_weight, smoothing=cfg.refine_smoothing, generator=generator,
+                device=self.device, progress=self.config.training.progress)
             log.info("refined labels: %.1f%% differ from the graph's, clusters of sizes %s, %.1f s",
                      100 * refined.changed, torch.bincount(refined.labels, minlength=self.model.prior.n_components)
                      .tolist(), refined.seconds)
         refined = self.context.all_gather_objects(refined)[0]
         self.context.broadcast_module_state(self.model.encoder)
-        self.loss_module.guide = {"labels": refined.labels.to(self.device),
-                                  "confident": torch.ones_like(refined.labels, dtype=torch.bool).to(self.device)}
-        self._add_neighbours_to_guide()
+        self._set_guide(refined.labels, torch.ones_like(refined.labels, dtype=torch.bool))
 
     def _use_graph(self, graph: GraphClusters) -> None:
         self.graph = graph
-        self.loss_module.guide = {"labels": graph.labels.to(self.device),
-                                  "confident": graph.confident.to(self.device)}
-        self._add_neighbours_to_guide()
+        self._set_guide(graph.labels, graph.confident)
 
-    def _add_neighbours_to_guide(self) -> None:
-        """The neighbour-consistency term reads neighbours' images from memory."""
+    def _set_guide(self, labels: torch.Tensor, confident: torch.Tensor) -> None:
+        """The labels the self-labelling term learns and which of them it trusts; for the
+        neighbour-consistency term also the graph's neighbours and the training images, which
+        it reads from memory."""
+        self.loss_module.guide = {"labels": labels.to(self.device), "confident": confident.to(self.device)}
         if self.config.loss.neighbour_weight <= 0:
             return
         tensors = getattr(self.train_batches, "tensors", None)
@@ -1063,8 +1059,7 @@ class Trainer:
             guide = {"labels": labels, "confident": torch.as_tensor(confident)}
         guide = self.context.all_gather_objects(guide)[0]
         changed = float((guide["labels"] != self.loss_module.guide["labels"].cpu()).double().mean())
-        self.loss_module.guide = {key: value.to(self.device) for key, value in guide.items()}
-        self._add_neighbours_to_guide()
+        self._set_guide(guide["labels"], guide["confident"])
         log.info("epoch %d: self-labelling from the model's clusters (%.1f%% of the labels changed)",
                  epoch + 1, 100 * changed)
         return changed

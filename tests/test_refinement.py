@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mcvae_framework import build, validate_config
-from mcvae_framework.refinement import _balance, _neighbour_agreement, refine_labels
+from mcvae_framework.losses import balance_kl, neighbour_disagreement
+from mcvae_framework.refinement import refine_labels
 from mcvae_framework.training import Trainer
 
 from test_guidance import guided_config, small_model
@@ -16,11 +17,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 def test_neighbour_agreement_and_balance_values():
     sure = torch.log(torch.tensor([[1.0 - 2e-6, 1e-6, 1e-6]]))
-    assert float(_neighbour_agreement(sure, sure)) == pytest.approx(0.0, abs=1e-5)
+    assert float(neighbour_disagreement(sure, sure)) == pytest.approx(0.0, abs=1e-5)
     uniform = torch.full((4, 3), 1 / 3).log()
-    assert float(_neighbour_agreement(uniform, uniform)) == pytest.approx(torch.log(torch.tensor(3.0)).item(), rel=1e-5)
-    assert float(_balance(uniform)) == pytest.approx(0.0, abs=1e-6)
-    assert float(_balance(sure.expand(4, 3))) == pytest.approx(torch.log(torch.tensor(3.0)).item(), abs=1e-4)
+    assert float(neighbour_disagreement(uniform, uniform)) == pytest.approx(torch.log(torch.tensor(3.0)).item(), rel=1e-5)
+    assert float(balance_kl(uniform)) == pytest.approx(0.0, abs=1e-6)
+    assert float(balance_kl(sure.expand(4, 3))) == pytest.approx(torch.log(torch.tensor(3.0)).item(), abs=1e-4)
 
 
 def test_refinement_corrects_wrong_untrusted_labels_from_trusted_ones_and_neighbours(tmp_path):
