@@ -3,12 +3,16 @@
 Public API::
 
     from mcvae_framework import load_config, build, plugin_manager, hookimpl
+
+Plugins import only from here, :mod:`mcvae_framework.interfaces`, :mod:`mcvae_framework.errors`,
+:mod:`mcvae_framework.testing` and :mod:`mcvae_framework.geomstats_bridge` (see
+docs/architecture.md; ``tests/test_architecture.py`` checks it).
 """
 
 from __future__ import annotations
 
-from .build import build
-from .config import load_config, validate_config
+from .components import build
+from .config import component_config, load_config, validate_config
 from .errors import ConfigError, DataError, McvaeError, PluginError, TrainingError
 from .hookspecs import hookimpl
 from .model import MCEVAE, build_model
@@ -27,6 +31,7 @@ __all__ = [
     "TrainingError",
     "build",
     "build_model",
+    "component_config",
     "create_plugin_manager",
     "hookimpl",
     "load_config",

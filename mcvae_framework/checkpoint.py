@@ -39,6 +39,8 @@ REQUIRED_KEYS = ("epoch", "config", "image_shape", "model", "optimizer", "rng", 
 
 def package_versions() -> dict[str, str]:
     """Versions of what shapes a checkpoint's contents (recorded, not enforced)."""
+    # Here, not at the top: the package's __init__ sets __version__ only after importing
+    # its modules, so a module it imports cannot read it at import time.
     from . import __version__
 
     return {

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import difflib
 import json
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Optional, Union
 
 import yaml
-from pydantic import Field, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
 
 from .errors import ConfigError
 from .hookspecs import KINDS
-from .plugins import registry as current_registry
+from .plugins import current_registry
 from .registry import ComponentConfig, Registry
 from .sections import ExperimentBase
 
@@ -38,15 +39,13 @@ def _component_annotation(registry: Registry, kind: str):
 def experiment_config_class(registry: Registry | None = None) -> type[ExperimentBase]:
     """The ``ExperimentConfig`` class for the loaded plugins (built once per registry)."""
     registry = registry or current_registry()
-    cls = getattr(registry, "_experiment_class", None)
-    if cls is None:
+    if registry.experiment_class is None:
         fields = {}
         for kind in KINDS:
             ann = _component_annotation(registry, kind)
             fields[kind] = (Optional[ann], ...) if kind in NULLABLE else (ann, ...)
-        cls = create_model("ExperimentConfig", __base__=ExperimentBase, **fields)
-        registry._experiment_class = cls
-    return cls
+        registry.experiment_class = create_model("ExperimentConfig", __base__=ExperimentBase, **fields)
+    return registry.experiment_class
 
 
 def _tag_problems(registry: Registry, data: dict) -> list[tuple[str, str]]:
@@ -101,10 +100,6 @@ def _section_class(registry: Registry | None, root, data: dict | None, loc: list
 
 def _model_class(annotation):
     """The pydantic model inside ``annotation`` (``Model`` or ``Model | None``), if one."""
-    import typing
-
-    from pydantic import BaseModel
-
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
@@ -213,6 +208,45 @@ def check_resources(config, source: str | None = None):
     if problems:
         raise ConfigError(problems, source)
     return config
+
+
+def supervised_without_canonical(data_config) -> str:
+    """Why ``loss.mode: supervised`` cannot train on ``data_config``, and the fix."""
+    fix = data_config.without_canonical_images() if isinstance(data_config, ComponentConfig) else None
+    return (f"'supervised' learns from each image's canonical (un-moved) image, but the {data_config.type!r} data "
+            f"section yields no canonical images; {fix or 'use a data section whose items carry `canonical`'}, "
+            "or set loss.mode: unsupervised")
+
+
+def compatibility_problems(config) -> list[tuple[str, str]]:
+    """``(field path, message)`` for sections that validate one by one but cannot train
+    together, as far as the config tells (the data plugin answers for its section through
+    :meth:`ComponentConfig.without_canonical_images`); nothing is read from disk."""
+    data = getattr(config, "data", None)
+    if config.loss.mode == "supervised" and isinstance(data, ComponentConfig) and data.without_canonical_images():
+        return [("loss.mode", supervised_without_canonical(data))]
+    return []
+
+
+def check_runnable(config, source: str | None = None):
+    """``config`` itself, or one :class:`ConfigError` (exit code 2) naming the file, each
+    missing data file or folder (:func:`missing_resources`) and each pair of sections that
+    cannot train together (:func:`compatibility_problems`), with the fix: what ``mcvae
+    config validate`` and ``mcvae train`` check before anything is built."""
+    problems = missing_resources(config) + compatibility_problems(config)
+    if problems:
+        raise ConfigError(problems, source)
+    return config
+
+
+def check_dataset_fits(config, dataset, source: str | None = None) -> None:
+    """The same check on a built dataset (one given to the trainer directly): in
+    supervised mode its items must carry ``canonical``. Reads one item, only then."""
+    if config.loss.mode != "supervised" or len(dataset) == 0:
+        return
+    item = dataset[0]
+    if not (isinstance(item, dict) and "canonical" in item):
+        raise ConfigError([("loss.mode", supervised_without_canonical(config.data))], source)
 
 
 SECTION_ORDER = (*KINDS, "model", "loss", "training")

@@ -3,11 +3,8 @@
 :class:`DistributedContext` reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` from the
 environment that torchrun sets, opens the process group (gloo on the CPU, nccl on CUDA)
 and offers the few collectives the trainer needs. With one process every collective is a
-no-op, so the trainer has a single code path.
-
-:class:`LossModule` exists because the loss calls model methods (``encode``, ``decode``)
-rather than ``model.forward``: DistributedDataParallel only synchronises gradients of
-work done inside *its* forward, so the whole loss computation becomes one module's forward.
+no-op, so the trainer has a single code path. :func:`wrap_for_training` wraps the
+trainer's :class:`~mcvae_framework.losses.LossModule` in DistributedDataParallel.
 """
 
 from __future__ import annotations
@@ -124,34 +121,7 @@ def resolve_device(spec: str, context: DistributedContext) -> torch.device:
     return torch.device("cuda", index)
 
 
-class LossModule(nn.Module):
-    """The model plus its loss, as one module whose ``forward`` returns the loss terms.
-
-    Wrapping *this* in DistributedDataParallel makes every model method the loss calls
-    part of DDP's forward, so gradients of all of them are averaged across processes.
-
-    :param model: the :class:`~mcvae_framework.model.MCEVAE`.
-    :param loss_config: the experiment's ``loss`` section.
-    """
-
-    def __init__(self, model: nn.Module, loss_config):
-        super().__init__()
-        self.model = model
-        self.loss_config = loss_config
-        #: the invariant graph's labels and confident mask of the training set (or None).
-        self.guide: dict | None = None
-
-    def forward(self, batch: dict, epoch: int = 0, generator: torch.Generator | None = None,
-                pretrain: bool = False) -> dict[str, torch.Tensor]:
-        from . import losses  # the loss module imports the model; import when used
-
-        if pretrain:
-            return losses.pretrain_terms(self.model, batch, self.loss_config, generator=generator, guide=self.guide)
-        return losses.elbo_terms(self.model, batch, self.loss_config, epoch=epoch, generator=generator,
-                                 guide=self.guide)
-
-
-def wrap_for_training(loss_module: LossModule, context: DistributedContext, device: torch.device) -> nn.Module:
+def wrap_for_training(loss_module: nn.Module, context: DistributedContext, device: torch.device) -> nn.Module:
     """``loss_module`` wrapped in DistributedDataParallel when there are several processes.
 
     ``find_unused_parameters=True`` because not every step uses every parameter: pretraining

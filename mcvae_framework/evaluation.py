@@ -24,13 +24,16 @@ What is measured (each block of ``report.json``):
   moved by random group elements (relative to the spread of those means), and how often
   the cluster assignment stays the same;
 * **elbo** -- every term of the loss on the split (``losses.elbo_terms``, no gradients).
+
+The pose and canonical blocks live in :mod:`mcvae_framework.pose_evaluation`, the files in
+:mod:`mcvae_framework.reports`; the model runs over the split through
+:mod:`mcvae_framework.inference`. ("Invariance" here is the *metric* below; the loss term
+of the same name is :func:`mcvae_framework.losses.invariance_terms`.)
 """
 
 from __future__ import annotations
 
 import csv
-import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +41,25 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from .errors import ConfigError
+from .components import build
+from .data import dataset_tensors  # noqa: F401  (re-exported: benchmarks/run_quality.py imports it from here)
+from .inference import load_trained_model, predict_dataset
+from .inference import predict_images as model_outputs  # noqa: F401  (the name benchmarks/run_quality.py uses)
+from .losses import elbo_terms
+from .pose_evaluation import (  # noqa: F401  (re-exported: the metrics are one import away)
+    POSE_MEAN_PATHS,
+    PoseMean,
+    apply_offsets,
+    best_offset,
+    canonical_metrics,
+    mod180,
+    offset_dispersion,
+    per_cluster_offsets,
+    pose_metrics,
+    primary_error_key,
+    rotation_error_key,
+)
+from .reports import json_safe, report_markdown, write_report  # noqa: F401  (re-exported)
 
 # --------------------------------------------------------------------- clustering
 
@@ -103,312 +124,6 @@ def clustering_metrics(labels, clusters, n_clusters: int | None = None) -> dict:
     }
 
 
-# --------------------------------------------------------------------------- pose
-
-def mod180(rotation_deg: torch.Tensor) -> torch.Tensor:
-    """Rotation error in [0, 180] folded to [0, 90]: a half turn counts as no error."""
-    return torch.minimum(rotation_deg, 180.0 - rotation_deg)
-
-
-def primary_error_key(group, errors: dict) -> str:
-    """The key of ``errors`` an offset is chosen to minimise: the group's
-    ``primary_error`` when it declares one, else the first key ``distance`` returned."""
-    key = getattr(group, "primary_error", None)
-    return key if key in errors else next(iter(errors))
-
-
-def rotation_error_key(group, errors: dict | None = None) -> str | None:
-    """The group's ``rotation_error`` key (a rotation in degrees in [0, 180]), or ``None``
-    when the group does not rotate (or ``distance`` did not report it)."""
-    key = getattr(group, "rotation_error", None)
-    if key is None or (errors is not None and key not in errors):
-        return None
-    return key
-
-
-def _primary_error(group, errors: dict[str, torch.Tensor], fold: bool) -> torch.Tensor:
-    """The error an offset is chosen to minimise, modulo a half turn with ``fold`` when it
-    is the group's rotation error."""
-    key = primary_error_key(group, errors)
-    if fold and key == rotation_error_key(group, errors):
-        return mod180(errors[key])
-    return errors[key]
-
-
-def _expand(g: torch.Tensor, n: int) -> torch.Tensor:
-    return g.expand(n, *g.shape[-2:]) if g.dim() == 2 else g
-
-
-def _karcher_mean(group, h: torch.Tensor, start: torch.Tensor, steps: int = 10) -> torch.Tensor:
-    """Intrinsic mean of ``h`` (N, 3, 3) by ``m <- m exp(mean log(m^-1 h))`` from ``start``,
-    with the group's own (closed-form) ``exp`` and ``log``."""
-    m = start
-    for _ in range(steps):
-        step = group.log(group.compose(_expand(group.inverse(m[None]), len(h)), h)).mean(0, keepdim=True)
-        m = group.compose(m[None], group.exp(step))[0]
-        if step.abs().max() < 1e-7:
-            break
-    return m
-
-
-POSE_MEAN_PATHS = ("auto", "geomstats", "intrinsic")
-
-
-class PoseMean:
-    """How per-cluster pose offsets are averaged, and their dispersion measured.
-
-    * ``geomstats`` -- the group's geomstats space
-      (:meth:`~mcvae_framework.interfaces.LieGroup.geomstats_space`): ``FrechetMean``
-      with the space's metric, or ``ExponentialBarycenter`` for a Lie group space without
-      one; dispersion by the metric's distance (or the norm of geomstats' logarithm). At
-      most ``max_points`` elements per mean (a seeded subsample): geomstats' logarithms
-      run scipy one matrix at a time.
-    * ``intrinsic`` -- the hand-written fixed point ``m <- m exp(mean log(m^-1 h))`` with
-      the group's own closed-form ``exp`` and ``log``, dispersion as the root mean square
-      norm of ``log(m^-1 h)`` in the group's coordinates; used where geomstats cannot
-      serve (a group that names no geomstats space) or when asked for.
-    * ``auto`` -- ``geomstats`` where the group names a space, else ``intrinsic``.
-
-    :attr:`path` and :attr:`description` say which one was used (``mcvae evaluate``
-    writes them into the report).
-    """
-
-    def __init__(self, group, path: str = "auto", *, max_points: int = 256, seed: int = 0):
-        if path not in POSE_MEAN_PATHS:
-            raise ValueError(f"pose_mean must be one of {', '.join(POSE_MEAN_PATHS)}, got {path!r}")
-        self.group = group
-        self.max_points = int(max_points)
-        self.seed = seed
-        self.space = None
-        self.failures: list[str] = []
-        reason = None
-        if path != "intrinsic":
-            from . import geomstats_bridge as bridge
-
-            if bridge.has_geomstats_space(group):
-                try:
-                    self.space = bridge.geomstats_space_of(group)
-                except Exception as exc:  # a broken geomstats install or a plugin's space
-                    if path == "geomstats":
-                        raise
-                    reason = f"the group's geomstats space could not be built ({type(exc).__name__}: {exc})"
-                if self.space is None and reason is None:
-                    reason = "the group's geomstats_space returned None"
-            else:
-                reason = "the group names no geomstats space"
-            if self.space is None and path == "geomstats":
-                name = (getattr(getattr(group, "config", None), "type", None) or getattr(group, "name", None)
-                        or type(group).__name__)
-                raise ConfigError([("pose_mean", f"'geomstats' cannot serve the group {name}: {reason}; "
-                                   "use pose_mean 'auto' or 'intrinsic' (the hand-written mean)")],
-                                  source="evaluation")
-        self.path = "geomstats" if self.space is not None else "intrinsic"
-        self.reason = reason
-        if self.space is not None:
-            from . import geomstats_bridge as bridge
-
-            self.method = bridge.describe(self.space)
-        else:
-            self.method = "hand-written intrinsic mean m <- m exp(mean log(m^-1 h)) with the group's exp and log"
-
-    @property
-    def description(self) -> dict:
-        """``{"path", "method", "reason"?, "max_points"?, "failures"?}`` for the report."""
-        out = {"path": self.path, "method": self.method}
-        if self.path == "geomstats":
-            out["max_points"] = self.max_points
-        if self.reason:
-            out["reason"] = self.reason
-        if self.failures:
-            out["failures"] = self.failures
-        return out
-
-    def _subsample(self, h: torch.Tensor) -> torch.Tensor:
-        if len(h) <= self.max_points:
-            return h
-        gen = torch.Generator().manual_seed(self.seed)
-        return h[torch.randperm(len(h), generator=gen)[: self.max_points]]
-
-    def mean(self, h: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-        """The mean ``(3, 3)`` of elements ``h`` ``(N, 3, 3)``, from ``start``."""
-        if self.space is not None:
-            from . import geomstats_bridge as bridge
-
-            try:
-                return bridge.space_mean(self.group, self.space, self._subsample(h), start).to(h)
-            except Exception as exc:  # a failed geomstats fit falls back, and the report says so
-                self.failures.append(f"{type(exc).__name__}: {exc}"[:200])
-        return _karcher_mean(self.group, h, start)
-
-    def dispersion(self, h: torch.Tensor, mean: torch.Tensor) -> float:
-        """Root mean squared distance of ``h`` from ``mean`` (see the class docstring)."""
-        if self.space is not None:
-            from . import geomstats_bridge as bridge
-
-            try:
-                return bridge.space_dispersion(self.group, self.space, self._subsample(h), mean)
-            except Exception as exc:
-                self.failures.append(f"{type(exc).__name__}: {exc}"[:200])
-        logs = self.group.log(self.group.compose(_expand(self.group.inverse(mean[None]), len(h)), h))
-        return float(logs.double().pow(2).sum(-1).mean().sqrt())
-
-
-def best_offset(group, g_pred: torch.Tensor, g_true: torch.Tensor, *, fold: bool = False,
-                n_candidates: int = 64, seed: int = 0, mean: PoseMean | None = None) -> torch.Tensor:
-    """The constant offset ``h`` (3, 3) that best aligns ``g_pred h`` with ``g_true``.
-
-    Candidates are the members' own offsets ``g_pred^-1 g_true`` (a seeded subsample);
-    the one with the smallest median primary error (the group's ``primary_error``) wins
-    (robust to misclustered images), then it is refined by the mean of the offsets of the
-    images it already fits (error at most the median), kept only if the median error does
-    not grow. With ``fold`` (groups that rotate) the rotation error is taken modulo a half
-    turn, and offsets half a turn away are folded in before averaging.
-
-    :param group: the model's :class:`~mcvae_framework.interfaces.LieGroup`.
-    :param g_pred: predicted poses ``(N, 3, 3)`` of one cluster's images.
-    :param g_true: true poses ``(N, 3, 3)``.
-    :param mean: how to average (:class:`PoseMean`); default: the hand-written intrinsic
-        mean.
-    """
-    mean = mean or PoseMean(group, "intrinsic")
-    n = len(g_pred)
-    h = group.compose(group.inverse(g_pred), g_true)
-    gen = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(n, generator=gen)[: min(n, n_candidates)]
-
-    def median_error(offset):
-        errors = group.distance(group.compose(g_pred, _expand(offset, n)), g_true)
-        err = _primary_error(group, errors, fold)
-        return err.median(), err
-
-    scores = [median_error(h[i])[0] for i in pick]
-    best = h[pick[int(torch.stack(scores).argmin())]]
-    best_score, err = median_error(best)
-    inliers = h[err <= best_score + 1e-6]
-    half = group.half_turn(dtype=h.dtype, device=h.device) if fold and hasattr(group, "half_turn") else None
-    rotation = rotation_error_key(group, group.distance(best[None], best[None])) if half is not None else None
-    if rotation is not None:
-        flipped = group.compose(inliers, _expand(half, len(inliers)))
-        near = group.distance(_expand(best, len(inliers)), inliers)[rotation]
-        near_flip = group.distance(_expand(best, len(inliers)), flipped)[rotation]
-        inliers = torch.where((near_flip < near)[:, None, None], flipped, inliers)
-    refined = mean.mean(inliers, best)
-    if torch.isfinite(refined).all() and median_error(refined)[0] <= best_score:
-        return refined
-    return best
-
-
-def _summary(values: torch.Tensor) -> dict:
-    v = values.detach().double().cpu()
-    return {"median": float(v.median()), "mean": float(v.mean())}
-
-
-def _error_summaries(errors: dict[str, torch.Tensor], rotation: str | None = None) -> dict:
-    """Median and mean of every error, plus ``<rotation>_mod180`` for a group that rotates."""
-    out = {key: _summary(val) for key, val in sorted(errors.items())}
-    if rotation is not None and rotation in errors:
-        out[f"{rotation}_mod180"] = _summary(mod180(errors[rotation]))
-    return out
-
-
-def per_cluster_offsets(group, g_pred: torch.Tensor, g_true: torch.Tensor, clusters, *,
-                        fold: bool = False, mean: PoseMean | None = None) -> dict[int, torch.Tensor]:
-    """``{cluster: best offset (3, 3)}`` for every non-empty cluster (see :func:`best_offset`)."""
-    clusters = torch.as_tensor(np.asarray(clusters))
-    return {
-        int(c): best_offset(group, g_pred[clusters == c], g_true[clusters == c], fold=fold, mean=mean)
-        for c in torch.unique(clusters)
-    }
-
-
-def apply_offsets(group, g_pred: torch.Tensor, clusters, offsets: dict[int, torch.Tensor]) -> torch.Tensor:
-    """``g_pred h_c`` with each image's cluster offset ``h_c``."""
-    clusters = np.asarray(clusters)
-    stacked = torch.stack([offsets[int(c)] for c in clusters]) if len(clusters) else g_pred
-    return group.compose(g_pred, stacked)
-
-
-def offset_dispersion(group, g_pred: torch.Tensor, g_true: torch.Tensor, clusters,
-                      offsets: dict[int, torch.Tensor], mean: PoseMean) -> dict:
-    """How far each cluster's own offsets ``g_pred^-1 g_true`` lie from its fitted offset:
-    the root mean squared distance (see :meth:`PoseMean.dispersion`), per cluster and
-    their median. 0 means the model got every pose of the cluster right up to one offset."""
-    clusters_t = torch.as_tensor(np.asarray(clusters))
-    per_cluster = {}
-    for c, h_c in sorted(offsets.items()):
-        member = clusters_t == c
-        h = group.compose(group.inverse(g_pred[member]), g_true[member])
-        per_cluster[str(c)] = mean.dispersion(h, h_c)
-    values = [v for v in per_cluster.values() if math.isfinite(v)]
-    return {"per_cluster": per_cluster, "median": float(np.median(values)) if values else float("nan")}
-
-
-def pose_metrics(group, tau_pred: torch.Tensor, tau_true: torch.Tensor, clusters, *,
-                 pose_mean: str = "auto", max_points: int = 256, seed: int = 0) -> dict:
-    """Pose errors raw, after the best offset per cluster, and (groups that rotate) after
-    the best offset per cluster modulo a half turn.
-
-    :param group: the model's group; ``tau`` are its coordinates.
-    :param tau_pred: posterior means ``(N, dim)``.
-    :param tau_true: the dataset's true poses ``(N, dim)``.
-    :param clusters: cluster ids ``(N,)`` (the offsets are per cluster).
-    :param pose_mean: how offsets are averaged: ``auto`` (geomstats where the group names
-        a geomstats space, else the hand-written intrinsic mean), ``geomstats`` or
-        ``intrinsic`` (see :class:`PoseMean`).
-    :param max_points: at most this many offsets per geomstats mean and dispersion.
-    :returns: ``{"raw": ..., "per_cluster_offset": ..., "per_cluster_offset_mod180": ...,
-        "offsets": {cluster: tau of its offset}, "offset_dispersion": ...,
-        "offset_mean": {"path", "method", ...}, "primary_error": key}``; each error block
-        maps the group's own error keys to their median and mean.
-    """
-    mean = PoseMean(group, pose_mean, max_points=max_points, seed=seed)
-    with torch.no_grad():
-        tau_pred = tau_pred.double()
-        tau_true = tau_true.double()
-        g_pred, g_true = group.exp(tau_pred), group.exp(tau_true)
-        raw = group.distance(g_pred, g_true)
-        rotation = rotation_error_key(group, raw)
-        offsets = per_cluster_offsets(group, g_pred, g_true, clusters, mean=mean)
-        aligned = group.distance(apply_offsets(group, g_pred, clusters, offsets), g_true)
-        out = {
-            "primary_error": primary_error_key(group, raw),
-            "raw": _error_summaries(raw, rotation),
-            "per_cluster_offset": _error_summaries(aligned, rotation),
-            "offsets": {str(c): group.log(h[None])[0].tolist() for c, h in sorted(offsets.items())},
-            "offset_dispersion": offset_dispersion(group, g_pred, g_true, clusters, offsets, mean),
-        }
-        half_turn = getattr(group, "half_turn", None)
-        if rotation is not None and half_turn is not None and half_turn(dtype=torch.float64) is not None:
-            folded = per_cluster_offsets(group, g_pred, g_true, clusters, fold=True, mean=mean)
-            aligned_f = group.distance(apply_offsets(group, g_pred, clusters, folded), g_true)
-            out["per_cluster_offset_mod180"] = {f"{rotation}_mod180": _summary(mod180(aligned_f[rotation]))}
-        out["offset_mean"] = mean.description
-    out["_offsets"] = offsets  # for the canonical alignment; removed before writing
-    return out
-
-
-# ---------------------------------------------------------------------- canonical
-
-
-def canonical_metrics(group, decoded: torch.Tensor, true_canonical: torch.Tensor, clusters=None,
-                      offsets: dict[int, torch.Tensor] | None = None) -> dict:
-    """Mean squared error (per pixel, images in [0, 1]) of decoded canonical images.
-
-    ``mse`` compares them as they are. ``mse_offset_aligned`` first moves each decoded
-    image by the inverse of its cluster's pose offset (``h_c^-1 D``, see
-    :func:`best_offset`), i.e. into the dataset's canonical frame, since the model picks
-    its own canonical orientation per cluster.
-    """
-    decoded = decoded.float()
-    true_canonical = true_canonical.float()
-    out = {"mse": float(((decoded - true_canonical) ** 2).mean())}
-    if group is not None and offsets and clusters is not None:
-        h = torch.stack([offsets[int(c)] for c in np.asarray(clusters)]).to(decoded)
-        moved = group.act(decoded, group.inverse(h))
-        out["mse_offset_aligned"] = float(((moved - true_canonical) ** 2).mean())
-    return out
-
-
 # ---------------------------------------------------------------------- invariance
 
 
@@ -470,57 +185,10 @@ def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def dataset_tensors(dataset, batch_size: int = 512) -> dict[str, torch.Tensor]:
-    """Every item of ``dataset`` stacked by key (``image``, ``label``, ``canonical``,
-    ``pose``); uses the dataset's ``as_tensors()`` when it offers one."""
-    as_tensors = getattr(dataset, "as_tensors", None)
-    tensors = as_tensors() if callable(as_tensors) else None
-    if tensors is not None:
-        return dict(tensors)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    parts: dict[str, list] = {}
-    for batch in loader:
-        for key, value in batch.items():
-            parts.setdefault(key, []).append(torch.as_tensor(value))
-    return {k: torch.cat(v) for k, v in parts.items()}
-
-
-@torch.no_grad()
-def model_outputs(model, images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """Predictions on ``images`` (CPU tensors): ``cluster``, ``probabilities``, ``tau``
-    (posterior mean, absent without a group), ``canonical``, ``reconstruction`` and the
-    invariant posterior means ``z_cluster`` / ``z_style``."""
-    model.eval()
-    device = _device_of(model)
-    parts: dict[str, list] = {}
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device)
-        # one pass: the posterior means decoded (forward with sample=False) and the prior's
-        # responsibilities at the mean of z_c (the model's cluster_probabilities)
-        out = model(x, sample=False)
-        probabilities = model.prior.responsibilities(out.encoding.z_cluster.mean)
-        row = {
-            "cluster": probabilities.argmax(-1),
-            "probabilities": probabilities,
-            "canonical": out.canonical,
-            "reconstruction": out.reconstruction,
-            "z_cluster": out.encoding.z_cluster.mean,
-        }
-        if out.encoding.tau is not None:
-            row["tau"] = out.encoding.tau.mean
-        if out.encoding.z_style is not None:
-            row["z_style"] = out.encoding.z_style.mean
-        for key, value in row.items():
-            parts.setdefault(key, []).append(value.detach().cpu())
-    return {k: torch.cat(v) for k, v in parts.items()}
-
-
 @torch.no_grad()
 def elbo_metrics(model, tensors: dict[str, torch.Tensor], loss_config, *, epoch: int,
                  batch_size: int = 256, seed: int = 0) -> dict:
     """Every ELBO term averaged over the split (weighted by batch size), no gradients."""
-    from .losses import elbo_terms
-
     model.eval()
     device = _device_of(model)
     gen = torch.Generator().manual_seed(seed)  # CPU, like the trainer's
@@ -544,8 +212,7 @@ def evaluate_model(model, config, dataset, *, batch_size: int = 256, n_actions: 
     :param dataset: an :class:`~mcvae_framework.interfaces.ImageDataset`.
     :returns: the report dict (top-level ``accuracy``, ``nmi``, ``ari`` when labels exist).
     """
-    tensors = dataset_tensors(dataset)
-    outputs = model_outputs(model, tensors["image"], batch_size)
+    tensors, outputs = predict_dataset(model, dataset, batch_size)
     clusters = outputs["cluster"].numpy()
     report: dict = {"split": getattr(dataset, "split", None), "n_images": int(len(clusters))}
     k = int(outputs["probabilities"].shape[1])
@@ -585,12 +252,8 @@ def evaluate_run(run_dir, split: str = "test", *, device: str = "cpu", batch_siz
     :returns: the report (also written to ``RUN/report.json``; ``report.md`` holds the
         same as tables).
     """
-    from .build import build
-    from .training import load_trained_model
-
     run_dir = Path(run_dir)
     config, model = load_trained_model(run_dir, device=device)
-    model.eval()
     dataset = build("data", config.data, split=split)
     report = evaluate_model(model, config, dataset, batch_size=batch_size, n_actions=n_actions, seed=seed,
                             pose_mean=pose_mean)
@@ -612,92 +275,3 @@ def collapse_summary(report: dict, run_dir) -> dict:
     return {"empty_components": int(sum(1 for size in sizes if size == 0)),
             "smallest_cluster": int(min(sizes)) if sizes else None,
             "reseeded_during_training": int(reseeded)}
-
-
-# ----------------------------------------------------------------------- writing
-
-
-def json_safe(value):
-    """JSON-safe: NaN/inf become null, tensors and numpy scalars plain numbers."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (torch.Tensor, np.ndarray)):
-        return json_safe(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if value is None:
-        return "-"
-    return str(value)
-
-
-def report_markdown(report: dict) -> str:
-    """The report as markdown tables (what ``mcvae evaluate`` prints)."""
-    lines = [f"# Evaluation of {report.get('run_dir', 'a model')} ({report.get('split')} split, "
-             f"{report.get('n_images')} images)", ""]
-    clus = report.get("clustering", {})
-    if "accuracy" in report:
-        lines += ["## Clustering", "", "| accuracy | NMI | ARI | clusters used |", "| --- | --- | --- | --- |",
-                  f"| {_fmt(report['accuracy'])} | {_fmt(report['nmi'])} | {_fmt(report['ari'])} | "
-                  f"{clus.get('clusters_used', '-')} of {clus.get('n_clusters', '-')} |", ""]
-    if "cluster_sizes" in clus:
-        lines += [f"Cluster sizes: {clus['cluster_sizes']}", ""]
-    collapse = report.get("collapse") or {}
-    if collapse.get("empty_components") or collapse.get("reseeded_during_training"):
-        lines += [f"**Mixture collapse:** {collapse.get('empty_components', 0)} empty component(s) on this split; "
-                  f"{collapse.get('reseeded_during_training', 0)} component(s) re-seeded during training "
-                  "(see train.log). Fewer components, graph guidance (`graph.enabled`) or a higher "
-                  "`loss.balance_weight` usually help.", ""]
-    if "pose" in report:
-        lines += ["## Pose error", "",
-                  "Errors of exp(tau) against the true pose (group distance); the learned pose is "
-                  "defined up to a constant offset per cluster, removed in the last columns.", "",
-                  "| unit | raw median | raw mean | offset removed median | offset removed mean |",
-                  "| --- | --- | --- | --- | --- |"]
-        raw, aligned = report["pose"]["raw"], report["pose"]["per_cluster_offset"]
-        for unit in raw:
-            lines.append(f"| {unit} | {_fmt(raw[unit]['median'])} | {_fmt(raw[unit]['mean'])} | "
-                         f"{_fmt(aligned[unit]['median'])} | {_fmt(aligned[unit]['mean'])} |")
-        for unit, folded in report["pose"].get("per_cluster_offset_mod180", {}).items():
-            lines.append(f"| {unit}, offset fitted mod 180 | | | {_fmt(folded['median'])} | "
-                         f"{_fmt(folded['mean'])} |")
-        lines.append("")
-        how = report["pose"].get("offset_mean")
-        if how:
-            lines.append(f"Offsets averaged by: {how.get('method')} ({how.get('path')} path"
-                         + (f"; {how['reason']}" if how.get("reason") else "") + ").")
-        spread = report["pose"].get("offset_dispersion")
-        if spread:
-            lines.append(f"Offset dispersion (root mean squared distance of each cluster's offsets from its "
-                         f"fitted offset), median over clusters: {_fmt(spread.get('median'))}.")
-        if how or spread:
-            lines.append("")
-    blocks = [("Canonical reconstruction (MSE per pixel)", "canonical"),
-              ("Reconstruction (MSE per pixel)", "reconstruction"),
-              ("Invariance under random group actions", "invariance"),
-              ("ELBO terms (per image)", "elbo")]
-    for title, key in blocks:
-        if report.get(key):
-            lines += [f"## {title}", "", "| quantity | value |", "| --- | --- |"]
-            lines += [f"| {name} | {_fmt(value)} |" for name, value in report[key].items()]
-            lines.append("")
-    return "\n".join(lines).rstrip()
-
-
-def write_report(report: dict, run_dir) -> tuple[Path, Path]:
-    """Write ``report.json`` and ``report.md`` into ``run_dir``."""
-    run_dir = Path(run_dir)
-    clean = json_safe(report)
-    json_path, md_path = run_dir / "report.json", run_dir / "report.md"
-    json_path.write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
-    md_path.write_text(report_markdown(clean) + "\n", encoding="utf-8")
-    return json_path, md_path

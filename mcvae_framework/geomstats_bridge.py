@@ -14,21 +14,25 @@ process, and its logarithms call scipy's ``logm`` one matrix at a time. So:
   default dtype back; everything that runs geomstats code does so inside
   :func:`float64_scope` (geomstats assumes its float64 default) and converts its results
   back to plain float64 torch tensors;
-* nothing in ``mcvae_framework`` imports this module at import time; evaluation and the
-  predictions example import it when they need it.
+* this module itself imports no geomstats: evaluation and prediction import it freely,
+  and geomstats is imported (through :func:`import_geomstats`) only when its code runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import math
 import os
 import sys
 import warnings
 from types import SimpleNamespace
 
+import numpy as np
 import torch
+
+from .interfaces import LieGroup
 
 BACKENDS = ("pytorch", "numpy")
 _modules: SimpleNamespace | None = None
@@ -144,8 +148,6 @@ def to_torch(y) -> torch.Tensor:
 def has_geomstats_space(group) -> bool:
     """Whether ``group`` overrides ``geomstats_space`` (answered without importing
     geomstats; the space itself may still be ``None``)."""
-    from .interfaces import LieGroup
-
     method = getattr(type(group), "geomstats_space", None)
     return method is not None and method is not LieGroup.geomstats_space
 
@@ -217,8 +219,6 @@ def space_mean(group, space, elements: torch.Tensor, start: torch.Tensor, *, max
             optimizer.init_point = init
             optimizer.max_iter = max_iter
             optimizer.epsilon = epsilon
-        import logging
-
         # geomstats logs "maximum number of iterations reached" through the root logger
         # when a mean has converged to rounding; keep it out of the user's console
         previous = logging.root.manager.disable
@@ -265,8 +265,6 @@ def pose_fields(group, tau: torch.Tensor) -> dict:
     * ``pose_group`` -- the group's config ``type`` (build the group, and its space with
       :func:`geomstats_space_of`, from it).
     """
-    import numpy as np
-
     with torch.no_grad():
         g = group.exp(torch.as_tensor(tau).double())
         out = {"pose_matrix": g.cpu().numpy()}

@@ -16,6 +16,10 @@ so ``loss`` is the negative ELBO per image plus the weighted invariance penaltie
 confident images in the batch; ``balance`` is ``KL(mean_x q(c|x) || uniform)``.
 
 ``beta`` and the invariance weights ramp up over ``warmup_epochs``.
+
+:class:`LossModule` makes "the model plus this loss" one module: DistributedDataParallel
+only synchronises gradients of work done inside *its* forward, and the loss calls model
+methods (``encode``, ``decode``) rather than ``model.forward``.
 """
 
 from __future__ import annotations
@@ -212,7 +216,7 @@ def _extra_terms(model, batch, x, enc, canonical, loss_config, generator, weight
     if loss_config.mode == "supervised":
         if "canonical" not in batch:
             raise KeyError("loss.mode 'supervised' needs a dataset that yields canonical images "
-                           "(set a `transform` in the data section, or use loss.mode: unsupervised)")
+                           "(use a data section whose items carry `canonical`, or loss.mode: unsupervised)")
         terms["canonical"] = reconstruction_nll(canonical, batch["canonical"], loss_config).mean()
         total = total + loss_config.supervised_weight * terms["canonical"]
     return terms, total
@@ -269,3 +273,28 @@ def pretrain_terms(model: MCEVAE, batch: dict, loss_config, *, epoch: int = 0,
     guidance terms already apply, through the prior's current components."""
     return _elbo(model, batch, loss_config, epoch, generator, lambda posterior, z: posterior.kl_standard_normal(),
                  guide)
+
+
+class LossModule(nn.Module):
+    """The model plus its loss, as one module whose ``forward`` returns the loss terms:
+    :func:`pretrain_terms` during pretraining, :func:`elbo_terms` after.
+
+    Wrapping *this* in DistributedDataParallel makes every model method the loss calls
+    part of DDP's forward, so gradients of all of them are averaged across processes.
+
+    :param model: the :class:`~mcvae_framework.model.MCEVAE`.
+    :param loss_config: the experiment's ``loss`` section.
+    """
+
+    def __init__(self, model: nn.Module, loss_config):
+        super().__init__()
+        self.model = model
+        self.loss_config = loss_config
+        #: the invariant graph's labels and confident mask of the training set (or None).
+        self.guide: dict | None = None
+
+    def forward(self, batch: dict, epoch: int = 0, generator: torch.Generator | None = None,
+                pretrain: bool = False) -> dict[str, torch.Tensor]:
+        if pretrain:
+            return pretrain_terms(self.model, batch, self.loss_config, generator=generator, guide=self.guide)
+        return elbo_terms(self.model, batch, self.loss_config, epoch=epoch, generator=generator, guide=self.guide)

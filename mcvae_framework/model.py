@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .build import build
+from .components import build
 
 
 @dataclass
@@ -241,19 +241,28 @@ class MCEVAE(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Cluster, cluster probabilities, pose (posterior mean) and canonical image."""
-        enc = self.encode(x)
+        """What the model says about images ``x``, from one pass with every latent at its
+        posterior mean: ``cluster``, cluster ``probabilities`` (the prior's responsibilities
+        at the mean of ``z_c``), ``z_cluster``, ``z_style`` (with a style latent), the pose
+        ``tau`` (with a group), the ``canonical`` image and its ``reconstruction`` (the
+        canonical image moved by the pose). The single path from images to predictions:
+        evaluation, ``mcvae predict`` and the figures batch it
+        (:func:`mcvae_framework.inference.predict_images`)."""
+        out = self(x, sample=False)
+        enc = out.encoding
         probabilities = self.prior.responsibilities(enc.z_cluster.mean)
-        style = enc.z_style.mean if enc.z_style is not None else None
-        out = {
+        result = {
             "cluster": probabilities.argmax(-1),
             "probabilities": probabilities,
             "z_cluster": enc.z_cluster.mean,
-            "canonical": self.decode(enc.z_cluster.mean, style),
+            "canonical": out.canonical,
+            "reconstruction": out.reconstruction,
         }
         if enc.tau is not None:
-            out["tau"] = enc.tau.mean
-        return out
+            result["tau"] = enc.tau.mean
+        if enc.z_style is not None:
+            result["z_style"] = enc.z_style.mean
+        return result
 
     @torch.no_grad()
     def fit_prior(self, latents: torch.Tensor) -> None:

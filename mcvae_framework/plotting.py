@@ -16,11 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.decomposition import PCA
+from sklearn.manifold import TSNE
 from torchvision.utils import make_grid
+
+from .components import build
+from .data import dataset_tensors
+from .inference import load_run, predict_images
 
 
 def _pyplot():
-    """matplotlib's pyplot on the Agg backend (files only; works without a display)."""
+    """matplotlib's pyplot on the Agg backend (files only; works without a display). Imported
+    here, not at the top: the backend must be chosen before pyplot is first imported."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -90,11 +97,7 @@ def embed_2d(points: np.ndarray, method: str = "auto", seed: int = 0) -> tuple[n
     if method == "auto":
         method = "tsne" if len(points) <= 3000 else "pca"
     if method == "pca" or len(points) < 5:
-        from sklearn.decomposition import PCA
-
         return PCA(n_components=2, random_state=seed).fit_transform(points), "pca"
-    from sklearn.manifold import TSNE
-
     perplexity = float(min(30.0, max(2.0, (len(points) - 1) / 3)))
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
     return tsne.fit_transform(points), "tsne"
@@ -259,21 +262,14 @@ def plot_run(run_dir, split: str = "test", out_dir=None, *, n_images: int = 12, 
     :param checkpoint: ``last`` or ``best`` (``checkpoints/<name>.pt``).
     :returns: ``{figure name: path}``.
     """
-    from .build import build
-    from .evaluation import dataset_tensors, model_outputs
-    from .training import load_trained_model
-
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "plots"
-    from .prediction import run_checkpoint
-
-    config, model = load_trained_model(run_checkpoint(run_dir, checkpoint), device=device)
-    model.eval()
+    config, model = load_run(run_dir, checkpoint, device=device)
     tensors = dataset_tensors(build("data", config.data, split=split))
     n = len(tensors["image"])
     pick = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(n, max_points)].sort().values
     subset = {k: v[pick] for k, v in tensors.items()}
-    outputs = model_outputs(model, subset["image"])
+    outputs = predict_images(model, subset["image"])
     written = {}
     # evenly spaced through the (class-ordered) subset, so that every class shows
     shown = torch.linspace(0, len(pick) - 1, min(n_images, len(pick))).round().long()
@@ -287,7 +283,7 @@ def plot_run(run_dir, split: str = "test", out_dir=None, *, n_images: int = 12, 
     written["latent_map"] = latent_map_figure(outputs["z_cluster"].numpy(), outputs["cluster"].numpy(),
                                               out_dir / "latent_map.png", labels=labels, method=method, seed=seed)
     n_clusters = outputs["probabilities"].shape[1]
-    counts = torch.bincount(model_outputs(model, tensors["image"])["cluster"], minlength=n_clusters) \
+    counts = torch.bincount(predict_images(model, tensors["image"])["cluster"], minlength=n_clusters) \
         if n > len(pick) else torch.bincount(outputs["cluster"], minlength=n_clusters)
     written["prototypes"] = prototypes_figure(model, out_dir / "prototypes.png", n_poses=n_poses, seed=seed,
                                               counts=counts.tolist(), split=split)

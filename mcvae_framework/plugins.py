@@ -1,7 +1,7 @@
 """The plugin manager: entry points, enable/disable, listing, and the registry it fills.
 
 Nothing is loaded at import time. The first call to :func:`plugin_manager` (or
-:func:`registry`) loads every distribution's ``mcvae_framework`` entry points -- our own
+:func:`current_registry`) loads every distribution's ``mcvae_framework`` entry points -- our own
 built-ins included, through the same mechanism -- unless ``MCVAE_DISABLE_PLUGIN_AUTOLOAD=1``.
 ``MCVAE_PLUGINS=a,b`` loads only the named entry points. Tests build a fresh manager
 with :func:`create_plugin_manager` and register plugin objects directly.
@@ -180,5 +180,6 @@ def set_plugin_manager(pm: McvaePluginManager | None) -> McvaePluginManager | No
     return previous
 
 
-def registry() -> Registry:
+def current_registry() -> Registry:
+    """The registry of the process-wide plugin manager (loading plugins on first use)."""
     return plugin_manager().registry

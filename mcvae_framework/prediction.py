@@ -30,7 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .components import build
+from .config import component_config, read_config_file
+from .data import ConcatenatedSplits
 from .errors import ConfigError, DataError
+from .geomstats_bridge import pose_fields
+from .inference import load_run, predict_dataset, run_checkpoint  # noqa: F401  (run_checkpoint: re-exported)
+from .plugins import current_registry
 
 FORMATS = (".csv", ".npz", ".parquet")
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -44,13 +50,11 @@ def data_section_for(source, config=None) -> tuple[dict, Path | None]:
     :param source: an experiment config file (``.yaml``/``.yml``/``.json``: its ``data``
         section is used, relative paths read from the file's folder), a ``.npy``/``.npz``
         file of images, or a folder of images. Array files and folders are read with the
-        run's own data settings where they fit (the ``resize`` and ``grayscale`` of an
-        ``image_folder`` run), through the data plugin that :func:`own_files_section` picks.
+        run's own data settings where they fit (e.g. the resizing of a run trained on a
+        folder), through the data plugin that :func:`own_files_section` picks.
     :param config: the run's config, whose ``data`` section may say how to read such files.
     :raises DataError: the path does not exist or is of no known kind.
     """
-    from .config import read_config_file
-
     path = Path(source)
     if not path.exists():
         raise DataError(f"--data {source}: no such file or folder; give an experiment config "
@@ -69,14 +73,13 @@ def data_section_for(source, config=None) -> tuple[dict, Path | None]:
 
 
 def own_files_section(path: Path, config=None) -> dict:
-    """The data section that reads a user's folder or array file: the run's own data
-    section with its path replaced, when its plugin reads that kind of path (so a folder
-    is resized and converted as in training), else the first registered data plugin that
-    declares it reads such paths (``reads_paths`` on its config class: ``"folder"`` or the
-    suffixes, e.g. ``(".npy", ".npz")``). Nothing is moved by a ``transform``: these are
-    the user's images as they are."""
-    from .plugins import registry as current_registry
-
+    """The data section that reads a user's folder or array file: the one the run's own
+    data section gives for it (:meth:`ComponentConfig.own_files_section
+    <mcvae_framework.registry.ComponentConfig.own_files_section>`), when its plugin reads
+    that kind of path (so a folder is resized and converted as in training), else the
+    first registered data plugin that declares it reads such paths (``reads_paths`` on its
+    config class: ``"folder"`` or the suffixes, e.g. ``(".npy", ".npz")``). These are the
+    user's images as they are: nothing moves them."""
     kind = "folder" if path.is_dir() else path.suffix.lower()
 
     def reads(cls) -> bool:
@@ -85,36 +88,12 @@ def own_files_section(path: Path, config=None) -> dict:
 
     run_data = getattr(config, "data", None) if config is not None else None
     if run_data is not None and reads(type(run_data)):
-        section = run_data.model_dump(mode="json", exclude={"transform", "limit"})
-        return {**section, "path": str(path)}
+        return run_data.own_files_section(path)
     for entry in current_registry().entries("data"):
         if reads(entry.config_class):
             return {"type": entry.tag, "path": str(path)}
     raise DataError(f"--data {path}: no installed data plugin reads a {'folder' if kind == 'folder' else kind + ' file'}"
                     " (see `mcvae plugins`); give an experiment config whose data section reads it")
-
-
-class _Concatenated:
-    """Both splits of a dataset, train then test, as one: for a dataset plugin that
-    refuses ``split="all"``."""
-
-    def __init__(self, parts):
-        self.parts = parts
-        self.image_shape = parts[0].image_shape
-        self.split = "all"
-        names = [getattr(p, "item_names", None) for p in parts]
-        self.item_names = [n for part in names for n in part] if all(n is not None for n in names) else None
-        self.source_indices = None
-        self.item_splits = [p.split for p in parts for _ in range(len(p))]
-
-    def __len__(self):
-        return sum(len(p) for p in self.parts)
-
-    def as_tensors(self):
-        from .evaluation import dataset_tensors
-
-        tensors = [dataset_tensors(p) for p in self.parts]
-        return {k: torch.cat([t[k] for t in tensors]) for k in tensors[0]}
 
 
 def load_prediction_data(source, split: str | None = None, config=None):
@@ -125,9 +104,6 @@ def load_prediction_data(source, split: str | None = None, config=None):
         its train split then its test split).
     :param config: the run's config (how to read a folder or an array file).
     """
-    from .build import build
-    from .config import component_config
-
     section, base_dir = data_section_for(source, config)
     data_config = component_config("data", section, base_dir=base_dir)
     if split is not None:
@@ -135,7 +111,7 @@ def load_prediction_data(source, split: str | None = None, config=None):
     try:
         return build("data", data_config, split="all")
     except ConfigError:
-        return _Concatenated([build("data", data_config, split=s) for s in ("train", "test")])
+        return ConcatenatedSplits([build("data", data_config, split=s) for s in ("train", "test")])
 
 
 def check_output_path(out) -> Path:
@@ -150,6 +126,7 @@ def check_output_path(out) -> Path:
 
 
 def _require_parquet_engine():
+    # pandas and a parquet engine are optional dependencies: looked for only when asked
     try:
         import pandas  # noqa: F401
     except ImportError:
@@ -171,10 +148,7 @@ def predictions(model, dataset, *, batch_size: int = 256, with_canonical: bool =
 
     :param split_column: also return each item's ``split`` (when the dataset tells it).
     """
-    from .evaluation import dataset_tensors, model_outputs
-
-    tensors = dataset_tensors(dataset)
-    outputs = model_outputs(model, tensors["image"], batch_size)
+    tensors, outputs = predict_dataset(model, dataset, batch_size)
     n = len(tensors["image"])
     sources = getattr(dataset, "source_indices", None)
     result = {
@@ -186,8 +160,6 @@ def predictions(model, dataset, *, batch_size: int = 256, with_canonical: bool =
     if "tau" in outputs:
         result["tau"] = outputs["tau"].float().numpy()
         if model.group is not None:  # .npz only: homogeneous matrices, geomstats points
-            from .geomstats_bridge import pose_fields
-
             result.update(pose_fields(model.group, outputs["tau"]))
     if "label" in tensors:
         result["label"] = tensors["label"].numpy().astype(np.int64)
@@ -234,7 +206,7 @@ def write_predictions(result: dict[str, np.ndarray], out) -> Path:
     if suffix == ".csv":
         _write_csv(columns, out)
     else:
-        import pandas as pd
+        import pandas as pd  # optional dependency, checked by check_output_path
 
         pd.DataFrame(columns).to_parquet(out, index=False)
     return out
@@ -275,39 +247,17 @@ def predict_run(run_dir, data, out=None, *, split: str | None = None, device: st
     :param checkpoint: ``last`` or ``best`` (``checkpoints/<name>.pt`` of the run).
     :returns: the written file.
     """
-    from .training import load_trained_model
-
     out = check_output_path(out if out is not None else default_output(run_dir, data, split))
     if with_canonical and out.suffix.lower() != ".npz":
         raise ConfigError([("--canonical", f"canonical images are only written to .npz files, not {out.name}")])
-    checkpoint_file = run_checkpoint(run_dir, checkpoint)
-    config, model = load_trained_model(checkpoint_file, device=device)
-    model.eval()
+    config, model = load_run(run_dir, checkpoint, device=device)
     dataset = load_prediction_data(data, split, config=config)
     expected = tuple(getattr(model.encoder, "image_shape", ()) or ())
     if expected and tuple(dataset.image_shape) != expected:
         raise DataError(f"--data {data}: images of shape {tuple(dataset.image_shape)} (C, H, W), but the model in "
-                        f"{run_dir} was trained on {expected}; resize/convert them (image_folder has resize and "
-                        "grayscale options) or pick the matching run")
+                        f"{run_dir} was trained on {expected}; resize/convert them (see the data plugin's options in "
+                        "the configuration reference) or pick the matching run")
     with torch.no_grad():
         result = predictions(model, dataset, batch_size=batch_size, with_canonical=with_canonical,
                              split_column=split_column)
     return write_predictions(result, out)
-
-
-def run_checkpoint(run_dir, name: str = "last") -> Path:
-    """``RUN/checkpoints/<name>.pt``, or a :class:`~mcvae_framework.errors.RunFolderError`
-    (exit code 2) saying what the folder holds instead."""
-    from .errors import RunFolderError
-
-    run_dir = Path(run_dir)
-    path = run_dir / "checkpoints" / f"{name}.pt"
-    if path.is_file():
-        return path
-    if not (run_dir / "checkpoints").is_dir():
-        raise RunFolderError(f"{run_dir} is not a run folder ({path} is missing); give the folder "
-                             "`mcvae train` wrote (its training.out_dir, e.g. runs/quickstart)")
-    present = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) or ["none"]
-    hint = (" best.pt is written from the first ELBO epoch that reaches training.best_metric; use "
-            "--checkpoint last") if name == "best" else ""
-    raise RunFolderError(f"{run_dir}: no checkpoints/{name}.pt (the folder holds: {', '.join(present)}).{hint}")

@@ -20,9 +20,12 @@ class ComponentConfig(BaseModel):
 
     A data config class that reads a user's own files sets the class variable
     ``reads_paths`` (``"folder"``, or file suffixes such as ``(".npy", ".npz")``) and has a
-    ``path`` field: ``mcvae predict RUN --data PATH`` then reads such paths with it. A
-    field validator can resolve a relative path against the config file's folder, which
-    validation passes as the context ``{"config_dir": ...}``.
+    ``path`` field: ``mcvae predict RUN --data PATH`` then reads such paths with it (see
+    :meth:`own_files_section`). A field validator can resolve a relative path against the
+    config file's folder, which validation passes as the context ``{"config_dir": ...}``.
+
+    The methods below are what the core asks a *data* section (the core never reads a
+    plugin's fields itself); their defaults suit any other component.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=False, protected_namespaces=())
@@ -34,6 +37,30 @@ class ComponentConfig(BaseModel):
         itself never looks at the disk, so that a run's config still loads where its
         training data is absent. Default: nothing is missing."""
         return []
+
+    # ------------------------------------------------------------ data sections
+
+    #: file kinds a data plugin reads from a user's ``path``: ``"folder"`` or suffixes.
+    reads_paths: typing.ClassVar[str | tuple[str, ...]] = ()
+
+    def own_files_section(self, path) -> dict:
+        """The data section that reads a user's own folder or file ``path`` the way this
+        section reads its data (e.g. the same resizing), as ``mcvae predict RUN --data PATH``
+        needs; nothing may move or drop the user's images. Default: this plugin's ``type``
+        with ``path`` alone (every other field at its default)."""
+        return {"type": tag_of(type(self)), "path": str(path)}
+
+    def without_canonical_images(self) -> str | None:
+        """For a data section whose items will carry no ``canonical`` image: how to make
+        them carry one, in a few words (``mcvae config validate`` says it when ``loss.mode``
+        is ``supervised``). ``None`` (the default) when they carry one or the config cannot
+        tell; the trainer then checks the first item."""
+        return None
+
+    def data_summary(self, dataset) -> dict[str, str]:
+        """Extra ``label: text`` lines ``mcvae data show`` prints about a data section and
+        the ``dataset`` built from it (e.g. how its images are moved). Default: none."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -72,6 +99,10 @@ class Registry:
 
     def __init__(self):
         self._entries: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
+        #: the ``ExperimentConfig`` class assembled from these entries; built on first use
+        #: by :func:`mcvae_framework.config.experiment_config_class` and kept here, so it
+        #: is rebuilt exactly when the registry is (a plugin registered or removed).
+        self.experiment_class: type | None = None
 
     def add(self, kind: str, config_class, factory, plugin: str) -> Registration:
         if kind not in self._entries:
@@ -88,6 +119,7 @@ class Registry:
             )
         entry = Registration(kind, tag, config_class, factory, plugin)
         self._entries[kind][tag] = entry
+        self.experiment_class = None  # assembled from the entries: stale now
         return entry
 
     def tags(self, kind: str) -> list[str]:

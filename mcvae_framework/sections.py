@@ -206,7 +206,7 @@ class ExperimentBase(Section):
         if getattr(self, "group", None) is None and self.loss.mode in ("unsupervised", "supervised"):
             raise ValueError(
                 f"loss.mode {self.loss.mode!r} needs a group: set the `group` section "
-                "(for example {type: so2}) or use loss.mode: plain"
+                "(`{type: ...}` with a group type that `mcvae plugins` lists) or use loss.mode: plain"
             )
         return self
 
@@ -230,6 +230,6 @@ class ExperimentBase(Section):
         if self.graph.enabled and getattr(self, "group", None) is None:
             raise ValueError(
                 "graph.enabled needs a group to search over: set the `group` section "
-                "(for example {type: so2}) or graph.enabled: false"
+                "(`{type: ...}` with a group type that `mcvae plugins` lists) or graph.enabled: false"
             )
         return self

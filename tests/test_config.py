@@ -137,3 +137,39 @@ def test_cli_plugins_in_process(isolated_plugins):
     assert info["registers"]["prior"] == ["fake_prior", "other_prior"]
     text = CliRunner().invoke(cli, ["plugins"]).output
     assert "fake  (registered directly)" in text and "fake_group" in text
+
+
+# ---------------------------------------------------------------- sections that cannot train together
+
+
+SUPERVISED_WITHOUT_CANONICAL = {
+    "data": {"type": "digits", "limit": 32}, "group": {"type": "so2"}, "encoder": {"type": "mlp"},
+    "decoder": {"type": "mlp"}, "prior": {"type": "gmm", "n_components": 3}, "loss": {"mode": "supervised"},
+    "training": {"epochs": 1, "device": "cpu", "progress": False},
+}
+
+
+def test_supervised_mode_without_canonical_images_is_refused_before_training(tmp_path):
+    path = tmp_path / "supervised.yaml"
+    path.write_text(yaml.safe_dump(SUPERVISED_WITHOUT_CANONICAL))
+    for args in (["config", "validate", str(path)], ["train", str(path), "--out-dir", str(tmp_path / "run")]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, result.output
+        assert str(path) in result.output and "loss.mode" in result.output and "`transform`" in result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()  # refused before the run folder was made
+    fixed = {**SUPERVISED_WITHOUT_CANONICAL,
+             "data": {"type": "digits", "limit": 32, "transform": {"group": "so2", "seed": 0}}}
+    path.write_text(yaml.safe_dump(fixed))
+    assert CliRunner().invoke(cli, ["config", "validate", str(path)]).exit_code == 0
+
+
+def test_the_trainer_checks_a_dataset_it_is_given(tmp_path):
+    from mcvae_framework import build
+    from mcvae_framework.training import Trainer
+
+    config = validate_config({**SUPERVISED_WITHOUT_CANONICAL, "training": {
+        **SUPERVISED_WITHOUT_CANONICAL["training"], "out_dir": str(tmp_path / "run")}})
+    data = build("data", config.data, split="train")
+    with pytest.raises(ConfigError, match="loss.mode: 'supervised' learns from each image's canonical"):
+        Trainer(config, train_dataset=data, test_dataset=data, console=False).run()

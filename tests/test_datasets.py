@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from mcvae_framework import ConfigError, DataError, build, validate_config
-from mcvae_framework.plugins import registry
+from mcvae_framework.plugins import current_registry
 from mcvae_framework.testing import DatasetContract
 from mcvae_builtins.datasets.base import balanced_first
 from mcvae_builtins.datasets.idx import DEBIAN_FASHION_MNIST
@@ -116,7 +116,7 @@ class TestArraysContract(DatasetContract):
 
 
 def test_all_tags_registered():
-    assert {"mnist5k", "mnist", "fashion_mnist", "digits", "image_folder", "arrays"} <= set(registry().tags("data"))
+    assert {"mnist5k", "mnist", "fashion_mnist", "digits", "image_folder", "arrays"} <= set(current_registry().tags("data"))
 
 
 # ------------------------------------------------------------------ real data, splits, limits

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from mcvae_framework import build, validate_config
-from mcvae_framework.distributed import LossModule
 from mcvae_framework.evaluation import clustering_metrics
-from mcvae_framework.losses import guidance_terms
+from mcvae_framework.guidance import ClusterGuidance
+from mcvae_framework.losses import LossModule, guidance_terms
 from mcvae_framework.model import build_model
 from mcvae_framework.training import Trainer
 
@@ -159,20 +159,20 @@ def test_a_collapsed_mixture_is_reseeded_and_reported(tmp_path):
                            reseed_below=0.5)
     config["graph"]["enabled"] = False
     trainer = Trainer(config, console=False)
-    original = Trainer._fit_prior
+    original = ClusterGuidance.fit_prior
 
     def collapse(self):  # the warm start puts every training image in component 0
         original(self)
         with torch.no_grad():
             self.model.prior.means[1:] += 1e3
-    Trainer._fit_prior = collapse
+    ClusterGuidance.fit_prior = collapse
     try:
         trainer.run()
     finally:
-        Trainer._fit_prior = original
+        ClusterGuidance.fit_prior = original
     assert trainer.history[-1]["train_reseeded_components"] == 2
     assert "re-seeded by splitting component" in (tmp_path / "run" / "train.log").read_text()
-    latents, _ = trainer._sample_latents()
+    latents, _ = trainer.guidance.sample_latents()
     sizes = torch.bincount(trainer.model.prior.responsibilities(latents).argmax(-1), minlength=3)
     assert bool((sizes > 0).all())
 

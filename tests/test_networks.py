@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mcvae_framework import ConfigError, build
-from mcvae_framework.plugins import registry
+from mcvae_framework.plugins import current_registry
 from mcvae_framework.testing import DecoderContract, EncoderContract
 
 
@@ -51,7 +51,7 @@ class TestConvDecoderThreeUpsamplings(DecoderContract):
 
 
 def test_all_tags_registered():
-    reg = registry()
+    reg = current_registry()
     assert {"mlp", "conv", "resnet"} <= set(reg.tags("encoder"))
     assert {"mlp", "conv"} <= set(reg.tags("decoder"))
 

@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from mcvae_framework import TrainingError, build, validate_config
 from mcvae_framework.checkpoint import load_checkpoint
 from mcvae_framework.cli import cli
-from mcvae_framework.distributed import LossModule
+from mcvae_framework.epochs import EpochRunner
 from mcvae_framework.interfaces import ImageDataset
+from mcvae_framework.losses import LossModule
 from mcvae_framework.model import build_model
 from mcvae_framework.training import (
     Trainer,
@@ -125,14 +126,14 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatc
     whole.run()
 
     broken_config = tiny_config(tmp_path / "broken", **options)
-    real_check = Trainer._finite_values
+    real_check = EpochRunner.finite_values
 
     def interrupt_in_the_last_epoch(self, terms, names, epoch, step, steps, batch):
         if epoch == 2 and step == 2:
             raise KeyboardInterrupt
         return real_check(self, terms, names, epoch, step, steps, batch)
 
-    monkeypatch.setattr(Trainer, "_finite_values", interrupt_in_the_last_epoch)
+    monkeypatch.setattr(EpochRunner, "finite_values", interrupt_in_the_last_epoch)
     with pytest.raises(TrainingInterrupted, match=r"epoch 3.*last finished epoch \(2\).*--resume") as info:
         Trainer(broken_config, console=False).run()
     assert info.value.exit_code == 130
@@ -140,7 +141,7 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path, monkeypatc
     assert load_checkpoint(checkpoint_path)["epoch"] == 2
     assert len(list(csv.DictReader((tmp_path / "broken" / "metrics.csv").open()))) == 2
 
-    monkeypatch.setattr(Trainer, "_finite_values", real_check)
+    monkeypatch.setattr(EpochRunner, "finite_values", real_check)
     resumed = Trainer(broken_config, resume=True, console=False)
     resumed.run()
     for name, value in parameters(whole.model).items():
@@ -244,7 +245,7 @@ def test_mcvae_train_writes_the_run_folder(tmp_path, monkeypatch):
     def interrupt(self, *args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Trainer, "_finite_values", interrupt)
+    monkeypatch.setattr(EpochRunner, "finite_values", interrupt)
     stopped = runner.invoke(cli, ["train", str(config_file), "--out-dir", str(tmp_path / "stopped")])
     assert stopped.exit_code == 130
     assert "interrupted" in stopped.output and "--resume" in stopped.output

@@ -7,7 +7,7 @@ import json
 import click
 import yaml
 
-from ..config import check_resources, config_to_dict, experiment_config_class, load_config
+from ..config import check_runnable, config_to_dict, experiment_config_class, load_config
 from ..errors import ConfigError
 from . import cli
 
@@ -25,12 +25,13 @@ def config_group():
 @config_group.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def validate_command(files):
-    """Validate each FILE as a whole, and check that the data files and folders it names
-    exist on this machine; exit 2 if any is invalid."""
+    """Validate each FILE as a whole, check that the data files and folders it names
+    exist on this machine and that its sections can train together (e.g. loss.mode
+    supervised needs data whose items carry canonical images); exit 2 if any is invalid."""
     failed = 0
     for path in files:
         try:
-            check_resources(load_config(path), source=path)
+            check_runnable(load_config(path), source=path)
         except ConfigError as exc:
             failed += 1
             click.echo(f"Error: {exc}", err=True)

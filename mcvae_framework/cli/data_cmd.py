@@ -6,9 +6,12 @@ from collections import Counter
 from pathlib import Path
 
 import click
+import torch
+from torchvision.utils import save_image
 
-from ..build import build
+from ..components import build
 from ..config import check_resources, load_config
+from ..data import dataset_tensors
 from . import cli
 from .config_cmd import set_option
 
@@ -18,20 +21,13 @@ def data_group():
     """Inspect the data an experiment config describes."""
 
 
-def _pairs_grid(ds, n: int):
+def pairs_grid(ds, n: int):
     """Images for a grid, ``n`` spread evenly over the dataset (so every class shows):
     rows of canonical images, each followed by the row of the same images as moved; a
     dataset without canonical images gives its images alone."""
-    import torch
-
     count = min(n, len(ds))
     index = torch.linspace(0, len(ds) - 1, count).round().long()
-    stacked = ds.as_tensors()
-    if stacked is None:
-        items = [ds[int(i)] for i in index]
-        picked = {key: torch.stack([item[key] for item in items]) for key in items[0]}
-    else:
-        picked = {key: value[index] for key, value in stacked.items()}
+    picked = dataset_tensors(ds, keys=("image", "canonical"), indices=index)
     per_row = 8
     if "canonical" not in picked:
         return picked["image"], per_row
@@ -54,10 +50,9 @@ def _pairs_grid(ds, n: int):
               help="how many images the grid shows")
 def show_command(config_file, overrides, split, out, count):
     """Print the sizes, classes and image shape of CONFIG's data section, and write a PNG
-    grid: with a transform, each row of canonical images sits above the same images as
-    moved; without one, the images alone."""
-    from torchvision.utils import save_image
-
+    grid: where the items carry canonical images, each row of them sits above the same
+    images as moved; otherwise the images alone. The data plugin may add lines of its own
+    (e.g. how its images are moved)."""
     config = check_resources(load_config(config_file, overrides), source=config_file)
     ds = build("data", config.data, split=split)
     click.echo(f"data:        {getattr(ds, 'description', '') or config.data.type}  [{split} split]")
@@ -69,17 +64,13 @@ def show_command(config_file, overrides, split, out, count):
         click.echo("classes:     none (unlabelled)")
     else:
         click.echo(f"classes:     {ds.n_classes}" + (f" ({', '.join(names)})" if names else ""))
-        stacked = ds.as_tensors()
-        labels = stacked["label"].tolist() if stacked is not None else [int(ds[i]["label"]) for i in range(len(ds))]
+        labels = dataset_tensors(ds, keys=("label",))["label"].tolist()
         counts = Counter(labels)
         click.echo(f"{split} per class: " + ", ".join(f"{k}: {counts[k]}" for k in range(ds.n_classes)))
-    transform = getattr(config.data, "transform", None)
-    if transform is not None:
-        extra = ", ".join(f"{k}={v}" for k, v in (transform.model_extra or {}).items())
-        click.echo(f"transform:   group {transform.group}, seed {transform.seed}, canvas {ds.image_shape[-1]}"
-                   + (f", {extra}" if extra else ""))
+    for label, text in config.data.data_summary(ds).items():  # the plugin's own lines
+        click.echo(f"{label + ':':12s} {text}")
     click.echo("item keys:   " + ", ".join(ds[0].keys()))
-    grid, per_row = _pairs_grid(ds, count)
+    grid, per_row = pairs_grid(ds, count)
     path = Path(out) if out else Path(config.training.out_dir) / f"data_{config.data.type}_{split}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, str(path), nrow=per_row, padding=2, pad_value=0.5)

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
-from ..config import apply_overrides, check_resources, config_to_dict, read_config_file, validate_config
+from ..config import apply_overrides, check_runnable, config_to_dict, read_config_file, validate_config
 from ..errors import RunFolderError
+from ..run_logging import RESUME_MUST_MATCH, config_differences
+from ..training import Trainer
 from . import cli
 from .config_cmd import set_option
 
@@ -20,8 +22,6 @@ def check_run_folder(config, *, resume: bool, overwrite: bool) -> Path:
     :raises RunFolderError: the folder already holds a run (neither flag given), holds no
         checkpoint to resume, or holds a run of another model than ``config`` describes.
     """
-    from ..training import RESUME_MUST_MATCH, config_differences
-
     run_dir = Path(config.training.out_dir)
     last = run_dir / "checkpoints" / "last.pt"
     if resume and overwrite:
@@ -73,11 +73,8 @@ def train_command(config_file, overrides, resume, out_dir, overwrite):
         if isinstance(data["training"], dict):
             data["training"]["out_dir"] = str(out_dir)
     config = validate_config(data, source=config_file, base_dir=Path(config_file).parent)
-    check_resources(config, source=config_file)
+    check_runnable(config, source=config_file)
     check_run_folder(config, resume=resume, overwrite=overwrite)
-
-    from ..training import Trainer  # torch-heavy: imported when the command runs
-
     trainer = Trainer(config, resume=resume, overwrite=overwrite)
     run_dir = trainer.run()
     if trainer.context.is_main:  # on stdout (the log goes to stderr): scripts can read it

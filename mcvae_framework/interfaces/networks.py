@@ -50,9 +50,6 @@ class Decoder(nn.Module):
     """Maps ``(N, latent_dim)`` invariant latents to canonical (pose-free) images
     ``(N, C, H, W)`` with values in ``[0, 1]`` (the final sigmoid is inside the decoder);
     the model then moves them by the pose.
-
-    A decoder may also offer ``logits(z)``, the same images before the sigmoid, for
-    numerically stable Bernoulli likelihoods; the built-in decoders do.
     """
 
     image_shape: tuple[int, int, int]

@@ -37,6 +37,7 @@ import pytest
 import torch
 
 from mcvae_framework import build
+from mcvae_framework import geomstats_bridge as bridge
 
 
 def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -50,11 +51,9 @@ def _pixel_centres(size: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-class LieGroupContract:
-    """Generic tests for a :class:`mcvae_framework.interfaces.LieGroup` plugin.
-
-    Subclass it in a ``Test*`` class and set :attr:`group_config`.
-    """
+class _LieGroupAlgebraChecks:
+    """The first half of :class:`LieGroupContract`: its settings, fixtures and helpers, and
+    the checks of the group's algebra (shapes, axioms, ``exp``/``log``)."""
 
     #: the group's config section, e.g. ``{"type": "se2", "shift": 0.2}`` (required).
     group_config: dict | None = None
@@ -210,6 +209,13 @@ class LieGroupContract:
         g = group.identity(2).requires_grad_(True)
         group.log(g).sum().backward()
         assert torch.isfinite(g.grad).all()
+
+
+class LieGroupContract(_LieGroupAlgebraChecks):
+    """Generic tests for a :class:`mcvae_framework.interfaces.LieGroup` plugin.
+
+    Subclass it in a ``Test*`` class and set :attr:`group_config`.
+    """
 
     # ------------------------------------------------------------------ the action
 
@@ -379,8 +385,6 @@ class LieGroupContract:
     # ------------------------------------------------------------------ geomstats
 
     def test_geomstats_space(self, group):
-        from mcvae_framework import geomstats_bridge as bridge
-
         if not bridge.has_geomstats_space(group):
             pytest.skip("the group names no geomstats space (geomstats_space is not overridden)")
         dtype = torch.get_default_dtype()

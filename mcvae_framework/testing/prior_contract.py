@@ -47,14 +47,9 @@ def _mean_and_se(values: torch.Tensor) -> tuple[float, float]:
     return float(values.mean()), float(values.std() / math.sqrt(values.numel()))
 
 
-class MixturePriorContract:
-    """Generic tests for a mixture prior plugin; subclass it in a ``Test*`` class.
-
-    :cvar prior_config: the prior's config dict (with ``type``); required.
-    :cvar dim: latent size used by the checks that are not tied to 1-D or 2-D.
-    :cvar perturbation: std of the seeded noise added to every learned parameter.
-    :cvar n_monte_carlo: samples per Monte-Carlo estimate.
-    """
+class _MixturePriorDensityChecks:
+    """The first half of :class:`MixturePriorContract`: its settings, building, shapes and
+    bookkeeping, and the densities."""
 
     prior_config: dict | None = None
     dim: int = 3
@@ -276,6 +271,16 @@ class MixturePriorContract:
             assert bool(torch.isfinite(param.grad).all()), f"parameter {name} has a non-finite gradient"
         for name, tensor in (("q_mean", q_mean), ("q_logvar", q_logvar)):
             assert tensor.grad is not None and bool(torch.isfinite(tensor.grad).all()), f"{name} gradient"
+
+
+class MixturePriorContract(_MixturePriorDensityChecks):
+    """Generic tests for a mixture prior plugin; subclass it in a ``Test*`` class.
+
+    :cvar prior_config: the prior's config dict (with ``type``); required.
+    :cvar dim: latent size used by the checks that are not tied to 1-D or 2-D.
+    :cvar perturbation: std of the seeded noise added to every learned parameter.
+    :cvar n_monte_carlo: samples per Monte-Carlo estimate.
+    """
 
     # ------------------------------------------------------------------ the ELBO's cluster term
 

@@ -56,6 +56,23 @@ class DataConfigBase(ComponentConfig):
         "memory); auto: stream when the split's float32 images (moved and canonical) would exceed 1 GiB"
     )
 
+    def own_files_section(self, path) -> dict:
+        # a user's images are predicted as they are: no seeded moves, no `limit`
+        return {**self.model_dump(mode="json", exclude={"transform", "limit"}), "path": str(path)}
+
+    def without_canonical_images(self) -> str | None:
+        if self.transform is None:
+            return "set a `transform` in the data section (its items then carry canonical images and poses)"
+        return None
+
+    def data_summary(self, dataset) -> dict[str, str]:
+        if self.transform is None:
+            return {}
+        t = self.transform
+        extra = ", ".join(f"{k}={v}" for k, v in (t.model_extra or {}).items())
+        return {"transform": f"group {t.group}, seed {t.seed}, canvas {dataset.image_shape[-1]}"
+                + (f", {extra}" if extra else "")}
+
 
 class SeededSplitConfig(DataConfigBase):
     """Fields of datasets without an official train/test split."""

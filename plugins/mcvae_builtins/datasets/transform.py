@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from mcvae_framework import build
-from mcvae_framework.config import component_config
+from mcvae_framework import component_config
 from mcvae_framework.errors import ConfigError
 
 #: poses are drawn (and images moved) this many indices at a time.

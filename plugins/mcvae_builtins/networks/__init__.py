@@ -2,7 +2,7 @@
 (gated, as in the MCE-VAE paper) and ``conv`` (transposed convolutions).
 
 Every network works for square images of any side and channel count; decoders end with a
-sigmoid (canonical images in ``[0, 1]``) and also offer ``logits(z)``.
+sigmoid (canonical images in ``[0, 1]``).
 """
 
 from __future__ import annotations

@@ -108,16 +108,12 @@ class ConvDecoder(Decoder):
                 layers.append(make_activation(config.activation))
         self.upsample = nn.Sequential(*layers)
 
-    def logits(self, z: torch.Tensor) -> torch.Tensor:
-        """Pre-sigmoid outputs ``(N, C, H, H)`` (for numerically stable Bernoulli losses)."""
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.project(z).view(z.shape[0], self._first_channels, self._start_side, self._start_side)
         h = self.upsample(h)
         side = self.image_shape[1]
         top = (h.shape[-1] - side) // 2
-        return h[..., top:top + side, top:top + side]
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(z))
+        return torch.sigmoid(h[..., top:top + side, top:top + side])
 
 
 def make_conv_encoder(config: ConvEncoderConfig, *, image_shape) -> ConvEncoder:

@@ -95,12 +95,8 @@ class MLPDecoder(Decoder):
         layers.append(nn.Linear(width, math.prod(self.image_shape)))
         self.net = nn.Sequential(*layers)
 
-    def logits(self, z: torch.Tensor) -> torch.Tensor:
-        """Pre-sigmoid outputs ``(N, C, H, W)`` (for numerically stable Bernoulli losses)."""
-        return self.net(z).view(z.shape[0], *self.image_shape)
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(z))
+        return torch.sigmoid(self.net(z).view(z.shape[0], *self.image_shape))
 
 
 def make_mlp_encoder(config: MLPEncoderConfig, *, image_shape) -> MLPEncoder:

@@ -1,4 +1,5 @@
-"""``build(kind, config, **context)``: a component from its config section."""
+"""``build(kind, config, **context)``: a component from its config section (the function is
+:func:`mcvae_framework.build`; this module is named for what it builds)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from .config import component_config
 from .errors import PluginError
 from .hookspecs import KINDS
-from .plugins import registry as current_registry
+from .plugins import current_registry
 
 
 def build(kind: str, config: Any, **context):

@@ -1,0 +1,88 @@
+"""Using a trained model: load a run, run the model over images or a dataset.
+
+Evaluation (``mcvae evaluate``), prediction (``mcvae predict``), the figures (``mcvae plot``)
+and the trainer's TensorBoard images all go through here; :meth:`MCEVAE.predict
+<mcvae_framework.model.MCEVAE.predict>` is the one place that turns images into clusters,
+cluster probabilities, poses and canonical images, and :func:`predict_images` only batches it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .config import validate_config
+from .data import dataset_tensors
+from .errors import RunFolderError
+from .model import build_model
+
+
+def run_checkpoint(run_dir, name: str = "last") -> Path:
+    """``RUN/checkpoints/<name>.pt``, or a :class:`~mcvae_framework.errors.RunFolderError`
+    (exit code 2) saying what the folder holds instead."""
+    run_dir = Path(run_dir)
+    path = run_dir / "checkpoints" / f"{name}.pt"
+    if path.is_file():
+        return path
+    if not (run_dir / "checkpoints").is_dir():
+        raise RunFolderError(f"{run_dir} is not a run folder ({path} is missing); give the folder "
+                             "`mcvae train` wrote (its training.out_dir, e.g. runs/quickstart)")
+    present = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) or ["none"]
+    hint = (" best.pt is written from the first ELBO epoch that reaches training.best_metric; use "
+            "--checkpoint last") if name == "best" else ""
+    raise RunFolderError(f"{run_dir}: no checkpoints/{name}.pt (the folder holds: {', '.join(present)}).{hint}")
+
+
+def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu"):
+    """The config and the trained model of a run, in eval mode.
+
+    :param run_dir: a run folder (its ``checkpoints/last.pt`` is read) or a checkpoint file.
+    :param device: where to put the model.
+    :returns: ``(config, model)``.
+    :raises TrainingError: no readable checkpoint there.
+    """
+    path = Path(run_dir)
+    checkpoint_path = path if path.is_file() else path / "checkpoints" / "last.pt"
+    checkpoint = load_checkpoint(checkpoint_path)
+    config = validate_config(checkpoint["config"], source=str(checkpoint_path))
+    with torch.random.fork_rng(devices=[]):  # building initialises weights: leave the caller's RNG alone
+        model = build_model(config, image_shape=tuple(checkpoint["image_shape"]))
+    model.load_state_dict(checkpoint["model"])
+    return config, model.to(device).eval()
+
+
+def load_run(run_dir, checkpoint: str = "last", device: str | torch.device = "cpu"):
+    """``(config, model)`` of ``RUN/checkpoints/<checkpoint>.pt``, the model in eval mode; a
+    folder that holds no such checkpoint is one :class:`RunFolderError` (exit code 2)."""
+    return load_trained_model(run_checkpoint(run_dir, checkpoint), device=device)
+
+
+def _device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def predict_images(model, images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """:meth:`MCEVAE.predict <mcvae_framework.model.MCEVAE.predict>` over ``images`` in
+    batches, in eval mode, every output on the CPU: ``cluster``, ``probabilities``,
+    ``z_cluster``, ``z_style`` (with a style latent), ``tau`` (with a group), ``canonical``
+    and ``reconstruction``."""
+    model.eval()
+    device = _device_of(model)
+    parts: dict[str, list] = {}
+    for start in range(0, len(images), batch_size):
+        for key, value in model.predict(images[start:start + batch_size].to(device)).items():
+            parts.setdefault(key, []).append(value.detach().cpu())
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def predict_dataset(model, dataset, batch_size: int = 256) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Every item of ``dataset`` stacked (:func:`~mcvae_framework.data.dataset_tensors`) and
+    the model's predictions for them (:func:`predict_images`): ``(tensors, outputs)``."""
+    tensors = dataset_tensors(dataset)
+    return tensors, predict_images(model, tensors["image"], batch_size)
+
+
+__all__ = ["load_run", "load_trained_model", "predict_dataset", "predict_images", "run_checkpoint"]
