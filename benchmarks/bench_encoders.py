@@ -1,0 +1,121 @@
+"""The same MCE-VAE with two encoders: does the rotation-equivariant ``rotconv`` earn its cost?
+
+Every row trains a quality-benchmark method (``run_quality.py``'s configs, its evaluation) on
+one protocol with only ``encoder.type`` changed, so the losses, epochs and data are the same.
+The default compares ``conv`` and ``rotconv`` on protocol (b), the full circle, where a
+regressed angle has the most to lose, in two settings:
+
+* ``mce_unsupervised_no_graph`` -- the model alone, no graph guidance (the encoder's own merit);
+* ``mce_unsupervised`` -- the protocol's ready config (graph, refinement where configured).
+
+One process per (encoder, method, seed) keeps the slow runs apart; each writes its own file,
+and ``--report`` gathers them into the ``encoder_quality`` block of docs/benchmarks.md:
+
+    python benchmarks/bench_encoders.py --encoders conv --methods mce_unsupervised_no_graph --seeds 0
+    python benchmarks/bench_encoders.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import run_quality as quality  # noqa: E402
+from _report import machine_line, write_block  # noqa: E402
+
+from mcvae_framework import build  # noqa: E402
+from mcvae_framework.evaluation import dataset_tensors  # noqa: E402
+
+RESULTS = HERE / "results" / "encoders"
+
+
+def run_one(protocol: str, encoder: str, method: str, seed: int, epochs: int | None,
+            keep_runs: str | None = None) -> dict:
+    base = quality.protocol_config(protocol, epochs=epochs, quick=False, device="cpu")
+    base["encoder"] = {"type": encoder}
+    data = {split: build("data", base["data"], split=split) for split in ("train", "test")}
+    datasets = {**data, "train_tensors": dataset_tensors(data["train"]), "test_tensors": dataset_tensors(data["test"])}
+    config = quality.method_config(base, method, seed)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="mcvae_encoders_") as tmp:
+        work = Path(keep_runs) / f"{protocol}_{method}_{encoder}_{seed}" if keep_runs else Path(tmp)
+        report = quality.run_model(config, method, datasets, work, int(data["train"].n_classes))
+    row = quality.record(protocol, method, seed, report, quality.peak_memory_mib("cpu"), time.perf_counter() - start)
+    return {**row, "encoder": encoder, "epochs": config["training"]["epochs"], "machine": machine_line()}
+
+
+def report() -> str:
+    rows = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(RESULTS.glob("*.json"))]
+    if not rows:
+        raise SystemExit(f"no results in {RESULTS}: run some encoders first")
+    keys = sorted({(r["protocol"], r["method"], r["encoder"]) for r in rows})
+    lines = ["Command: `python benchmarks/bench_encoders.py --encoders E --methods M --seeds S` per row and seed "
+             "(one process each), then `python benchmarks/bench_encoders.py --report`.", "",
+             f"Machine of the latest run: {max((r['machine'] for r in rows), key=lambda m: m[-20:])}. Runs made side by side: the accuracies "
+             "compare, the times only roughly (the training-speed block times the encoders alone).", "",
+             "| protocol | method | encoder | seeds | accuracy | clusters used (per seed) "
+             "| rot. error (deg, median, offset removed) | train s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def spread(values, digits):
+        values = [v for v in values if v is not None]
+        if not values:
+            return "-"
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
+
+    for protocol, method, encoder in keys:
+        group = sorted((r for r in rows if (r["protocol"], r["method"], r["encoder"]) == (protocol, method, encoder)),
+                       key=lambda r: r["seed"])
+        mark = " *" if any("source" in r for r in group) else ""
+        lines.append(f"| ({protocol}) | {quality.METHOD_NAMES[method]} | `{encoder}`{mark} | "
+                     f"{','.join(str(r['seed']) for r in sorted(group, key=lambda r: r['seed']))} | "
+                     f"{spread([r['accuracy'] for r in group], 3)} | "
+                     f"{', '.join(str(r.get('clusters_used', '?')) for r in sorted(group, key=lambda r: r['seed']))} | "
+                     f"{spread([r['rotation_error_deg_median'] for r in group], 1)} | "
+                     f"{spread([r['train_seconds'] for r in group], 0)} |")
+    sources = sorted({r["source"] for r in rows if "source" in r})
+    if sources:  # rows copied from the quality benchmark, which ran the same config
+        lines += ["", "\\* the quality benchmark's runs of the same config, copied from its results: "
+                  + "; ".join(f"`{source}`" for source in sources)]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--protocol", default="b", choices=sorted(quality.PROTOCOLS))
+    parser.add_argument("--encoders", default="conv,rotconv")
+    parser.add_argument("--methods", default="mce_unsupervised_no_graph,mce_unsupervised")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=None, help="ELBO epochs (default: the protocol config's)")
+    parser.add_argument("--keep-runs", default=None, help="keep the run folders here (default: a temporary folder)")
+    parser.add_argument("--report", action="store_true", help="gather the result files into the docs block; train nothing")
+    args = parser.parse_args(argv)
+    if args.report:
+        text = report()
+        write_block("encoder_quality", text)
+        print(text)
+        return
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for encoder in args.encoders.split(","):
+        for method in args.methods.split(","):
+            if method not in quality.METHODS:
+                raise SystemExit(f"--methods: unknown method {method!r}; choose from {', '.join(quality.METHODS)}")
+            for seed in (int(s) for s in args.seeds.split(",")):
+                row = run_one(args.protocol, encoder, method, seed, args.epochs, args.keep_runs)
+                path = RESULTS / f"{args.protocol}_{method}_{encoder}_{seed}.json"
+                path.write_text(json.dumps(quality.json_safe(row), indent=2) + "\n", encoding="utf-8")
+                print(f"({args.protocol}) {method} {encoder} seed {seed}: accuracy {row['accuracy']:.3f}, "
+                      f"rotation error {row['rotation_error_deg_median']}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
