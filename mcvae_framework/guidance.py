@@ -49,10 +49,6 @@ class ClusterGuidance:
         self.graph: GraphClusters | None = None
         self._images: torch.Tensor | None = None
 
-    @property
-    def pretrain_epochs(self) -> int:
-        return self.config.loss.pretrain_epochs
-
     def training_images(self, indices: torch.Tensor | None = None) -> torch.Tensor:
         """``(N, C, H, W)`` training images (all, or those at ``indices``) on the CPU. All of
         them are stacked once and kept: the graph, the refinement and every relabelling read
@@ -225,7 +221,7 @@ class ClusterGuidance:
     def relabels(self, epoch: int) -> bool:
         """Whether self-labelling replaces the guide after ``epoch`` (``graph.relabel_every``)."""
         every = self.config.graph.relabel_every
-        done = epoch + 1 - self.pretrain_epochs
+        done = epoch + 1 - self.config.loss.pretrain_epochs
         return bool(self.graph is not None and every and done > 0 and done % every == 0)
 
     def relabel(self, epoch: int) -> float:

@@ -134,15 +134,6 @@ class Trainer:
         return self.run_dir / "checkpoints" / "last.pt"
 
     @property
-    def pretrain_epochs(self) -> int:
-        return self.config.loss.pretrain_epochs
-
-    @property
-    def total_epochs(self) -> int:
-        """Pretraining epochs plus ELBO epochs."""
-        return self.pretrain_epochs + self.config.training.epochs
-
-    @property
     def graph(self):
         """The invariant graph of the training images (``graph.enabled``), or ``None``."""
         return self.guidance.graph if self.guidance is not None else None
@@ -150,7 +141,8 @@ class Trainer:
     # ------------------------------------------------------------------ entry point
 
     def run(self) -> Path:
-        """Train to ``total_epochs`` (from the last checkpoint when resuming); returns the run folder.
+        """Train for ``loss.pretrain_epochs + training.epochs`` epochs (from the last checkpoint when
+        resuming); returns the run folder.
 
         :raises TrainingError: non-finite loss, unreadable checkpoint, config mismatch on resume.
         :raises TrainingInterrupted: Ctrl-C (the last finished epoch's checkpoint is kept).
@@ -213,7 +205,6 @@ class Trainer:
         self.loss_module = LossModule(self.model, cfg.loss)
         self.trained_module = wrap_for_training(self.loss_module, self.context, self.device)
         self.optimizer = make_optimizer(self.model.parameters(), training)
-        self.scheduler = make_scheduler(self.optimizer, training, self.total_epochs)
         # The trainer's own stream for the loss's sampling; distinct per process.
         self.loss_generator = torch.Generator(device=self.device)
         self.loss_generator.manual_seed(derive_seed(training.seed, STREAM_LOSS, self.context.rank))
@@ -235,6 +226,7 @@ class Trainer:
                                         self.train_batches, self.optimizer)
         self.epochs = EpochRunner(cfg, self.context, self.device, self.loss_module, self.trained_module,
                                   self.optimizer, self.loss_generator, self.checkpoint_path)
+        self.scheduler = make_scheduler(self.optimizer, training, self.epochs.total_epochs)
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info(
             "run folder %s | data %s: %d train / %s test images of shape %s | %d parameters | device %s%s",
@@ -266,7 +258,8 @@ class Trainer:
                         len(states), self.context.world_size)
             self.loss_generator.manual_seed(
                 derive_seed(self.config.training.seed, STREAM_LOSS, self.context.rank, self.epochs_done))
-        log.info("resumed from %s after epoch %d of %d", self.checkpoint_path, self.epochs_done, self.total_epochs)
+        log.info("resumed from %s after epoch %d of %d", self.checkpoint_path, self.epochs_done,
+                 self.epochs.total_epochs)
 
     def _save_checkpoint(self) -> None:
         """``checkpoints/last.pt`` (and ``best.pt``, ``epoch_NNNN.pt``: see
@@ -292,22 +285,22 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def _train(self) -> None:
-        log.info("%s", epochs_line(self.pretrain_epochs, self.config.training.epochs, self.epochs_done))
+        log.info("%s", epochs_line(self.epochs.pretrain_epochs, self.config.training.epochs, self.epochs_done))
         if self.config.training.tensorboard:
             self.tensorboard = TensorBoardLog.open(self.run_dir, self.context, self.model, self.resume,
                                                    self.test_batches if self.test_batches is not None
                                                    else self.train_batches)
-        if self.epochs_done >= self.total_epochs:
-            log.info("nothing to do: the run already finished its %d epochs", self.total_epochs)
+        if self.epochs_done >= self.epochs.total_epochs:
+            log.info("nothing to do: the run already finished its %d epochs", self.epochs.total_epochs)
         wall_start = time.perf_counter()
         images = 0
         train_seconds = 0.0
-        for epoch in range(self.epochs_done, self.total_epochs):
+        for epoch in range(self.epochs_done, self.epochs.total_epochs):
             lr = self.optimizer.param_groups[0]["lr"]
             train_terms, n_images, seconds = self.epochs.train_epoch(epoch, self.train_batches)
-            if epoch + 1 == self.pretrain_epochs:
+            if epoch + 1 == self.epochs.pretrain_epochs:
                 self.guidance.fit_prior()
-            elif epoch >= self.pretrain_epochs and self.config.loss.reseed_below > 0:
+            elif epoch >= self.epochs.pretrain_epochs and self.config.loss.reseed_below > 0:
                 train_terms["reseeded_components"] = float(self.guidance.reseed_small_components(epoch))
             if self.guidance.relabels(epoch):
                 train_terms["relabel_changed"] = self.guidance.relabel(epoch)
@@ -327,7 +320,7 @@ class Trainer:
                 write_metrics_csv(self.run_dir / "metrics.csv", self.history)
             if self.tensorboard is not None:
                 self.tensorboard.add_row(row)
-            log.info("%s", epoch_line(row, self.total_epochs, train_terms, test_terms))
+            log.info("%s", epoch_line(row, self.epochs.total_epochs, train_terms, test_terms))
         wall = time.perf_counter() - wall_start
         self.summary = {"epochs": self.epochs_done, "wall_seconds": wall, "train_images": images,
                         "images_per_second": images / train_seconds if train_seconds else float("nan")}
@@ -340,7 +333,8 @@ class Trainer:
 
     def _evaluates(self, epoch: int) -> bool:
         every = self.config.training.eval_every
-        return bool(self.test_batches is not None and every and ((epoch + 1) % every == 0 or epoch + 1 == self.total_epochs))
+        last = epoch + 1 == self.epochs.total_epochs
+        return bool(self.test_batches is not None and every and ((epoch + 1) % every == 0 or last))
 
 
 def train(config, resume: bool = False, **options) -> Path:
