@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -31,8 +30,6 @@ sys.path.insert(0, str(HERE))
 import run_quality as quality  # noqa: E402
 from _report import machine_line, write_block  # noqa: E402
 
-from mcvae_framework import build  # noqa: E402
-from mcvae_framework.evaluation import dataset_tensors  # noqa: E402
 
 RESULTS = HERE / "results" / "encoders"
 
@@ -41,13 +38,12 @@ def run_one(protocol: str, encoder: str, method: str, seed: int, epochs: int | N
             keep_runs: str | None = None) -> dict:
     base = quality.protocol_config(protocol, epochs=epochs, quick=False, device="cpu")
     base["encoder"] = {"type": encoder}
-    data = {split: build("data", base["data"], split=split) for split in ("train", "test")}
-    datasets = {**data, "train_tensors": dataset_tensors(data["train"]), "test_tensors": dataset_tensors(data["test"])}
+    datasets = quality.protocol_datasets(base)
     config = quality.method_config(base, method, seed)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mcvae_encoders_") as tmp:
         work = Path(keep_runs) / f"{protocol}_{method}_{encoder}_{seed}" if keep_runs else Path(tmp)
-        report = quality.run_model(config, method, datasets, work, int(data["train"].n_classes))
+        report = quality.run_model(config, method, datasets, work, int(datasets["train"].n_classes))
     row = quality.record(protocol, method, seed, report, quality.peak_memory_mib("cpu"), time.perf_counter() - start)
     return {**row, "encoder": encoder, "epochs": config["training"]["epochs"], "machine": machine_line()}
 
@@ -65,23 +61,17 @@ def report() -> str:
              "| rot. error (deg, median, offset removed) | train s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
 
-    def spread(values, digits):
-        values = [v for v in values if v is not None]
-        if not values:
-            return "-"
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
-
     for protocol, method, encoder in keys:
         group = sorted((r for r in rows if (r["protocol"], r["method"], r["encoder"]) == (protocol, method, encoder)),
                        key=lambda r: r["seed"])
+        stats = quality.summarise(group)[0]  # mean and standard deviation over the seeds
         mark = " *" if any("source" in r for r in group) else ""
         lines.append(f"| ({protocol}) | {quality.METHOD_NAMES[method]} | `{encoder}`{mark} | "
                      f"{','.join(str(r['seed']) for r in sorted(group, key=lambda r: r['seed']))} | "
-                     f"{spread([r['accuracy'] for r in group], 3)} | "
+                     f"{quality.mean_sd_cell(stats.get('accuracy'), 3)} | "
                      f"{', '.join(str(r.get('clusters_used', '?')) for r in sorted(group, key=lambda r: r['seed']))} | "
-                     f"{spread([r['rotation_error_deg_median'] for r in group], 1)} | "
-                     f"{spread([r['train_seconds'] for r in group], 0)} |")
+                     f"{quality.mean_sd_cell(stats.get('rotation_error_deg_median'), 1)} | "
+                     f"{quality.mean_sd_cell(stats.get('train_seconds'), 0)} |")
     sources = sorted({r["source"] for r in rows if "source" in r})
     if sources:  # rows copied from the quality benchmark, which ran the same config
         lines += ["", "\\* the quality benchmark's runs of the same config, copied from its results: "

@@ -240,11 +240,16 @@ def record(protocol: str, method: str, seed: int, report: dict, peak_mib: float,
     }
 
 
+def protocol_datasets(base: dict) -> dict:
+    """The protocol's train and test datasets, and each as tensors (``train_tensors``, ``test_tensors``)."""
+    data = {split: build("data", base["data"], split=split) for split in ("train", "test")}
+    return {**data, "train_tensors": dataset_tensors(data["train"]), "test_tensors": dataset_tensors(data["test"])}
+
+
 def run_protocol(protocol: str, methods, seeds, args, work_root: Path) -> list[dict]:
     base = protocol_config(protocol, epochs=args.epochs, quick=args.quick, device=args.device)
-    data = {split: build("data", base["data"], split=split) for split in ("train", "test")}
-    datasets = {**data, "train_tensors": dataset_tensors(data["train"]), "test_tensors": dataset_tensors(data["test"])}
-    n_clusters = int(data["train"].n_classes)
+    datasets = protocol_datasets(base)
+    n_clusters = int(datasets["train"].n_classes)
     rows = []
     for method in methods:
         for seed in seeds:
@@ -318,7 +323,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _cell(stat: dict | None, digits: int) -> str:
+def mean_sd_cell(stat: dict | None, digits: int) -> str:
     if not stat:
         return "-"
     if digits == 0:
@@ -345,7 +350,7 @@ def markdown(summary: list[dict], command: str, options: dict) -> str:
                   "| --- | " + " | ".join("---" for _ in COLUMNS) + " |"]
         earlier = set()
         for entry in (s for s in summary if s["protocol"] == protocol):
-            cells = [_cell(entry.get(key), digits) for key, _, digits in COLUMNS]
+            cells = [mean_sd_cell(entry.get(key), digits) for key, _, digits in COLUMNS]
             mark = " (earlier)" if entry.get("earlier") else ""
             earlier.update([entry["earlier"]] if entry.get("earlier") else [])
             lines.append(f"| {METHOD_NAMES[entry['method']]}{mark} | " + " | ".join(cells) + " |")
