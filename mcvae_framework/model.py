@@ -152,6 +152,9 @@ class MCEVAE(nn.Module):
         self.z_style_dim = z_style_dim
         self.canonicalize = canonicalize and group is not None
         self.prealign = prealign and group is not None and not self.canonicalize
+        # bfloat16 (or None: float32) for the encoder and decoder passes; set by
+        # acceleration.configure_acceleration from training.precision, never saved.
+        self.network_dtype: torch.dtype | None = None
         features = encoder.feature_dim
         self.cluster_head = PosteriorHead(features, z_cluster_dim, head_hidden)
         self.style_head = PosteriorHead(features, z_style_dim, head_hidden) if z_style_dim else None
@@ -187,9 +190,9 @@ class MCEVAE(nn.Module):
     def _read(self, x: torch.Tensor) -> tuple[torch.Tensor, Posterior | None]:
         """One encoder pass over ``x``: its features and the pose posterior."""
         if self.reads_pose:
-            features, pose_features, orientation = self.encoder.forward_with_pose(x)
+            features, pose_features, orientation = self._network(self.encoder.forward_with_pose, x)
             return features, self.pose_head(torch.cat([features, pose_features], dim=-1), orientation)
-        features = self.encoder(x)
+        features = self._network(self.encoder, x)
         return features, (self.pose_head(features) if self.pose_head is not None else None)
 
     def _invariant_features(self, x: torch.Tensor, features: torch.Tensor | None,
@@ -198,15 +201,26 @@ class MCEVAE(nn.Module):
             # Read the content from the image moved back to its canonical pose: the
             # invariant heads then see (nearly) the same input for every pose of x.
             undo = self.group.inverse(self.group.exp(tau.mean))
-            return self.encoder(self.group.act(x, undo))
+            return self._network(self.encoder, self.group.act(x, undo))
         if self.prealign:
             # The group's data-driven normal form (e.g. centred on the centre of mass) takes the
             # shifts out before the invariant heads read the image; a group whose prealign
             # returns its input unchanged costs no second pass.
             aligned = self.group.prealign(x)
             if aligned is not x or features is None:
-                return self.encoder(aligned)
-        return features if features is not None else self.encoder(x)
+                return self._network(self.encoder, aligned)
+        return features if features is not None else self._network(self.encoder, x)
+
+    def _network(self, network, x: torch.Tensor):
+        """``network(x)``, under autocast to ``network_dtype`` when one is set; floating
+        outputs come back in float32, so that heads, group actions and losses never see bf16."""
+        if self.network_dtype is None:
+            return network(x)
+        with torch.autocast(x.device.type, dtype=self.network_dtype):
+            out = network(x)
+        if isinstance(out, tuple):
+            return tuple(o.float() if torch.is_tensor(o) and o.is_floating_point() else o for o in out)
+        return out.float()
 
     def invariant_latent(self, z_cluster: torch.Tensor, z_style: torch.Tensor | None) -> torch.Tensor:
         return z_cluster if z_style is None else torch.cat([z_cluster, z_style], dim=-1)
@@ -215,7 +229,7 @@ class MCEVAE(nn.Module):
         """The canonical (pose-free) image for invariant latents."""
         if z_style is None and self.z_style_dim:
             z_style = z_cluster.new_zeros(z_cluster.shape[0], self.z_style_dim)
-        return self.decoder(self.invariant_latent(z_cluster, z_style))
+        return self._network(self.decoder, self.invariant_latent(z_cluster, z_style))
 
     def move(self, images: torch.Tensor, tau: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``images`` moved by ``exp(tau)`` (unchanged without a group)."""

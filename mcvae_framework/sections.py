@@ -153,6 +153,12 @@ class TrainingConfig(Section):
     grad_clip: float = Field(0.0, ge=0, description="max gradient norm (0 disables clipping)")
     seed: int = Field(0, ge=0, lt=2**32, description="seed of python, numpy, torch and the trainer's own generators")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="arithmetic of the encoder and decoder: bf16 runs them under bfloat16 autocast (fast "
+        "on GPUs with bf16 units; slow on most CPUs); the poses, posteriors and loss terms stay in float32")
+    compile: Literal["none", "default", "reduce-overhead", "max-autotune"] = Field(
+        "none", description="torch.compile mode for the encoder and decoder (none: eager). The first steps of "
+        "each batch shape pay the compilation; worth it on long GPU runs, rarely on a CPU")
     num_workers: int = Field(0, ge=0, description="DataLoader workers (only for datasets not held in memory)")
     num_threads: int = Field(
         0, ge=0, description="CPU threads torch may use (0: torch's default); 1 avoids oversubscription on busy machines"

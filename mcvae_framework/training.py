@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .acceleration import configure_acceleration, optimizer_options
 from .batching import (  # noqa: F401  (re-exported: scripts and benchmarks import them from here)
     STREAM_DATA,
     STREAM_EVAL,
@@ -70,13 +71,14 @@ class TrainingInterrupted(TrainingError):
     exit_code = 130
 
 
-def make_optimizer(parameters, training) -> torch.optim.Optimizer:
-    """The optimiser named by ``training.optimizer`` (adam, adamw, sgd)."""
+def make_optimizer(parameters, training, device: torch.device | None = None) -> torch.optim.Optimizer:
+    """The optimiser named by ``training.optimizer`` (adam, adamw, sgd); Adam's fused kernel on CUDA."""
     parameters = list(parameters)
+    fused = optimizer_options(device) if device is not None else {}
     if training.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=training.lr, weight_decay=training.weight_decay)
+        return torch.optim.Adam(parameters, lr=training.lr, weight_decay=training.weight_decay, **fused)
     if training.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=training.lr, weight_decay=training.weight_decay)
+        return torch.optim.AdamW(parameters, lr=training.lr, weight_decay=training.weight_decay, **fused)
     return torch.optim.SGD(parameters, lr=training.lr, momentum=training.momentum, weight_decay=training.weight_decay)
 
 
@@ -202,9 +204,10 @@ class Trainer:
             train_data = UnlabelledUnion(train_data, test_data)
         self.image_shape = tuple(int(s) for s in train_data.image_shape)
         self.model = build_model(cfg, image_shape=self.image_shape).to(self.device)
+        configure_acceleration(self.model, training)
         self.loss_module = LossModule(self.model, cfg.loss)
         self.trained_module = wrap_for_training(self.loss_module, self.context, self.device)
-        self.optimizer = make_optimizer(self.model.parameters(), training)
+        self.optimizer = make_optimizer(self.model.parameters(), training, self.device)
         # The trainer's own stream for the loss's sampling; distinct per process.
         self.loss_generator = torch.Generator(device=self.device)
         self.loss_generator.manual_seed(derive_seed(training.seed, STREAM_LOSS, self.context.rank))
