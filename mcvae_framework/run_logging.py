@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from .checkpoint import atomic_write_text
@@ -229,6 +228,8 @@ class TensorBoardLog:
         finally:
             self.model.train(was_training)
         rows = torch.cat([images, out["reconstruction"].float(), out["canonical"].float()]).clamp(0, 1)
+        from torchvision.utils import make_grid  # only TensorBoard runs need torchvision: not at start-up
+
         return make_grid(rows, nrow=len(images), padding=2, pad_value=1.0)
 
     def close(self) -> None:

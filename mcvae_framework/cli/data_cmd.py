@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 import torch
-from torchvision.utils import save_image
 
 from ..components import build
 from ..config import check_resources, load_config
@@ -73,6 +72,8 @@ def show_command(config_file, overrides, split, out, count):
     grid, per_row = pairs_grid(ds, count)
     path = Path(out) if out else Path(config.training.out_dir) / f"data_{config.data.type}_{split}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
+    from torchvision.utils import save_image  # not at the top: start-up time of every command
+
     save_image(grid, str(path), nrow=per_row, padding=2, pad_value=0.5)
     layout = "rows of canonical images, each above the same images moved" if "canonical" in ds[0] else "images"
     click.echo(f"wrote {path} ({layout})")

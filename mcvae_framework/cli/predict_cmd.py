@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..prediction import predict_run
 from . import cli
 
 
@@ -32,6 +31,9 @@ def predict_command(run_dir, data, out, split, split_column, checkpoint, with_ca
     homogeneous matrix exp(tau); pose_geomstats, the same poses as points of the group's
     geomstats space (for a group that names one; geomstats tools such as FrechetMean take
     them as they are, see examples/geomstats-poses); and pose_group, the group's tag."""
+    # imported here, not at the top: every `mcvae` command would otherwise pay for it at start-up
+    from ..prediction import predict_run
+
     path = predict_run(run_dir, data, out, split=split, device=device, batch_size=batch_size,
                        with_canonical=with_canonical, split_column=split_column, checkpoint=checkpoint)
     click.echo(f"wrote {path}")

@@ -10,7 +10,6 @@ import click
 from ..config import apply_overrides, check_runnable, config_to_dict, read_config_file, validate_config
 from ..errors import RunFolderError
 from ..run_logging import RESUME_MUST_MATCH, config_differences
-from ..training import Trainer
 from . import cli
 from .config_cmd import set_option
 
@@ -75,6 +74,9 @@ def train_command(config_file, overrides, resume, out_dir, overwrite):
     config = validate_config(data, source=config_file, base_dir=Path(config_file).parent)
     check_runnable(config, source=config_file)
     check_run_folder(config, resume=resume, overwrite=overwrite)
+    # imported here, not at the top: every `mcvae` command would otherwise pay for it at start-up
+    from ..training import Trainer
+
     trainer = Trainer(config, resume=resume, overwrite=overwrite)
     run_dir = trainer.run()
     if trainer.context.is_main:  # on stdout (the log goes to stderr): scripts can read it
