@@ -10,10 +10,13 @@ so ``loss`` is the negative ELBO per image plus the weighted invariance penaltie
          + supervised_weight * canonical                                (supervised)
          + self_label_weight * self_label                   (graph-guided, see below)
          + neighbour_weight * neighbour + balance_weight * balance
+         + pose_guide_weight * pose_guide                   (graph-guided, see below)
 
 ``self_label`` is the cross-entropy between the prior's responsibilities
 ``q(c|x) = p(c | mu_c(x))`` and the invariant graph's cluster of ``x``, over the graph's
-confident images in the batch; ``balance`` is ``KL(mean_x q(c|x) || uniform)``.
+confident images in the batch; ``balance`` is ``KL(mean_x q(c|x) || uniform)``;
+``pose_guide`` is ``1 - cos(theta(x) - a(x) - o_c)`` between the pose head's angle and the
+graph's synchronised angle, up to one offset per graph cluster.
 
 ``beta`` and the invariance weights ramp up over ``warmup_epochs``.
 
@@ -142,6 +145,26 @@ def balance_kl(log_q: torch.Tensor) -> torch.Tensor:
     return (mean_q * (torch.log(mean_q.clamp_min(1e-12)) + math.log(mean_q.shape[0]))).sum()
 
 
+def pose_guidance(theta: torch.Tensor, target: torch.Tensor, clusters: torch.Tensor, weight: torch.Tensor,
+                  n_clusters: int) -> torch.Tensor:
+    """``sum_x w(x) (1 - cos(theta(x) - a(x) - o_c(x))) / sum_x w(x)``: the angles ``theta``
+    agree with the targets ``a`` up to one offset per cluster.
+
+    Synchronised angles are defined up to one rotation per graph cluster, and the model's
+    canonical frame per cluster is its own, so only differences within a cluster are asked
+    for: ``o_c`` is the (weighted) circular mean of ``theta - a`` over the batch's images of
+    cluster ``c``, held fixed (no gradient), so the term moves each angle towards its
+    cluster's consensus frame rather than the consensus towards the outliers.
+    """
+    difference = theta - target
+    with torch.no_grad():
+        sin = torch.zeros(n_clusters, dtype=theta.dtype, device=theta.device).index_add_(
+            0, clusters, weight * torch.sin(difference))
+        cos = torch.zeros_like(sin).index_add_(0, clusters, weight * torch.cos(difference))
+        offset = torch.atan2(sin, cos)[clusters]
+    return (weight * (1 - torch.cos(difference - offset))).sum() / weight.sum().clamp_min(1.0)
+
+
 def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide: dict | None,
                    generator: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | float]:
     """The cluster-guidance terms on the prior's responsibilities ``q(c|x)``.
@@ -163,6 +186,15 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
     """
     terms, total = {}, 0.0
     self_label = loss_config.self_label_weight > 0 and guide is not None and "index" in batch
+    if loss_config.pose_guide_weight > 0 and guide is not None and "angles" in guide and "index" in batch \
+            and enc.tau is not None:
+        index = batch["index"]
+        angle = model.group.angle_coordinates[0]
+        terms["pose_guide"] = pose_guidance(enc.tau.mean[:, angle], guide["angles"][index],
+                                            guide["angle_clusters"][index],
+                                            guide["confident"][index].to(enc.tau.mean.dtype),
+                                            model.prior.n_components)
+        total = total + loss_config.pose_guide_weight * terms["pose_guide"]
     if not (self_label or loss_config.balance_weight > 0 or loss_config.neighbour_weight > 0):
         return terms, total
     log_q = _fixed_prior_log_q(model.prior, enc.z_cluster.mean)

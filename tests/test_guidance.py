@@ -253,3 +253,69 @@ def test_prealign_feeds_the_invariant_heads_the_groups_normal_form(tmp_path):
     shifted = model.group.act(x, model.group.exp(shift))
     aligned_gap = (model.group.prealign(shifted) - model.group.prealign(x)).abs().mean()
     assert aligned_gap < 0.3 * (shifted - x).abs().mean()
+
+
+# ------------------------------------------------------------------ pose guidance
+
+
+def test_pose_guidance_is_zero_for_angles_that_differ_from_the_targets_by_one_offset_per_cluster():
+    from mcvae_framework.losses import pose_guidance
+
+    target = torch.tensor([0.1, -0.4, 1.0, 2.9, -3.0, 0.5])
+    clusters = torch.tensor([0, 0, 1, 1, 2, 2])
+    offsets = torch.tensor([0.7, -2.0, 3.1])  # any offset per cluster, across the +-pi seam too
+    theta = torch.remainder(target + offsets[clusters] + math.pi, 2 * math.pi) - math.pi
+    weight = torch.ones(6)
+    assert pose_guidance(theta, target, clusters, weight, 3).abs() < 1e-6
+    # one image of cluster 0 off by 0.6 rad: its cluster's offset is the circular mean, and the
+    # term is 1 - cos of each angle's distance from it, averaged
+    moved = theta.clone()
+    moved[0] += 0.6
+    difference = moved[:2] - target[:2]
+    offset = torch.atan2(torch.sin(difference).sum(), torch.cos(difference).sum())
+    expected = (1 - torch.cos(difference - offset)).sum() / 6
+    assert torch.allclose(pose_guidance(moved, target, clusters, weight, 3), expected, atol=1e-6)
+    # an untrusted image counts for nothing
+    weight[0] = 0
+    assert pose_guidance(moved, target, clusters, weight, 3).abs() < 1e-6
+
+
+def test_pose_guidance_reaches_the_pose_head_and_pulls_angles_to_their_clusters_frame(tmp_path):
+    config, data, model = small_model(guided_config(tmp_path / "run", self_label_weight=0.0, pose_guide_weight=2.0))
+    images = data.as_tensors()["image"][:6]
+    enc = model.encode(images)
+    theta = enc.tau.mean[:, 0].detach()
+    guide = {"labels": torch.zeros(6, dtype=torch.int64), "confident": torch.ones(6, dtype=torch.bool),
+             "angles": theta + torch.tensor([0.0, 0.0, 0.0, 0.5, -0.5, 1.0]),
+             "angle_clusters": torch.tensor([0, 0, 0, 1, 1, 2])}
+    terms, total = guidance_terms(model, {"image": images, "index": torch.arange(6)}, enc, config.loss, guide)
+    assert terms["pose_guide"] > 0  # cluster 1's two images disagree by 1 rad; cluster 2 has one image: no cost
+    assert torch.allclose(total, 2.0 * terms["pose_guide"])
+    total.backward()
+    assert model.pose_head.out.weight.grad.abs().sum() > 0
+
+
+def test_pose_guidance_needs_the_graph_and_angles_to_learn_from(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import mcvae_framework.guidance as guidance_module
+    from mcvae_framework import TrainingError
+
+    config = guided_config(tmp_path / "run", pose_guide_weight=1.0, self_label_weight=0.0)
+    config["graph"]["enabled"] = False
+    with pytest.raises(Exception, match="pose_guide_weight"):
+        validate_config(config)
+    # a group without a rotation: the graph has no synchronised angles, and the run says so
+    real = guidance_module.invariant_graph_clusters
+    monkeypatch.setattr(guidance_module, "invariant_graph_clusters",
+                        lambda *args, **kwargs: replace(real(*args, **kwargs), angles=None))
+    with pytest.raises(TrainingError, match=r"pose_guide_weight > 0 .* no rotation angle .* loss.pose_guide_weight: 0"):
+        Trainer(guided_config(tmp_path / "run2", pose_guide_weight=1.0), console=False).run()
+
+
+def test_a_pose_guided_run_reports_the_term(tmp_path):
+    trainer = Trainer(guided_config(tmp_path / "run", epochs=1, pose_guide_weight=1.0), console=False)
+    trainer.run()
+    assert trainer.guidance.graph.angles is not None
+    assert all(row["train_pose_guide"] >= 0 for row in trainer.history)
+    assert "train_pose_guide" in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
