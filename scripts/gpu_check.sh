@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The GPU check behind the "On a GPU" section of docs/benchmarks.md: the CUDA tests, the
+# step benchmark on the device, one real quickstart run on the GPU and its evaluation.
+# Run from the repository root on a machine with a CUDA GPU; results go to $OUT (default
+# ./gpu_check_out). Packages the machine lacks may be given as wheels in .whl/ (they are
+# installed to /tmp/site, without their dependencies); otherwise install the project first.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-gpu_check_out}
+mkdir -p "$OUT"
+t0=$(date +%s)
+stamp() { echo "=== $1 at $(( $(date +%s) - t0 )) s"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+    python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . 2>&1 | tail -2
+fi
+python3 -c "import torch, mcvae_framework; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
+stamp tests
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_acceleration.py 2>&1 | tail -6
+stamp bench
+timeout 240 python3 benchmarks/bench_training_speed.py --device cuda --batch-sizes 128,1024,4096 \
+    --precisions fp32,bf16 --compiles none,default --steps 30 2>&1 | grep -v "^|" | tee $OUT/bench.txt
+cp docs/benchmarks.md $OUT/benchmarks.md
+stamp train
+timeout 150 mcvae train configs/quickstart_gpu.yaml --out-dir /tmp/qs --overwrite --set training.device=cuda \
+    --set training.progress=false 2>&1 | tail -25 | tee $OUT/train.txt
+cp /tmp/qs/metrics.csv $OUT/qs_metrics.csv 2>/dev/null
+stamp evaluate
+timeout 60 mcvae evaluate /tmp/qs --device cuda --pose-mean intrinsic 2>&1 | tail -12
+cp /tmp/qs/report.json $OUT/qs_report.json 2>/dev/null
+stamp done
