@@ -90,7 +90,7 @@ def main(argv=None):
     if args.device:
         return device_speed(args)
     if args.encoders:
-        return encoder_speed(args, [tag.strip() for tag in args.encoders.split(",") if tag.strip()])
+        return encoder_speed(args, _csv(args.encoders))
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 

@@ -182,7 +182,10 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
       in the invariant graph, both encoded with gradients (SCAN's consistency term);
     * ``balance``: ``sum_k m_k log(K m_k)`` with ``m`` the batch mean of ``q(c|x)``, the KL
       from ``m`` to the uniform distribution: 0 when every component is used equally,
-      ``log K`` when one component takes every image.
+      ``log K`` when one component takes every image;
+    * ``pose_guide`` (when ``guide`` also holds the graph's synchronised ``angles`` and
+      their ``angle_clusters``): :func:`pose_guidance` of the pose head's first angle, on
+      the pose head rather than on ``q(c|x)``.
     """
     terms, total = {}, 0.0
     self_label = loss_config.self_label_weight > 0 and guide is not None and "index" in batch
