@@ -149,6 +149,59 @@ def test_readout_angle_refines_within_the_best_bin():
     assert readout_angle(circular[None]).item() == pytest.approx(-0.5 * 2 * math.pi / 8, abs=1e-5)
 
 
+def test_soft_readout_is_the_circular_mean_and_rolls_with_the_scores():
+    from mcvae_builtins.networks.rotconv import soft_readout_angle
+
+    n = 8
+    bins = torch.arange(n, dtype=torch.float64)
+    # two equal scores at bins 1 and 2: the circular mean lies halfway, at 1.5 bins
+    logits = torch.full((n,), -30.0, dtype=torch.float64)
+    logits[1] = logits[2] = 0.0
+    assert soft_readout_angle(logits[None]).item() == pytest.approx(1.5 * 2 * math.pi / n, abs=1e-9)
+    # rolling the scores by k turns the angle by exactly 2 pi k / N, across the wrap too
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(16, n, generator=generator, dtype=torch.float64) * 3
+    angle = soft_readout_angle(scores)
+    for k in range(1, n):
+        assert angle_gap(soft_readout_angle(scores.roll(k, dims=1)), angle + 2 * math.pi * k / n).max() < 1e-9
+    # against the definition: atan2 of the softmax-weighted sines and cosines
+    weights = torch.softmax(scores, dim=1)
+    phases = 2 * math.pi * bins / n
+    expected = torch.atan2(weights @ torch.sin(phases), weights @ torch.cos(phases))
+    torch.testing.assert_close(angle, expected)
+
+
+def test_soft_readout_passes_gradients_across_bins_and_none_through_a_flat_score():
+    from mcvae_builtins.networks.rotconv import soft_readout_angle
+
+    n = 8
+    # the best bin is 0, the target three bins away: descending the pose loss on the scores
+    # alone carries the soft angle there (the peak readout's gradient moves it within its bin)
+    logits = torch.tensor([[4.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]], requires_grad=True)
+    target = 3 * 2 * math.pi / n
+    optimizer = torch.optim.SGD([logits], lr=2.0)
+    for _ in range(200):
+        optimizer.zero_grad()
+        (1 - torch.cos(soft_readout_angle(logits) - target)).sum().backward()
+        optimizer.step()
+    assert math.degrees(angle_gap(soft_readout_angle(logits), torch.tensor(target)).item()) < 1
+    # equal scores: the angle is noise, and no (unbounded) gradient comes out of it
+    flat = torch.zeros(2, n, requires_grad=True)
+    soft_readout_angle(flat).sum().backward()
+    assert torch.isfinite(flat.grad).all() and flat.grad.abs().max() == 0
+
+
+def test_the_soft_readout_turns_with_the_image():
+    # in float64: an untrained encoder's scores are nearly alike, and the circular mean of
+    # nearly alike weights magnifies float32 rounding
+    enc = encoder(8, readout="soft").double()
+    x = arrows(8).double()
+    with torch.no_grad():
+        before = enc.forward_with_pose(x).orientation
+        after = enc.forward_with_pose(quarter_turn(x)).orientation
+    assert angle_gap(after, before + math.pi / 2).max() < 1e-4
+
+
 def test_kernel_sides_must_be_odd():
     with pytest.raises(Exception, match="odd"):
         build("encoder", {"type": "rotconv", "kernel_size": 4}, image_shape=(1, 28, 28))

@@ -10,7 +10,9 @@ that a quarter turn maps onto itself. On the last maps:
   invariant under every rotation of C_N (exactly for quarter turns when ``N % 4 == 0``);
 * orientation: a learned score per rotation (a dot product with the channels averaged
   over space), so that a rotation of the input by ``2 pi k / N`` shifts the scores by
-  ``k``; the best rotation, refined within its bin by a parabola through its neighbours;
+  ``k``; read as the best rotation refined within its bin by a parabola through its
+  neighbours (``readout: peak``), or as the circular mean of the scores' softmax
+  (``readout: soft``), which the pose losses' gradients reach at every angle;
 * pose features: where the first layer responds (centre, log radius and elongation of
   its energy), for the groups that translate, zoom or stretch.
 """
@@ -58,6 +60,11 @@ class RotConvEncoderConfig(ComponentConfig):
     orientation: bool = Field(
         True, description="hand the orientation readout to the pose head (its angle then starts at the readout)"
     )
+    readout: Literal["peak", "soft"] = Field(
+        "peak", description="angle of the orientation scores: peak (the best rotation, refined within its bin; "
+        "gradients move it by at most half a bin) or soft (the circular mean of their softmax, differentiable "
+        "everywhere, so a pose loss can move it across bins)"
+    )
 
     @field_validator("kernel_size", "group_kernel_size")
     @classmethod
@@ -80,6 +87,7 @@ class RotConvEncoder(Encoder):
         self.n = config.rotations
         self.group_pool = config.group_pool
         self.lift_halvings = config.lift_halvings
+        self.readout = soft_readout_angle if config.readout == "soft" else readout_angle
         widths = [self.image_shape[0], *config.channels]
         convs = [LiftingConv(widths[0], widths[1], self.n, config.kernel_size)]
         convs += [GroupConv(a, b, self.n, config.group_kernel_size) for a, b in zip(widths[1:-1], widths[2:])]
@@ -131,7 +139,7 @@ class RotConvEncoder(Encoder):
 
     def forward_with_pose(self, x: torch.Tensor) -> PoseReadout:
         maps, energy = self._maps(x, energy=True)
-        orientation = readout_angle(self._logits(maps)) if self.score is not None else None
+        orientation = self.readout(self._logits(maps)) if self.score is not None else None
         return PoseReadout(self._features(maps), energy_moments(energy), orientation)
 
 
@@ -150,6 +158,22 @@ def readout_angle(logits: torch.Tensor) -> torch.Tensor:
         offset = (0.5 * (left - right) / curvature).clamp(-0.5, 0.5)
     angle = (2 * math.pi / n) * (best.to(logits.dtype) + offset).squeeze(1)
     return torch.atan2(torch.sin(angle), torch.cos(angle))
+
+
+def soft_readout_angle(logits: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` angle in ``(-pi, pi]`` of the circular mean of ``softmax(logits)`` over the
+    ``N`` rotations ``2 pi g / N``. Rolling the scores by ``k`` turns it by exactly
+    ``2 pi k / N``, and it moves smoothly with every score (no argmax), so its gradient
+    never vanishes across a bin border; the scores' scale, learned, sets how sharp it is."""
+    n = logits.shape[1]
+    weights = torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=1)
+    bins = (2 * math.pi / n) * torch.arange(n, device=logits.device, dtype=weights.dtype)
+    sin, cos = weights @ torch.sin(bins), weights @ torch.cos(bins)
+    # Scores nearly alike (a blank image) leave a resultant near 0, where atan2's gradient
+    # is unbounded; such an angle is noise, so no gradient flows through it.
+    flat = torch.hypot(sin, cos) < 1e-4
+    sin, cos = torch.where(flat, sin.detach(), sin), torch.where(flat, cos.detach(), cos)
+    return torch.atan2(sin, cos).to(logits.dtype)
 
 
 def energy_moments(energy: torch.Tensor) -> torch.Tensor:
