@@ -101,8 +101,9 @@ def refine_labels(model, images: torch.Tensor, labels: torch.Tensor, trusted: to
 
     was_training = model.training
     model.train()
-    bar = tqdm(total=epochs * steps_per_epoch, desc="refining the graph's labels", disable=not progress,
-               leave=False, dynamic_ncols=True)
+    # disable=None: tqdm shows the bar on a terminal only, so a log file gets no carriage returns
+    bar = tqdm(total=epochs * steps_per_epoch, desc="refining the graph's labels",
+               disable=None if progress else True, leave=False, dynamic_ncols=True)
     try:
         for _ in range(epochs):
             order = pool[torch.randperm(len(pool), generator=generator)]
