@@ -236,17 +236,13 @@ class ExperimentBase(Section):
         return self
 
     @model_validator(mode="after")
-    def _self_labels_need_the_graph(self):
-        if self.loss.self_label_weight > 0 and not self.graph.enabled:
-            raise ValueError(
-                "loss.self_label_weight > 0 learns from the invariant graph's clusters: set "
-                "graph.enabled: true, or loss.self_label_weight: 0"
-            )
-        if self.loss.pose_guide_weight > 0 and not self.graph.enabled:
-            raise ValueError(
-                "loss.pose_guide_weight > 0 learns from the invariant graph's synchronised angles: set "
-                "graph.enabled: true, or loss.pose_guide_weight: 0"
-            )
+    def _graph_guided_terms_need_the_graph(self):
+        for weight, learned_from in (("self_label_weight", "clusters"), ("pose_guide_weight", "synchronised angles")):
+            if getattr(self.loss, weight) > 0 and not self.graph.enabled:
+                raise ValueError(
+                    f"loss.{weight} > 0 learns from the invariant graph's {learned_from}: set "
+                    f"graph.enabled: true, or loss.{weight}: 0"
+                )
         if self.graph.enabled and getattr(self, "group", None) is None:
             raise ValueError(
                 "graph.enabled needs a group to search over: set the `group` section "
