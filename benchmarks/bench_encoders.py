@@ -1,7 +1,8 @@
 """The same MCE-VAE with two encoders: does the rotation-equivariant ``rotconv`` earn its cost?
 
 Every row trains a quality-benchmark method (``run_quality.py``'s configs, its evaluation) on
-one protocol with only ``encoder.type`` changed, so the losses, epochs and data are the same.
+one protocol with only ``encoder.type`` changed, so the losses, epochs and data are the same
+(the encoder the protocol config names keeps that config's settings; the other gets its defaults).
 The default compares ``conv`` and ``rotconv`` on protocol (b), the full circle, where a
 regressed angle has the most to lose, in two settings:
 
@@ -34,10 +35,18 @@ from _report import machine_line, write_block  # noqa: E402
 RESULTS = HERE / "results" / "encoders"
 
 
+def encoder_section(configured: dict, encoder: str) -> dict:
+    """The encoder section a row trains with: the protocol config's own section when it
+    already names ``encoder`` (so its settings, e.g. rotconv's ``readout``, are what is
+    measured), else ``{"type": encoder}`` with that encoder's defaults (another type's
+    settings would not validate)."""
+    return dict(configured) if configured.get("type") == encoder else {"type": encoder}
+
+
 def run_one(protocol: str, encoder: str, method: str, seed: int, epochs: int | None,
             keep_runs: str | None = None) -> dict:
     base = quality.protocol_config(protocol, epochs=epochs, quick=False, device="cpu")
-    base["encoder"] = {"type": encoder}
+    base["encoder"] = encoder_section(base.get("encoder") or {}, encoder)
     datasets = quality.protocol_datasets(base)
     config = quality.method_config(base, method, seed)
     start = time.perf_counter()

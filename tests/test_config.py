@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -173,3 +174,23 @@ def test_the_trainer_checks_a_dataset_it_is_given(tmp_path):
     data = build("data", config.data, split="train")
     with pytest.raises(ConfigError, match="loss.mode: 'supervised' learns from each image's canonical"):
         Trainer(config, train_dataset=data, test_dataset=data, console=False).run()
+
+
+VARIANTS = [p for p in READY if "nothing else changes but the run folder" in p.read_text()]
+
+
+def test_there_are_encoder_variants():
+    assert len(VARIANTS) >= 2
+
+
+@pytest.mark.parametrize("path", VARIANTS, ids=[p.name for p in VARIANTS])
+def test_encoder_variant_differs_from_its_base_only_in_encoder_and_run_folder(path):
+    # a variant's header promises a one-setting comparison; a setting added to the base
+    # config later (as the pose-guidance term was) must reach the variant too
+    header = path.read_text().split("data:")[0]
+    base = ROOT / re.search(r"configs/[\w.-]+\.yaml", header).group(0)
+    variant_dict, base_dict = (config_to_dict(load_config(p)) for p in (path, base))
+    for config in (variant_dict, base_dict):
+        config.pop("encoder")
+        config["training"].pop("out_dir")
+    assert variant_dict == base_dict, f"{path.name} has drifted from {base.name}"
