@@ -1,0 +1,65 @@
+"""Helpers of the benchmark scripts: bench_encoders swaps only the encoder's type, not the
+settings it measures; run_quality scores the graph's synchronised angles as it scores a pose."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mcvae_framework import build
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+bench_encoders = pytest.importorskip("bench_encoders")
+run_quality = pytest.importorskip("run_quality")
+
+
+def test_the_configured_encoder_keeps_its_settings():
+    configured = {"type": "rotconv", "readout": "soft"}
+    section = bench_encoders.encoder_section(configured, "rotconv")
+    assert section == {"type": "rotconv", "readout": "soft"}
+    section["readout"] = "peak"
+    assert configured["readout"] == "soft"  # a copy: the protocol config is not changed
+
+
+def test_another_encoder_gets_its_defaults_not_the_configured_settings():
+    assert bench_encoders.encoder_section({"type": "rotconv", "readout": "soft"}, "conv") == {"type": "conv"}
+    assert bench_encoders.encoder_section({}, "conv") == {"type": "conv"}
+
+
+def test_full_circle_protocol_measures_rotconv_with_its_soft_readout():
+    base = bench_encoders.quality.protocol_config("b", epochs=None, quick=True, device="cpu")
+    assert bench_encoders.encoder_section(base["encoder"], "rotconv")["readout"] == "soft"
+
+
+def _median_error(metrics):
+    return metrics["per_cluster_offset"]["rotation_deg"]["median"]
+
+
+def test_graph_angles_right_up_to_one_offset_per_cluster_score_zero():
+    group = build("group", {"type": "so2"})
+    generator = torch.Generator().manual_seed(0)
+    true = (torch.rand(60, 1, generator=generator) - 0.5) * 3.0
+    clusters = np.repeat([0, 1, 2], 20)
+    offsets = torch.tensor([0.3, -1.2, 2.0]).repeat_interleave(20)
+    angles = torch.remainder(true[:, 0] + offsets + torch.pi, 2 * torch.pi) - torch.pi  # as the graph gives them
+    metrics = run_quality.graph_rotation_error(group, angles, true, clusters)
+    assert _median_error(metrics) == pytest.approx(0.0, abs=1e-4)
+    assert metrics["raw"]["rotation_deg"]["median"] > 10  # the offsets are there before removal
+
+
+def test_graph_rotation_error_in_degrees_and_blind_to_translations():
+    group = build("group", {"type": "se2"})
+    true = torch.zeros(40, 3)
+    true[:, 0] = torch.linspace(-1.0, 1.0, 40)
+    true[:, 1:] = 0.2  # shifts the graph does not estimate
+    # errors spread evenly over [-20, 20] degrees: whatever offset within 10 degrees is
+    # removed, half the images stay more than 10 degrees off
+    errors = torch.linspace(-20.0, 20.0, 40)[torch.randperm(40, generator=torch.Generator().manual_seed(1))]
+    wrong = true[:, 0] + torch.deg2rad(errors)
+    metrics = run_quality.graph_rotation_error(group, wrong, true, np.zeros(40, dtype=int))
+    assert _median_error(metrics) == pytest.approx(10.0, abs=0.5)
+    assert set(metrics["per_cluster_offset"]) <= {"rotation_deg", "rotation_deg_mod180"}
+    assert metrics["primary_error"] == "rotation_deg"
