@@ -183,11 +183,12 @@ def run_invariant_graph(config_dict: dict, train, test, n_clusters: int, seed: i
         blur_sigma=options.blur_sigma, search_size=options.search_size, pca_dim=options.pca_dim,
         seed=seed, kmeans_restarts=options.kmeans_restarts,
     )
-    clusters = graph.labels[len(train["image"]):].numpy()
+    n_train = len(train["image"])  # the test images follow the training images
+    clusters = graph.labels[n_train:].numpy()
     report = {"clustering": clustering_metrics(test["label"].numpy(), clusters, n_clusters=n_clusters),
               "train_seconds": graph.seconds}
     if graph.angles is not None and "pose" in test:
-        report["pose"] = graph_rotation_error(group, graph.angles[len(train["image"]):], test["pose"], clusters)
+        report["pose"] = graph_rotation_error(group, graph.angles[n_train:], test["pose"], clusters)
     return report
 
 
