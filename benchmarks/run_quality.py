@@ -181,7 +181,7 @@ def run_invariant_graph(config_dict: dict, train, test, n_clusters: int, seed: i
         images, group, n_clusters, neighbours=options.neighbours, embedding_dim=options.embedding_dim,
         diffusion_time=options.diffusion_time,
         blur_sigma=options.blur_sigma, search_size=options.search_size, pca_dim=options.pca_dim,
-        seed=seed, kmeans_restarts=options.kmeans_restarts,
+        balanced=options.balanced, seed=seed, kmeans_restarts=options.kmeans_restarts,
     )
     n_train = len(train["image"])  # the test images follow the training images
     clusters = graph.labels[n_train:].numpy()

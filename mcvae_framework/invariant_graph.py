@@ -13,7 +13,8 @@ of the group, looks like the other. The recipe, for any :class:`~mcvae_framework
    row is ever kept), symmetrised into a sparse graph;
 4. the graph's spectral embedding (leading eigenvectors of its normalised adjacency,
    :func:`scipy.sparse.linalg.eigsh`, weighted as a diffusion map), rows normalised,
-   clustered by k-means (scikit-learn).
+   clustered by k-means (scikit-learn), optionally held to equal cluster sizes
+   (``balanced``: an optimal-transport assignment, POT's Sinkhorn).
 
 A limited search grid is enough for a wide pose range, because the graph chains small
 relative moves; it also keeps shapes apart that only a large move maps onto each other
@@ -193,11 +194,39 @@ def spectral_embedding(neighbours: torch.Tensor, dim: int, *, diffusion_time: fl
     return (scale @ vectors[:, order]) * weights
 
 
+def balanced_kmeans(embedding: np.ndarray, centres: np.ndarray, *, iterations: int = 20,
+                    temperature: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """k-means whose clusters are held to equal sizes, started from ``centres``.
+
+    Every step assigns the rows to the centres by an entropic optimal transport with uniform
+    marginals on both sides (POT's :func:`ot.sinkhorn` on the squared distances, as
+    SeLa and SwAV balance their pseudo-labels), then moves every centre to the mean of its
+    transported rows. Plain k-means on rotated Fashion-MNIST merges pullover, coat and shirt
+    into one cluster of 4,700 images and splits the footwear over four; holding the sizes
+    equal undoes part of that (test accuracy 0.550 -> 0.581).
+
+    :param temperature: the transport's entropy weight, against squared distances between
+        unit rows (at most 4): smaller is closer to a hard assignment.
+    :returns: ``(labels (N,), centres (K, D))``, a label being the row's largest transport.
+    """
+    import ot  # POT takes about a second to import; only balanced graphs need it
+
+    n, k = len(embedding), len(centres)
+    rows, columns = np.full(n, 1.0 / n), np.full(k, 1.0 / k)
+    for _ in range(iterations):
+        cost = ((embedding[:, None, :] - centres[None]) ** 2).sum(-1)
+        plan = ot.sinkhorn(rows, columns, cost, temperature, numItermax=1000, stopThr=1e-6, warn=False)
+        centres = (plan.T @ embedding) / plan.sum(0).clip(min=1e-12)[:, None]
+    return plan.argmax(1), centres
+
+
 def spectral_clusters(neighbours: torch.Tensor, n_clusters: int, *, embedding_dim: int, seed: int,
-                      diffusion_time: float = 5.0, kmeans_restarts: int = 20) -> tuple[np.ndarray, np.ndarray]:
+                      diffusion_time: float = 5.0, kmeans_restarts: int = 20,
+                      balanced: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """k-means on the row-normalised spectral embedding of the symmetrised k-NN graph.
 
-    :returns: ``(labels (N,), distance of every row to its k-means centre (N,))``.
+    :param balanced: refine the k-means clusters to equal sizes (:func:`balanced_kmeans`).
+    :returns: ``(labels (N,), distance of every row to its cluster's centre (N,))``.
     """
     embedding = spectral_embedding(neighbours, embedding_dim, diffusion_time=diffusion_time, seed=seed)
     embedding /= np.linalg.norm(embedding, axis=1, keepdims=True).clip(min=1e-12)
@@ -209,8 +238,11 @@ def spectral_clusters(neighbours: torch.Tensor, n_clusters: int, *, embedding_di
         pieces = np.eye(count)[component]
         embedding = np.hstack([0.9 * pieces, math.sqrt(1 - 0.9**2) * embedding])
     kmeans = KMeans(n_clusters=n_clusters, n_init=kmeans_restarts, random_state=seed).fit(embedding)
-    distance = np.linalg.norm(embedding - kmeans.cluster_centers_[kmeans.labels_], axis=1)
-    return kmeans.labels_.astype(np.int64), distance
+    labels, centres = kmeans.labels_, kmeans.cluster_centers_
+    if balanced:
+        labels, centres = balanced_kmeans(embedding, centres)
+    distance = np.linalg.norm(embedding - centres[labels], axis=1)
+    return labels.astype(np.int64), distance
 
 
 def relative_angles(reference: torch.Tensor, moved: torch.Tensor, neighbours: torch.Tensor,
@@ -289,7 +321,7 @@ def central_members(labels: np.ndarray, distance: np.ndarray, fraction: float) -
 def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, *, neighbours: int = 10,
                              embedding_dim: int = 0, diffusion_time: float = 5.0, blur_sigma: float = 1.0,
                              search_size: int = 13,
-                             pca_dim: int = 0, confident_fraction: float = 0.7, seed: int = 0,
+                             pca_dim: int = 0, balanced: bool = False, confident_fraction: float = 0.7, seed: int = 0,
                              kmeans_restarts: int = 20, chunk_size: int = 1024,
                              progress: bool = False) -> GraphClusters:
     """Cluster ``(N, C, H, W)`` images into ``n_clusters`` pose-invariant groups, no training.
@@ -301,6 +333,7 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, *, ne
     :param diffusion_time: eigenvector ``i`` is weighted by ``eigenvalue_i ** diffusion_time``.
     :param blur_sigma: Gaussian blur in pixels before comparing (0: none).
     :param pca_dim: compare in a PCA space of this size (0: compare pixels).
+    :param balanced: hold the clusters to equal sizes (:func:`balanced_kmeans`).
     :param confident_fraction: share of each cluster marked ``confident``.
     """
     start = time.perf_counter()
@@ -329,7 +362,8 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, *, ne
     del moved
     dim = embedding_dim or 2 * n_clusters
     labels, distance = spectral_clusters(index, n_clusters, embedding_dim=dim, seed=seed,
-                                         diffusion_time=diffusion_time, kmeans_restarts=kmeans_restarts)
+                                         diffusion_time=diffusion_time, kmeans_restarts=kmeans_restarts,
+                                         balanced=balanced)
     confident = central_members(labels, distance, confident_fraction)
     angles = None
     if relative is not None:

@@ -121,6 +121,9 @@ class GraphConfig(Section):
     confident_fraction: float = Field(
         0.7, gt=0, le=1, description="share of each graph cluster, nearest its centre, whose labels are trusted")
     kmeans_restarts: int = Field(20, ge=1, description="k-means restarts on the spectral embedding")
+    balanced: bool = Field(
+        False, description="hold the graph's clusters to equal sizes (an optimal-transport assignment after "
+        "k-means); for data whose classes are about equally frequent, where k-means merges similar classes")
     relabel_every: int = Field(
         0, ge=0, description="self-labelling: every N epochs of ELBO training, the model's own clusters of the "
         "training images replace the labels the self-labelling term learns from, its most probable "

@@ -12,6 +12,7 @@ import torch
 from mcvae_framework import build
 from mcvae_framework.evaluation import clustering_metrics
 from mcvae_framework.invariant_graph import (
+    balanced_kmeans,
     central_members,
     gaussian_blur,
     invariant_graph_clusters,
@@ -91,6 +92,37 @@ def test_pca_reduction_keeps_the_grouping():
     graph = invariant_graph_clusters(images, group, 3, neighbours=6, pca_dim=16, kmeans_restarts=5)
     assert graph.info["feature_dim"] == 16
     assert clustering_metrics(labels.numpy(), graph.labels.numpy())["accuracy"] == 1.0
+
+
+def blobs(sizes, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Well-separated Gaussian blobs on the unit circle, ``sizes[i]`` points in blob ``i``."""
+    rng = np.random.default_rng(seed)
+    angles = 2 * np.pi * np.arange(len(sizes)) / len(sizes)
+    centres = np.stack([np.cos(angles), np.sin(angles)], 1)
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    return centres[labels] + 0.05 * rng.standard_normal((len(labels), 2)), labels
+
+
+def test_balanced_kmeans_leaves_a_bad_local_optimum_that_plain_kmeans_keeps():
+    from sklearn.cluster import KMeans
+
+    points, labels = blobs([60, 60, 60])
+    # two centres inside blob 0 and one between blobs 1 and 2: Lloyd's k-means stays there
+    start = np.stack([points[0] + [0.02, 0], points[1] - [0.02, 0], points[60:].mean(0)])
+    plain = KMeans(3, init=start, n_init=1).fit(points).labels_
+    assert clustering_metrics(labels, plain)["accuracy"] < 0.7
+    balanced, centres = balanced_kmeans(points, start)
+    assert clustering_metrics(labels, balanced)["accuracy"] == 1.0
+    assert np.bincount(balanced).tolist() == [60, 60, 60]
+    assert centres.shape == (3, 2)
+
+
+def test_the_balanced_graph_gives_equal_clusters():
+    group = build("group", {"type": "so2", "angle_deg": [-180, 180]})
+    images, labels = moved_shapes(group, per_shape=40)
+    graph = invariant_graph_clusters(images, group, 3, neighbours=6, kmeans_restarts=5, balanced=True)
+    assert clustering_metrics(labels.numpy(), graph.labels.numpy())["accuracy"] == 1.0
+    assert graph.info["cluster_sizes"] == [40, 40, 40]
 
 
 def test_central_members_keeps_the_nearest_fraction_of_every_cluster():
