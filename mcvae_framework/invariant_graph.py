@@ -37,6 +37,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 from scipy.sparse.csgraph import connected_components
+from scipy.spatial.distance import cdist
 import torch
 import torch.nn.functional as F
 from sklearn.cluster import KMeans
@@ -203,7 +204,7 @@ def balanced_kmeans(embedding: np.ndarray, centres: np.ndarray, *, iterations: i
     SeLa and SwAV balance their pseudo-labels), then moves every centre to the mean of its
     transported rows. Plain k-means on rotated Fashion-MNIST merges pullover, coat and shirt
     into one cluster of 4,700 images and splits the footwear over four; holding the sizes
-    equal undoes part of that (test accuracy 0.550 -> 0.581).
+    equal undoes part of that (protocol (d), seed 0: test accuracy 0.550 -> 0.581).
 
     :param temperature: the transport's entropy weight, against squared distances between
         unit rows (at most 4): smaller is closer to a hard assignment.
@@ -214,7 +215,7 @@ def balanced_kmeans(embedding: np.ndarray, centres: np.ndarray, *, iterations: i
     n, k = len(embedding), len(centres)
     rows, columns = np.full(n, 1.0 / n), np.full(k, 1.0 / k)
     for _ in range(iterations):
-        cost = ((embedding[:, None, :] - centres[None]) ** 2).sum(-1)
+        cost = cdist(embedding, centres, "sqeuclidean")  # (N, K): no (N, K, D) intermediate
         plan = ot.sinkhorn(rows, columns, cost, temperature, numItermax=1000, stopThr=1e-6, warn=False)
         centres = (plan.T @ embedding) / plan.sum(0).clip(min=1e-12)[:, None]
     return plan.argmax(1), centres
