@@ -174,15 +174,9 @@ def run_invariant_graph(config_dict: dict, train, test, n_clusters: int, seed: i
     from mcvae_framework.invariant_graph import invariant_graph_clusters
 
     config = validate_config(config_dict, source="invariant_graph config")
-    options = config.graph
     group = build("group", config.group)
     images = torch.cat([train["image"], test["image"]])
-    graph = invariant_graph_clusters(
-        images, group, n_clusters, neighbours=options.neighbours, embedding_dim=options.embedding_dim,
-        diffusion_time=options.diffusion_time,
-        blur_sigma=options.blur_sigma, search_size=options.search_size, pca_dim=options.pca_dim,
-        balanced=options.balanced, seed=seed, kmeans_restarts=options.kmeans_restarts,
-    )
+    graph = invariant_graph_clusters(images, group, n_clusters, **config.graph.clustering_options(), seed=seed)
     n_train = len(train["image"])  # the test images follow the training images
     clusters = graph.labels[n_train:].numpy()
     report = {"clustering": clustering_metrics(test["label"].numpy(), clusters, n_clusters=n_clusters),

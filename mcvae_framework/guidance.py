@@ -114,12 +114,8 @@ class ClusterGuidance:
             log.info("building the invariant graph of %d training images (%d search poses, %d neighbours)",
                      len(images), cfg.search_size, cfg.neighbours)
             graph = invariant_graph_clusters(
-                images, self.model.group, self.model.prior.n_components, neighbours=cfg.neighbours,
-                embedding_dim=cfg.embedding_dim, diffusion_time=cfg.diffusion_time, blur_sigma=cfg.blur_sigma,
-                search_size=cfg.search_size,
-                pca_dim=cfg.pca_dim, balanced=cfg.balanced, confident_fraction=cfg.confident_fraction,
-                seed=self.config.training.seed,
-                kmeans_restarts=cfg.kmeans_restarts, progress=self.config.training.progress,
+                images, self.model.group, self.model.prior.n_components, **cfg.clustering_options(),
+                seed=self.config.training.seed, progress=self.config.training.progress,
             )
             log.info("invariant graph: %d clusters of sizes %s, %d confident images, %.1f s",
                      len(graph.info["cluster_sizes"]), graph.info["cluster_sizes"], int(graph.confident.sum()),

@@ -141,6 +141,14 @@ class GraphConfig(Section):
     refine_balance_weight: float = Field(
         1.0, ge=0, description="weight of the refinement's balance term, KL(mean_x p(.|x) || uniform)")
 
+    def clustering_options(self) -> dict:
+        """The keyword arguments of :func:`~mcvae_framework.invariant_graph.invariant_graph_clusters`
+        that this section sets: the trainer and the quality benchmark both build the graph from
+        them, so that a new option reaches both."""
+        names = ("neighbours", "embedding_dim", "diffusion_time", "blur_sigma", "search_size", "pca_dim",
+                 "balanced", "confident_fraction", "kmeans_restarts")
+        return {name: getattr(self, name) for name in names}
+
 
 class TrainingConfig(Section):
     """Optimisation, devices, evaluation, checkpoints and where the run folder goes."""

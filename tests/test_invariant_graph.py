@@ -125,6 +125,18 @@ def test_the_balanced_graph_gives_equal_clusters():
     assert graph.info["cluster_sizes"] == [40, 40, 40]
 
 
+def test_the_graph_section_sets_every_clustering_option_the_graph_function_takes():
+    import inspect
+
+    from mcvae_framework.sections import GraphConfig
+
+    options = GraphConfig().clustering_options()
+    parameters = inspect.signature(invariant_graph_clusters).parameters
+    assert set(options) <= set(parameters)  # each option is a keyword the function takes
+    # and every section field the function takes is passed on (a new option reaches both callers)
+    assert set(GraphConfig.model_fields) & set(parameters) == set(options)
+
+
 def test_central_members_keeps_the_nearest_fraction_of_every_cluster():
     labels = np.array([0, 0, 0, 0, 1, 1])
     distance = np.array([0.4, 0.1, 0.3, 0.2, 0.9, 0.5])
