@@ -111,8 +111,8 @@ class ClusterGuidance:
         if self.context.is_main:
             cfg = self.config.graph
             images = self.training_images()
-            log.info("building the invariant graph of %d training images (%d search poses, %d neighbours)",
-                     len(images), cfg.search_size, cfg.neighbours)
+            log.info("building the invariant graph of %d training images (%s compared, %d search poses, "
+                     "%d neighbours)", len(images), cfg.features, cfg.search_size, cfg.neighbours)
             graph = invariant_graph_clusters(
                 images, self.model.group, self.model.prior.n_components, **cfg.clustering_options(),
                 seed=self.config.training.seed, progress=self.config.training.progress,

@@ -5,7 +5,9 @@ of the group, looks like the other. The recipe, for any :class:`~mcvae_framework
 
 1. ``group.prealign`` removes what a cheap normalisation can remove (centring on the
    centre of mass for translations, the radius of gyration for scales; nothing by
-   default), then a light Gaussian blur makes small misalignments cheap;
+   default), then a light Gaussian blur makes small misalignments cheap (or, with
+   ``features="wavelets"``, oriented edge maps replace the pixels:
+   :mod:`~mcvae_framework.wavelets`);
 2. similarity of images ``i`` and ``j`` = the best cosine similarity between ``x_i`` and
    ``g . x_j`` over the elements ``g`` of ``group.search_poses()``; optionally in a PCA
    space of the moved images, which keeps 70,000 images in bounded memory and time;
@@ -43,6 +45,8 @@ import torch.nn.functional as F
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
+
+from .wavelets import wavelet_features
 
 log = logging.getLogger("mcvae_framework.invariant_graph")
 
@@ -100,41 +104,67 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.flatten(1), dim=1)
 
 
-def moved_features(images: torch.Tensor, group, poses: torch.Tensor, *, blur_sigma: float,
-                   batch_size: int = 1024, project=None) -> tuple[torch.Tensor, torch.Tensor]:
+def image_descriptor(features: str = "pixels", *, blur_sigma: float = 1.0, orientations: int = 8):
+    """The function from an ``(B, C, H, W)`` batch to the rows the similarity compares.
+
+    ``"pixels"``: the blurred image, unit-normalised (compared by cosine as it is).
+    ``"wavelets"``: :func:`~mcvae_framework.wavelets.wavelet_features` (oriented edges, log
+    moduli), which :func:`fit_projection` standardises and centres before the cosine.
+    """
+    if features == "pixels":
+        return lambda batch: _unit_rows(gaussian_blur(batch, blur_sigma))
+    if features == "wavelets":
+        return lambda batch: wavelet_features(batch, orientations)
+    raise ValueError(f"invariant graph: unknown features {features!r}; use 'pixels' or 'wavelets'")
+
+
+def moved_features(images: torch.Tensor, group, poses: torch.Tensor, *, blur_sigma: float = 1.0,
+                   batch_size: int = 1024, project=None, describe=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The features the similarity compares.
 
-    :param project: applied to every chunk's unit rows (e.g. a PCA projection), so that
-        the full-size pixel features of all images are never held at once.
-    :returns: ``(reference (N, D), moved (M, N, D))``: the prealigned, blurred images and
-        their copies moved by each of the ``M`` search poses; rows unit-normalised.
+    :param describe: batch -> rows (:func:`image_descriptor`; default: blurred pixels).
+    :param project: applied to every chunk's rows (e.g. a PCA projection), so that the
+        full-size features of all images are never held at once.
+    :returns: ``(reference (N, D), moved (M, N, D))``: the prealigned images' features and
+        those of their copies moved by each of the ``M`` search poses.
     """
+    describe = describe or image_descriptor("pixels", blur_sigma=blur_sigma)
     project = project or (lambda rows: rows)
     n = images.shape[0]
     elements = group.exp(poses.to(images.dtype))
     reference, moved = [], []
     for start in range(0, n, batch_size):
         chunk = group.prealign(images[start:start + batch_size])
-        reference.append(project(_unit_rows(gaussian_blur(chunk, blur_sigma))))
+        reference.append(project(describe(chunk)))
         m, b = elements.shape[0], chunk.shape[0]
         copies = group.act(chunk.repeat(m, 1, 1, 1), elements.repeat_interleave(b, dim=0))
-        moved.append(project(_unit_rows(gaussian_blur(copies, blur_sigma))).view(m, b, -1))
+        moved.append(project(describe(copies)).view(m, b, -1))
     return torch.cat(reference), torch.cat(moved, dim=1)
 
 
-def fit_projection(images: torch.Tensor, group, poses: torch.Tensor, dim: int, *, blur_sigma: float,
-                   seed: int, fit_images: int = 2000):
-    """A PCA projection (fitted on the features of a seeded sample of the images and their
-    moved copies) that keeps the leading ``dim`` axes and renormalises, so that dot
-    products stay cosines."""
+def fit_projection(images: torch.Tensor, group, poses: torch.Tensor, dim: int, *, blur_sigma: float = 1.0,
+                   seed: int, fit_images: int = 2000, describe=None, standardise: bool = False):
+    """A projection fitted on the features of a seeded sample of the images and their moved
+    copies: optionally each feature scaled to unit variance (``standardise``), then the
+    leading ``dim`` PCA axes kept (0: all, centred only), and the rows renormalised, so that
+    dot products are cosines."""
     rng = np.random.default_rng(seed)
     sample = images[torch.as_tensor(np.sort(rng.choice(len(images), min(fit_images, len(images)), replace=False)))]
-    reference, moved = moved_features(sample, group, poses, blur_sigma=blur_sigma)
-    pool = torch.cat([reference, moved.flatten(0, 1)]).double().numpy()
-    pca = PCA(n_components=dim, random_state=seed, svd_solver="randomized").fit(pool)
+    reference, moved = moved_features(sample, group, poses, blur_sigma=blur_sigma, describe=describe)
+    pool = torch.cat([reference, moved.flatten(0, 1)]).double()
+    scale = torch.ones(pool.shape[1], dtype=torch.float64)
+    if standardise:
+        spread = pool.std(dim=0)
+        scale = spread + 1e-3 * spread.mean()  # near-constant features must not blow up
+    pool = pool / scale
+    scale = scale.float()
+    if not dim or dim >= pool.shape[1]:
+        mean = pool.mean(dim=0).float()
+        return lambda rows: F.normalize(rows / scale - mean, dim=-1)
+    pca = PCA(n_components=dim, random_state=seed, svd_solver="randomized").fit(pool.numpy())
     axes = torch.as_tensor(pca.components_, dtype=torch.float32)
     mean = torch.as_tensor(pca.mean_, dtype=torch.float32)
-    return lambda rows: F.normalize((rows - mean) @ axes.T, dim=-1)
+    return lambda rows: F.normalize((rows / scale - mean) @ axes.T, dim=-1)
 
 
 def nearest_neighbours(reference: torch.Tensor, moved: torch.Tensor, k: int, *, chunk_size: int = 1024,
@@ -321,7 +351,7 @@ def central_members(labels: np.ndarray, distance: np.ndarray, fraction: float) -
 
 def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, *, neighbours: int = 10,
                              embedding_dim: int = 0, diffusion_time: float = 5.0, blur_sigma: float = 1.0,
-                             search_size: int = 13,
+                             search_size: int = 13, features: str = "pixels", wavelet_orientations: int = 8,
                              pca_dim: int = 0, balanced: bool = False, confident_fraction: float = 0.7, seed: int = 0,
                              kmeans_restarts: int = 20, chunk_size: int = 1024,
                              progress: bool = False) -> GraphClusters:
@@ -332,8 +362,10 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, *, ne
     :param neighbours: size of every image's neighbour list (the graph's degree).
     :param embedding_dim: size of the spectral embedding (0: ``2 * n_clusters``).
     :param diffusion_time: eigenvector ``i`` is weighted by ``eigenvalue_i ** diffusion_time``.
-    :param blur_sigma: Gaussian blur in pixels before comparing (0: none).
-    :param pca_dim: compare in a PCA space of this size (0: compare pixels).
+    :param blur_sigma: Gaussian blur in pixels before comparing pixels (0: none).
+    :param features: what is compared (:func:`image_descriptor`): ``"pixels"`` or
+        ``"wavelets"`` (oriented edge maps at ``wavelet_orientations`` angles; standardised).
+    :param pca_dim: compare in a PCA space of this size (0: the features themselves).
     :param balanced: hold the clusters to equal sizes (:func:`balanced_kmeans`).
     :param confident_fraction: share of each cluster marked ``confident``.
     """
@@ -348,10 +380,13 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, *, ne
     images = images.detach().to("cpu", torch.float32)
     with torch.no_grad():
         poses = group.search_poses(search_size).to(torch.float32)
+        describe = image_descriptor(features, blur_sigma=blur_sigma, orientations=wavelet_orientations)
         project = None
-        if pca_dim and pca_dim < images[0].numel():
-            project = fit_projection(images, group, poses, pca_dim, blur_sigma=blur_sigma, seed=seed)
-        reference, moved = moved_features(images, group, poses, blur_sigma=blur_sigma, project=project)
+        if features != "pixels" or (pca_dim and pca_dim < images[0].numel()):
+            # Wavelet features mix scales (averages, edge moduli): each is standardised first.
+            project = fit_projection(images, group, poses, pca_dim, seed=seed, describe=describe,
+                                     standardise=features != "pixels")
+        reference, moved = moved_features(images, group, poses, project=project, describe=describe)
         index, similarity = nearest_neighbours(reference, moved, neighbours, chunk_size=chunk_size,
                                                progress=progress)
         angle_columns = list(group.angle_coordinates)
@@ -370,7 +405,7 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, *, ne
     if relative is not None:
         angles = synchronise_angles(index, relative, labels, centre=_pose_range_centre(group), seed=seed)
     seconds = time.perf_counter() - start
-    info = {"search_poses": int(poses.shape[0]), "feature_dim": int(reference.shape[1]),
+    info = {"search_poses": int(poses.shape[0]), "features": features, "feature_dim": int(reference.shape[1]),
             "embedding_dim": dim, "cluster_sizes": np.bincount(labels, minlength=n_clusters).tolist()}
     return GraphClusters(torch.as_tensor(labels), torch.as_tensor(confident), index, similarity, angles,
                          seconds, info)

@@ -112,7 +112,13 @@ class GraphConfig(Section):
     diffusion_time: float = Field(
         5.0, ge=0, description="eigenvector i of the graph is weighted by eigenvalue_i ** diffusion_time (a "
         "diffusion map: the cluster-level directions dominate, so embedding_dim matters little)")
-    blur_sigma: float = Field(1.0, ge=0, description="Gaussian blur in pixels before images are compared")
+    features: Literal["pixels", "wavelets"] = Field(
+        "pixels", description="what two images are compared by: 'pixels' (blurred by blur_sigma) or 'wavelets' "
+        "(oriented edge maps, the first layer of a scattering transform, each feature standardised; for "
+        "textured or varied objects, where pixels of one class rarely match)")
+    wavelet_orientations: int = Field(8, ge=4, description="edge orientations of the 'wavelets' features")
+    blur_sigma: float = Field(1.0, ge=0, description="Gaussian blur in pixels before images are compared "
+                              "(pixels features only)")
     search_size: int = Field(
         13, ge=1, description="relative moves tried between two images (the group's search_poses; the "
         "built-in groups: rotations evenly spaced over +-60 degrees or half the angle range)")
@@ -145,7 +151,8 @@ class GraphConfig(Section):
         """The keyword arguments of :func:`~mcvae_framework.invariant_graph.invariant_graph_clusters`
         that this section sets: the trainer and the quality benchmark both build the graph from
         them, so that a new option reaches both."""
-        names = ("neighbours", "embedding_dim", "diffusion_time", "blur_sigma", "search_size", "pca_dim",
+        names = ("neighbours", "embedding_dim", "diffusion_time", "blur_sigma", "features",
+                 "wavelet_orientations", "search_size", "pca_dim",
                  "balanced", "confident_fraction", "kmeans_restarts")
         return {name: getattr(self, name) for name in names}
 
