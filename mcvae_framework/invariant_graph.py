@@ -381,11 +381,12 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, *, ne
     with torch.no_grad():
         poses = group.search_poses(search_size).to(torch.float32)
         describe = image_descriptor(features, blur_sigma=blur_sigma, orientations=wavelet_orientations)
+        # Wavelet features mix scales (averages, edge moduli): each is standardised first.
+        standardise = features != "pixels"
         project = None
-        if features != "pixels" or (pca_dim and pca_dim < images[0].numel()):
-            # Wavelet features mix scales (averages, edge moduli): each is standardised first.
+        if standardise or (pca_dim and pca_dim < images[0].numel()):
             project = fit_projection(images, group, poses, pca_dim, seed=seed, describe=describe,
-                                     standardise=features != "pixels")
+                                     standardise=standardise)
         reference, moved = moved_features(images, group, poses, project=project, describe=describe)
         index, similarity = nearest_neighbours(reference, moved, neighbours, chunk_size=chunk_size,
                                                progress=progress)
