@@ -7,9 +7,9 @@
 Every size trains one epoch in a fresh process (peak resident memory only grows within a
 process), with the model and loss of ``configs/fashion_mnist_70k.yaml`` but without the
 invariant graph (nor the terms that learn from it) and without evaluation, so that the
-epoch is the data path and the optimisation steps alone. Up to 60,000 images are the first N of the training split
-(class-balanced); 70,000 is the ``all`` split (train and test). Writes the ``data_scale``
-block of ``docs/benchmarks.md``.
+epoch is the data path and the optimisation steps alone. Up to 60,000 images are the first
+N of the training split (class-balanced); 70,000 is the ``all`` split (train and test).
+Writes the ``data_scale`` block of ``docs/benchmarks.md``.
 
 ``--data-only`` times the data path alone: one epoch of the trainer's own batch source
 (``make_batches``, batches of 64, shuffled) read and moved without a model, written to
@@ -57,14 +57,15 @@ def build_dataset(n: int, storage: str, threads: int):
 def one_epoch(n: int, storage: str, threads: int) -> dict:
     """Train one epoch on ``n`` images in this process; what the parent prints and records."""
     from mcvae_framework.config import config_to_dict
+    from mcvae_framework.sections import without_graph
     from mcvae_framework.training import Trainer
 
     config, data, dataset, build_seconds, before = build_dataset(n, storage, threads)
     with tempfile.TemporaryDirectory() as out:
-        changes = {"graph": {"enabled": False}, "loss": {"pretrain_epochs": 0, "self_label_weight": 0, "pose_guide_weight": 0},
+        changes = {"loss": {"pretrain_epochs": 0},
                    "training": {"epochs": 1, "eval_every": 0, "progress": False, "num_threads": threads,
                                 "out_dir": out}}
-        raw = config_to_dict(config.model_copy(update={"data": data}))
+        raw = without_graph(config_to_dict(config.model_copy(update={"data": data})))
         for section, update in changes.items():
             raw[section] = {**raw[section], **update}
         trainer = Trainer(raw, train_dataset=dataset, console=False)

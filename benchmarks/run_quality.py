@@ -70,6 +70,7 @@ from mcvae_framework.evaluation import (  # noqa: E402
     json_safe,
     model_outputs,
 )
+from mcvae_framework.sections import without_graph  # noqa: E402
 
 PROTOCOLS = {
     "a": {"title": "(a) mnist5k, SO(2), angles in [-90, 90]", "config": "configs/rotated_mnist.yaml"},
@@ -115,13 +116,11 @@ def protocol_config(protocol: str, *, epochs: int | None, quick: bool, device: s
 
 def method_config(base: dict, method: str, seed: int) -> dict:
     """The experiment config of one method, derived from the protocol's config."""
-    config = copy.deepcopy(base)
+    guided = method in ("mce_unsupervised", "mce_unsupervised_inductive")
+    # the baselines as they were published: no graph, nor the terms that learn from it
+    config = copy.deepcopy(base) if guided else without_graph(base)
     config["training"]["seed"] = seed
     loss = config.setdefault("loss", {})
-    guided = method in ("mce_unsupervised", "mce_unsupervised_inductive")
-    if not guided:  # the baselines as they were published: no graph
-        config["graph"] = {**config.get("graph", {}), "enabled": False}
-        loss.update(self_label_weight=0.0, self_label_copies=0, neighbour_weight=0.0)
     if method != "mce_unsupervised":  # only the graph's rival sees the test images, as the graph does
         config["training"]["transductive"] = False
     if method in ("mce_unsupervised", "mce_unsupervised_inductive", "mce_unsupervised_no_graph"):

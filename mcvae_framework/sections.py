@@ -7,6 +7,7 @@ the core and are the same for every experiment.
 
 from __future__ import annotations
 
+import copy
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -155,6 +156,20 @@ class GraphConfig(Section):
                  "wavelet_orientations", "search_size", "pca_dim",
                  "balanced", "confident_fraction", "kmeans_restarts")
         return {name: getattr(self, name) for name in names}
+
+
+#: The ``loss`` fields of the terms that learn from the invariant graph: with the graph off
+#: they have nothing to learn from (and the positive weights do not validate).
+GRAPH_LOSS_FIELDS = ("self_label_weight", "self_label_copies", "neighbour_weight", "pose_guide_weight")
+
+
+def without_graph(raw: dict) -> dict:
+    """A copy of the raw config dict ``raw`` with the invariant graph switched off, and with it
+    every loss term that learns from the graph (:data:`GRAPH_LOSS_FIELDS`)."""
+    config = copy.deepcopy(raw)
+    config["graph"] = {**(config.get("graph") or {}), "enabled": False}
+    config["loss"] = {**(config.get("loss") or {}), **dict.fromkeys(GRAPH_LOSS_FIELDS, 0)}
+    return config
 
 
 class TrainingConfig(Section):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import fake_plugins
 from mcvae_framework import ConfigError, load_config, validate_config
 from mcvae_framework.cli import cli
-from mcvae_framework.config import apply_overrides, config_to_dict
+from mcvae_framework.config import apply_overrides, config_to_dict, read_config_file
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = sorted((ROOT / "configs").glob("*.yaml"))
@@ -194,3 +194,15 @@ def test_encoder_variant_differs_from_its_base_only_in_encoder_and_run_folder(pa
         config.pop("encoder")
         config["training"].pop("out_dir")
     assert variant_dict == base_dict, f"{path.name} has drifted from {base.name}"
+
+
+def test_without_graph_switches_off_the_graph_and_the_terms_that_learn_from_it():
+    from mcvae_framework.sections import GRAPH_LOSS_FIELDS, without_graph
+
+    raw = read_config_file(ROOT / "configs" / "quickstart.yaml")
+    assert raw["graph"]["enabled"] and raw["loss"]["self_label_weight"] > 0 and raw["loss"]["pose_guide_weight"] > 0
+    off = without_graph(raw)
+    assert off["graph"] == {**raw["graph"], "enabled": False}
+    assert off["loss"] == {**raw["loss"], **dict.fromkeys(GRAPH_LOSS_FIELDS, 0)}
+    assert raw["graph"]["enabled"] and raw["loss"]["pose_guide_weight"] > 0  # the input is not changed
+    validate_config(off, source="quickstart without its graph")
