@@ -56,9 +56,9 @@ def build_dataset(n: int, storage: str, threads: int):
 
 def one_epoch(n: int, storage: str, threads: int) -> dict:
     """Train one epoch on ``n`` images in this process; what the parent prints and records."""
-    from mcvae_framework.config import config_to_dict
-    from mcvae_framework.sections import without_graph
-    from mcvae_framework.training import Trainer
+    from mcvae_framework.config.experiment import config_to_dict
+    from mcvae_framework.config.sections import without_graph
+    from mcvae_framework.train.trainer import Trainer
 
     config, data, dataset, build_seconds, before = build_dataset(n, storage, threads)
     with tempfile.TemporaryDirectory() as out:
@@ -82,8 +82,8 @@ def one_data_epoch(n: int, storage: str, threads: int) -> dict:
     """Read one shuffled epoch of ``n`` images through the trainer's batch source, no model."""
     import torch
 
-    from mcvae_framework.distributed import DistributedContext
-    from mcvae_framework.training import make_batches
+    from mcvae_framework.runtime.distributed import DistributedContext
+    from mcvae_framework.train.trainer import make_batches
 
     config, data, dataset, build_seconds, before = build_dataset(n, storage, threads)
     batches = make_batches(dataset, config.training.batch_size, shuffle=True, drop_last=True, seed=0,

@@ -3,7 +3,7 @@
     python benchmarks/bench_graph_scale.py [--limit N] [--pca-dim 64] [--features pixels|wavelets]
         [--embedding-dim 0] [--balanced] [--no-write]
 
-Builds the training-free invariant graph (``mcvae_framework.invariant_graph``) of the
+Builds the training-free invariant graph (``mcvae_framework.graph.invariant_graph``) of the
 train and test images together, comparing them (blurred pixels, or the oriented edge maps
 of ``--features wavelets``) in a PCA space of ``--pca-dim`` dimensions (chunked: only the
 top-k of every row is kept), and reports wall time, the process's peak resident memory and
@@ -29,8 +29,8 @@ sys.path.insert(0, str(HERE))
 from _report import DOC, machine_line, write_block  # noqa: E402
 
 from mcvae_framework import build  # noqa: E402
-from mcvae_framework.evaluation import clustering_metrics  # noqa: E402
-from mcvae_framework.invariant_graph import invariant_graph_clusters  # noqa: E402
+from mcvae_framework.report.evaluation import clustering_metrics  # noqa: E402
+from mcvae_framework.graph.invariant_graph import invariant_graph_clusters  # noqa: E402
 
 
 #: Fashion-MNIST's classes

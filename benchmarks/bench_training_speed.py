@@ -43,10 +43,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_line, write_block  # noqa: E402
 
 from mcvae_framework import build, build_model, load_config, validate_config  # noqa: E402
-from mcvae_framework.config import read_config_file  # noqa: E402
-from mcvae_framework.acceleration import configure_acceleration  # noqa: E402
-from mcvae_framework.losses import LossModule, elbo_terms, invariance_terms  # noqa: E402
-from mcvae_framework.training import make_optimizer  # noqa: E402
+from mcvae_framework.config.experiment import read_config_file  # noqa: E402
+from mcvae_framework.runtime.acceleration import configure_acceleration  # noqa: E402
+from mcvae_framework.model.losses import LossModule, elbo_terms, invariance_terms  # noqa: E402
+from mcvae_framework.train.trainer import make_optimizer  # noqa: E402
 
 
 def reference_style_step(model, batch, loss_config, generator, copies: int = 25):

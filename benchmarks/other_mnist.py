@@ -37,9 +37,9 @@ sys.path.insert(0, str(HERE))
 
 from _report import machine_line, write_block  # noqa: E402
 
-from mcvae_framework.config import read_config_file  # noqa: E402
-from mcvae_framework.evaluation import evaluate_run  # noqa: E402
-from mcvae_framework.training import Trainer  # noqa: E402
+from mcvae_framework.config.experiment import read_config_file  # noqa: E402
+from mcvae_framework.report.evaluation import evaluate_run  # noqa: E402
+from mcvae_framework.train.trainer import Trainer  # noqa: E402
 
 
 def read_digits(folder: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ transductive ones, which see the test images, unlabelled, beside the training im
   Gaussian mixture fitted to its training latents' means;
 * ``vade`` -- VaDE-style: the mixture prior, no group;
 * ``mce_supervised`` -- MCE-VAE that also reconstructs the dataset's canonical images;
-* ``invariant_graph`` -- the training-free invariant graph (``mcvae_framework.invariant_graph``)
+* ``invariant_graph`` -- the training-free invariant graph (``mcvae_framework.graph.invariant_graph``)
   over the train and test images together (transductive), scored on the test images; its
   rotation error is that of its synchronised angles (what ``loss.pose_guide_weight`` teaches);
 * ``mce_unsupervised_no_graph`` -- MCE-VAE with invariance from random group actions only;
@@ -62,15 +62,15 @@ sys.path.insert(0, str(HERE))
 from _report import machine_line, write_block  # noqa: E402
 
 from mcvae_framework import build, validate_config  # noqa: E402
-from mcvae_framework.config import read_config_file  # noqa: E402
-from mcvae_framework.evaluation import (  # noqa: E402
+from mcvae_framework.config.experiment import read_config_file  # noqa: E402
+from mcvae_framework.report.evaluation import (  # noqa: E402
     clustering_metrics,
     dataset_tensors,
     evaluate_model,
     json_safe,
     model_outputs,
 )
-from mcvae_framework.sections import without_graph  # noqa: E402
+from mcvae_framework.config.sections import without_graph  # noqa: E402
 
 PROTOCOLS = {
     "a": {"title": "(a) mnist5k, SO(2), angles in [-90, 90]", "config": "configs/rotated_mnist.yaml"},
@@ -170,7 +170,7 @@ def run_invariant_graph(config_dict: dict, train, test, n_clusters: int, seed: i
     """The training-free invariant graph over the train and test images together
     (transductive: the test images are clustered with the training images as context),
     scored on the test images; the protocol config's ``graph`` section sets its options."""
-    from mcvae_framework.invariant_graph import invariant_graph_clusters
+    from mcvae_framework.graph.invariant_graph import invariant_graph_clusters
 
     config = validate_config(config_dict, source="invariant_graph config")
     group = build("group", config.group)
@@ -190,7 +190,7 @@ def graph_rotation_error(group, angles: torch.Tensor, true_pose: torch.Tensor, c
     teaches the pose head), measured as the MCE-VAE's pose is: after the best offset per
     cluster. Only the rotation is compared (the graph gives no other pose coordinate), so
     both poses keep their angle coordinate and zeros elsewhere."""
-    from mcvae_framework.pose_evaluation import pose_metrics
+    from mcvae_framework.report.pose_evaluation import pose_metrics
 
     column = group.angle_coordinates[0]
     predicted = torch.zeros(len(angles), group.dim, dtype=torch.float64)
@@ -207,7 +207,7 @@ def graph_rotation_error(group, angles: torch.Tensor, true_pose: torch.Tensor, c
 
 def run_model(config_dict: dict, method: str, datasets, work_dir: Path, n_clusters: int) -> dict:
     """Train one method with the trainer's API and score it on the test split."""
-    from mcvae_framework.training import Trainer
+    from mcvae_framework.train.trainer import Trainer
 
     config = validate_config(config_dict, source=f"{method} config")
     trainer = Trainer(config, out_dir=work_dir, overwrite=True, console=False,

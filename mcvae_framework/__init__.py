@@ -11,13 +11,13 @@ docs/architecture.md; ``tests/test_architecture.py`` checks it).
 
 from __future__ import annotations
 
-from .components import build
-from .config import component_config, load_config, validate_config
+from .config.components import build
+from .config.experiment import component_config, load_config, validate_config
 from .errors import ConfigError, DataError, McvaeError, PluginError, TrainingError
 from .hookspecs import hookimpl
-from .model import MCEVAE, build_model
-from .plugins import create_plugin_manager, plugin_manager
-from .registry import ComponentConfig
+from .model.mcevae import MCEVAE, build_model
+from .config.plugins import create_plugin_manager, plugin_manager
+from .config.registry import ComponentConfig
 
 __version__ = "0.1.0"
 

@@ -2,7 +2,7 @@
 
     python scripts/docs_home_figure.py runs/quickstart
 
-It draws the run's figures with ``mcvae plot``'s code (``mcvae_framework.plotting.plot_run``)
+It draws the run's figures with ``mcvae plot``'s code (``mcvae_framework.report.plotting.plot_run``)
 unless they are already in ``RUN/plots``, then stacks the reconstructions (input /
 reconstruction / canonical / true canonical) above the cluster prototypes into
 ``docs/images/quickstart.png``. While that file exists, the docs build puts it on the home
@@ -33,7 +33,7 @@ def main(argv=None) -> Path:
     plots = args.run_dir / "plots"
     panels = [plots / "reconstructions.png", plots / "prototypes.png"]
     if not all(p.is_file() for p in panels):
-        from mcvae_framework.plotting import plot_run
+        from mcvae_framework.report.plotting import plot_run
 
         plot_run(args.run_dir)
     images = [plt.imread(p) for p in panels]

@@ -205,7 +205,7 @@ def home_picture(markdown: str, docs_dir: Path) -> str:
 
 def builtin_registry():
     """A registry filled only by the entry points of the ``mcvae-framework`` distribution."""
-    from mcvae_framework.plugins import ENTRY_POINT_GROUP, create_plugin_manager
+    from mcvae_framework.config.plugins import ENTRY_POINT_GROUP, create_plugin_manager
 
     names = [
         ep.name
@@ -230,7 +230,7 @@ def _normalise(name: str) -> str:
 
 
 def core_sections_markdown(registry) -> str:
-    from mcvae_framework.config import experiment_config_class
+    from mcvae_framework.config.experiment import experiment_config_class
     from mcvae_framework.hookspecs import KINDS
 
     cls = experiment_config_class(registry)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mcvae_framework import plugins
+from mcvae_framework.config import plugins
 
 
 @pytest.fixture

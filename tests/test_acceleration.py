@@ -9,11 +9,11 @@ import torch
 from test_training import fixed_batch, tiny_config
 
 from mcvae_framework import ConfigError, validate_config
-from mcvae_framework.acceleration import configure_acceleration, optimizer_options
-from mcvae_framework.checkpoint import load_checkpoint
-from mcvae_framework.losses import LossModule
-from mcvae_framework.model import build_model
-from mcvae_framework.training import make_optimizer, train
+from mcvae_framework.runtime.acceleration import configure_acceleration, optimizer_options
+from mcvae_framework.runtime.checkpoint import load_checkpoint
+from mcvae_framework.model.losses import LossModule
+from mcvae_framework.model.mcevae import build_model
+from mcvae_framework.train.trainer import make_optimizer, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

@@ -97,7 +97,7 @@ def test_other_mnist_missing_digit_file_names_the_fix(tmp_path):
 
 
 def test_other_mnist_changes_only_the_quickstarts_data_source(tmp_path):
-    from mcvae_framework.config import read_config_file
+    from mcvae_framework.config.experiment import read_config_file
 
     quickstart = read_config_file(Path(other_mnist.ROOT) / "configs" / "quickstart.yaml")
     config = other_mnist.config_for(tmp_path / "digits.npz", seed=2, out_dir=tmp_path / "run")
@@ -111,7 +111,7 @@ def test_other_mnist_changes_only_the_quickstarts_data_source(tmp_path):
 @pytest.mark.parametrize("method", ["plain_vae_gmm", "vade", "mce_supervised", "mce_unsupervised_no_graph"])
 def test_baselines_without_the_graph_drop_every_term_that_learns_from_it(protocol, method):
     from mcvae_framework import validate_config
-    from mcvae_framework.sections import GRAPH_LOSS_FIELDS
+    from mcvae_framework.config.sections import GRAPH_LOSS_FIELDS
 
     base = run_quality.protocol_config(protocol, epochs=None, quick=True, device="cpu")
     config = run_quality.method_config(base, method, seed=0)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mcvae_framework import TrainingError
-from mcvae_framework.checkpoint import (
+from mcvae_framework.runtime.checkpoint import (
     atomic_write,
     capture_rng_state,
     load_checkpoint,

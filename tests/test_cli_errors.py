@@ -35,7 +35,7 @@ def documented_mistakes() -> list[str]:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from mcvae_framework.training import Trainer
+    from mcvae_framework.train.trainer import Trainer
 
     out = tmp_path_factory.mktemp("run")
     Trainer(CONFIG, out_dir=out, console=False).run()

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import fake_plugins
 from mcvae_framework import ConfigError, load_config, validate_config
 from mcvae_framework.cli import cli
-from mcvae_framework.config import apply_overrides, config_to_dict, read_config_file
+from mcvae_framework.config.experiment import apply_overrides, config_to_dict, read_config_file
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = sorted((ROOT / "configs").glob("*.yaml"))
@@ -167,7 +167,7 @@ def test_supervised_mode_without_canonical_images_is_refused_before_training(tmp
 
 def test_the_trainer_checks_a_dataset_it_is_given(tmp_path):
     from mcvae_framework import build
-    from mcvae_framework.training import Trainer
+    from mcvae_framework.train.trainer import Trainer
 
     config = validate_config({**SUPERVISED_WITHOUT_CANONICAL, "training": {
         **SUPERVISED_WITHOUT_CANONICAL["training"], "out_dir": str(tmp_path / "run")}})
@@ -197,7 +197,7 @@ def test_encoder_variant_differs_from_its_base_only_in_encoder_and_run_folder(pa
 
 
 def test_without_graph_switches_off_the_graph_and_the_terms_that_learn_from_it():
-    from mcvae_framework.sections import GRAPH_LOSS_FIELDS, without_graph
+    from mcvae_framework.config.sections import GRAPH_LOSS_FIELDS, without_graph
 
     raw = read_config_file(ROOT / "configs" / "quickstart.yaml")
     assert raw["graph"]["enabled"] and raw["loss"]["self_label_weight"] > 0 and raw["loss"]["pose_guide_weight"] > 0

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from mcvae_framework import ConfigError, DataError, build, validate_config
-from mcvae_framework.plugins import current_registry
+from mcvae_framework.config.plugins import current_registry
 from mcvae_framework.testing import DatasetContract
 from mcvae_builtins.datasets.base import balanced_first
 from mcvae_builtins.datasets.idx import DEBIAN_FASHION_MNIST

@@ -34,7 +34,7 @@ def train_as_rank(rank: int, port: int, config: dict, result_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE))
     torch.set_num_threads(1)
-    from mcvae_framework.training import Trainer
+    from mcvae_framework.train.trainer import Trainer
 
     trainer = Trainer(config, console=False)
     trainer.run()

@@ -1,4 +1,4 @@
-"""Metrics of mcvae_framework.evaluation against hand-made cases and scikit-learn."""
+"""Metrics of mcvae_framework.report.evaluation against hand-made cases and scikit-learn."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from mcvae_framework import ConfigError, build
 from mcvae_framework.interfaces import AffineGroup2D
-from mcvae_framework.evaluation import (
+from mcvae_framework.report.evaluation import (
     best_offset,
     canonical_metrics,
     clustering_metrics,

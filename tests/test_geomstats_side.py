@@ -35,7 +35,7 @@ SE2_CONFIG = {
 
 
 def _train(config, out):
-    from mcvae_framework.training import Trainer
+    from mcvae_framework.train.trainer import Trainer
 
     Trainer(config, out_dir=out, console=False, overwrite=True).run()
     return out
@@ -67,7 +67,7 @@ def test_training_and_the_groups_never_import_geomstats(tmp_path):
     # the hot path: building a model, a training step, exp/log/act of every group
     code = (
         "import sys, torch, yaml\n"
-        "from mcvae_framework.training import Trainer\n"
+        "from mcvae_framework.train.trainer import Trainer\n"
         f"config = yaml.safe_load({yaml.safe_dump(SE2_CONFIG)!r})\n"
         "config['data']['limit'] = 40\n"
         f"Trainer(config, out_dir={str(tmp_path / 'run')!r}, console=False, overwrite=True).run()\n"
@@ -81,7 +81,7 @@ def test_training_and_the_groups_never_import_geomstats(tmp_path):
 
 
 def test_evaluate_uses_geomstats_for_se2_and_agrees_with_the_hand_written_path(se2_run):
-    from mcvae_framework.evaluation import evaluate_run
+    from mcvae_framework.report.evaluation import evaluate_run
 
     by = {path: evaluate_run(se2_run, n_actions=1, pose_mean=path)["pose"] for path in ("intrinsic", "auto")}
     report = json.loads((se2_run / "report.json").read_text())  # the last one written: auto
@@ -95,7 +95,7 @@ def test_evaluate_uses_geomstats_for_se2_and_agrees_with_the_hand_written_path(s
 
 
 def test_predicted_poses_are_geomstats_points_and_the_example_runs(se2_run, tmp_path):
-    from mcvae_framework.prediction import predict_run
+    from mcvae_framework.report.prediction import predict_run
 
     out = predict_run(se2_run, _config_file(tmp_path), tmp_path / "pred.npz")
     saved = np.load(out)
@@ -129,7 +129,7 @@ def _config_file(tmp_path):
 
 
 def test_the_affine_ready_config_trains_and_evaluates(tmp_path):
-    from mcvae_framework.evaluation import evaluate_run
+    from mcvae_framework.report.evaluation import evaluate_run
 
     config = yaml.safe_load((ROOT / "configs" / "affine_mnist.yaml").read_text())
     assert config["group"]["type"] == "affine2" and config["data"]["transform"]["group"] == "affine2"

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from mcvae_framework import build, validate_config
-from mcvae_framework.evaluation import clustering_metrics
-from mcvae_framework.guidance import ClusterGuidance
-from mcvae_framework.losses import LossModule, guidance_terms
-from mcvae_framework.model import build_model
-from mcvae_framework.training import Trainer
+from mcvae_framework.report.evaluation import clustering_metrics
+from mcvae_framework.train.guidance import ClusterGuidance
+from mcvae_framework.model.losses import LossModule, guidance_terms
+from mcvae_framework.model.mcevae import build_model
+from mcvae_framework.train.trainer import Trainer
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -259,7 +259,7 @@ def test_prealign_feeds_the_invariant_heads_the_groups_normal_form(tmp_path):
 
 
 def test_pose_guidance_is_zero_for_angles_that_differ_from_the_targets_by_one_offset_per_cluster():
-    from mcvae_framework.losses import pose_guidance
+    from mcvae_framework.model.losses import pose_guidance
 
     target = torch.tensor([0.1, -0.4, 1.0, 2.9, -3.0, 0.5])
     clusters = torch.tensor([0, 0, 1, 1, 2, 2])
@@ -298,7 +298,7 @@ def test_pose_guidance_reaches_the_pose_head_and_pulls_angles_to_their_clusters_
 def test_pose_guidance_needs_the_graph_and_angles_to_learn_from(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    import mcvae_framework.guidance as guidance_module
+    import mcvae_framework.train.guidance as guidance_module
     from mcvae_framework import TrainingError
 
     config = guided_config(tmp_path / "run", pose_guide_weight=1.0, self_label_weight=0.0)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mcvae_framework import build
-from mcvae_framework.evaluation import clustering_metrics
-from mcvae_framework.invariant_graph import (
+from mcvae_framework.report.evaluation import clustering_metrics
+from mcvae_framework.graph.invariant_graph import (
     balanced_kmeans,
     central_members,
     gaussian_blur,
@@ -66,7 +66,7 @@ def test_without_the_search_rotated_shapes_are_not_recognised():
     group = build("group", {"type": "so2", "angle_deg": [-180, 180]})
     bar = shape_images()[:1]
     turned = group.act(bar, group.exp(torch.tensor([[math.radians(40)]])))
-    from mcvae_framework.invariant_graph import moved_features
+    from mcvae_framework.graph.invariant_graph import moved_features
 
     reference, moved = moved_features(torch.cat([bar, turned]), group, group.search_poses(13), blur_sigma=1.0)
     searched = float((reference[0] @ moved[:, 1].T).max())
@@ -128,7 +128,7 @@ def test_the_balanced_graph_gives_equal_clusters():
 def test_the_graph_section_sets_every_clustering_option_the_graph_function_takes():
     import inspect
 
-    from mcvae_framework.sections import GraphConfig
+    from mcvae_framework.config.sections import GraphConfig
 
     options = GraphConfig().clustering_options()
     parameters = inspect.signature(invariant_graph_clusters).parameters

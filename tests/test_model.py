@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mcvae_framework import build_model, validate_config
-from mcvae_framework.losses import elbo_terms, pretrain_terms, ramp
+from mcvae_framework.model.losses import elbo_terms, pretrain_terms, ramp
 
 SHAPE = (1, 28, 28)
 
@@ -128,7 +128,7 @@ def test_pose_consistency_vanishes_for_an_equivariant_pose():
     group = model.group
     x = images(4)
 
-    from mcvae_framework.model import Encoding, Posterior
+    from mcvae_framework.model.mcevae import Encoding, Posterior
 
     angle_of = {}
 
@@ -142,7 +142,7 @@ def test_pose_consistency_vanishes_for_an_equivariant_pose():
     gen = torch.Generator().manual_seed(0)
     h = group.sample(12, generator=torch.Generator().manual_seed(0))
     angle_of[12] = h
-    from mcvae_framework.losses import invariance_terms
+    from mcvae_framework.model.losses import invariance_terms
 
     enc = encode(x)
     terms = invariance_terms(model, x, enc, torch.zeros_like(x), 3, generator=gen)
@@ -159,7 +159,7 @@ def test_pose_head_reads_angles_from_cos_sin_pairs():
     """The angle comes from atan2 of a predicted pair: continuous across +-pi, on the
     principal branch, with finite gradients; translations stay plain outputs."""
     from mcvae_framework import build
-    from mcvae_framework.model import PoseHead
+    from mcvae_framework.model.mcevae import PoseHead
 
     group = build("group", {"type": "se2"})
     assert group.angle_coordinates == (0,)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mcvae_framework import ConfigError, build
-from mcvae_framework.plugins import current_registry
+from mcvae_framework.config.plugins import current_registry
 from mcvae_framework.testing import DecoderContract, EncoderContract
 
 

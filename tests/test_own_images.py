@@ -12,7 +12,7 @@ from PIL import Image
 
 from mcvae_framework import build, load_config
 from mcvae_framework.cli import cli
-from mcvae_framework.config import component_config, missing_resources
+from mcvae_framework.config.experiment import component_config, missing_resources
 
 SECTIONS = {"group": {"type": "so2"}, "encoder": {"type": "mlp"}, "decoder": {"type": "mlp"},
             "prior": {"type": "gmm", "n_components": 2}}

@@ -9,9 +9,10 @@ import pluggy
 import pytest
 
 import fake_plugins
-from mcvae_framework import ConfigError, PluginError, build, plugins
+from mcvae_framework import ConfigError, PluginError, build
+from mcvae_framework.config import plugins
 from mcvae_framework.hookspecs import HOOK_KINDS, KINDS
-from mcvae_framework.registry import Registry, tag_of
+from mcvae_framework.config.registry import Registry, tag_of
 
 THROWAWAY_MODULE = '''
 from typing import Literal

@@ -33,7 +33,7 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from mcvae_framework.training import Trainer
+    from mcvae_framework.train.trainer import Trainer
 
     out = tmp_path_factory.mktemp("run")
     Trainer(CONFIG, out_dir=out, console=False, overwrite=True).run()
@@ -86,8 +86,8 @@ def test_evaluate_writes_report_json_and_md(run_dir):
 
 def test_evaluate_matches_a_direct_computation(run_dir):
     from mcvae_framework import build
-    from mcvae_framework.evaluation import evaluate_run, hungarian_accuracy
-    from mcvae_framework.training import load_trained_model
+    from mcvae_framework.report.evaluation import evaluate_run, hungarian_accuracy
+    from mcvae_framework.train.trainer import load_trained_model
 
     report = evaluate_run(run_dir, split="train", n_actions=1)
     config, model = load_trained_model(run_dir)
@@ -121,7 +121,7 @@ def test_predict_csv_from_a_config(run_dir, config_file, tmp_path):
 
 def test_predict_npz_with_canonical_images_agrees_with_the_model(run_dir, config_file, tmp_path):
     from mcvae_framework import build
-    from mcvae_framework.training import load_trained_model
+    from mcvae_framework.train.trainer import load_trained_model
 
     out = tmp_path / "pred.npz"
     result = _invoke("predict", run_dir, "--data", config_file, "--out", out, "--canonical", "--split", "test")
@@ -153,7 +153,7 @@ def test_predict_on_a_users_array_file(run_dir, tmp_path):
 
 
 def load_trained_model_of(run_dir):
-    from mcvae_framework.training import load_trained_model
+    from mcvae_framework.train.trainer import load_trained_model
 
     return load_trained_model(run_dir)
 
@@ -237,7 +237,7 @@ def test_predict_refuses_bad_outputs_and_inputs(run_dir, config_file, tmp_path):
 
 
 def test_parquet_needs_an_engine_or_writes_a_table(tmp_path):
-    from mcvae_framework.prediction import write_predictions
+    from mcvae_framework.report.prediction import write_predictions
 
     result = {"index": np.arange(3), "cluster": np.array([0, 1, 1]),
               "probabilities": np.full((3, 2), 0.5, dtype=np.float32), "tau": np.zeros((3, 1), np.float32)}
@@ -268,8 +268,8 @@ def test_plot_writes_every_figure(run_dir, tmp_path):
 
 
 def test_prototype_images_move_the_decoded_means(run_dir):
-    from mcvae_framework.plotting import prototype_images
-    from mcvae_framework.training import load_trained_model
+    from mcvae_framework.report.plotting import prototype_images
+    from mcvae_framework.train.trainer import load_trained_model
 
     _, model = load_trained_model(run_dir)
     images, tau = prototype_images(model, n_poses=3)
@@ -281,7 +281,7 @@ def test_prototype_images_move_the_decoded_means(run_dir):
 
 
 def test_latent_map_and_curves_from_plain_arrays(tmp_path):
-    from mcvae_framework.plotting import embed_2d, latent_map_figure, training_curves_figure
+    from mcvae_framework.report.plotting import embed_2d, latent_map_figure, training_curves_figure
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 20)
@@ -305,8 +305,8 @@ def test_commands_on_a_folder_without_a_run_say_so(tmp_path):
 
 
 def test_prototypes_say_how_many_images_each_cluster_holds(run_dir, tmp_path, monkeypatch):
-    from mcvae_framework import plotting
-    from mcvae_framework.training import load_trained_model
+    from mcvae_framework.report import plotting
+    from mcvae_framework.train.trainer import load_trained_model
 
     _, model = load_trained_model(run_dir)
     figures = []

@@ -26,7 +26,7 @@ SHRINK = ["data.limit=40", "training.epochs=1", "loss.pretrain_epochs=1", "train
 def shrunk_configs(folder: Path) -> None:
     import yaml
 
-    from mcvae_framework.config import apply_overrides, read_config_file
+    from mcvae_framework.config.experiment import apply_overrides, read_config_file
 
     folder.mkdir()
     for path in sorted((ROOT / "configs").glob("*.yaml")):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from mcvae_framework import build, validate_config
-from mcvae_framework.losses import balance_kl, neighbour_disagreement
-from mcvae_framework.refinement import refine_labels
-from mcvae_framework.training import Trainer
+from mcvae_framework.model.losses import balance_kl, neighbour_disagreement
+from mcvae_framework.train.refinement import refine_labels
+from mcvae_framework.train.trainer import Trainer
 
 from test_guidance import guided_config, small_model
 
@@ -92,7 +92,7 @@ def test_refine_epochs_must_not_be_negative(tmp_path):
 
 
 def test_propagation_lets_an_unsure_image_follow_its_neighbours_and_keeps_sure_ones():
-    from mcvae_framework.refinement import propagate
+    from mcvae_framework.train.refinement import propagate
 
     p = torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.45, 0.55], [0.1, 0.9]])
     neighbours = torch.tensor([[1, 2], [0, 2], [0, 1], [2, 2]])

@@ -11,7 +11,7 @@ import torch
 
 from mcvae_framework import build, build_model, validate_config
 from mcvae_framework.testing import EncoderContract
-from mcvae_framework.training import load_trained_model, train
+from mcvae_framework.train.trainer import load_trained_model, train
 
 #: relative change of the pooled features under a rotation by 2 pi / N (not a quarter
 #: turn) of a smooth image, for an untrained encoder: turned filters and images are

@@ -9,7 +9,7 @@ import csv
 import pytest
 import torch
 
-from mcvae_framework.training import Trainer, load_trained_model
+from mcvae_framework.train.trainer import Trainer, load_trained_model
 
 CONFIG = {
     "data": {"type": "digits", "limit": 64, "transform": {"group": "so2", "seed": 0, "canvas": 8}},
@@ -74,7 +74,7 @@ def test_the_first_lines_say_pretraining_plus_training_epochs(run):
 
 def test_best_metric_must_name_a_metrics_column(tmp_path):
     from mcvae_framework.errors import ConfigError
-    from mcvae_framework.config import validate_config
+    from mcvae_framework.config.experiment import validate_config
 
     with pytest.raises(ConfigError, match="training.best_metric"):
         validate_config({**CONFIG, "training": {**CONFIG["training"], "best_metric": "loss"}})

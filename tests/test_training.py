@@ -13,13 +13,13 @@ import torch
 from click.testing import CliRunner
 
 from mcvae_framework import TrainingError, build, validate_config
-from mcvae_framework.checkpoint import load_checkpoint
+from mcvae_framework.runtime.checkpoint import load_checkpoint
 from mcvae_framework.cli import cli
-from mcvae_framework.epochs import EpochRunner
+from mcvae_framework.train.epochs import EpochRunner
 from mcvae_framework.interfaces import ImageDataset
-from mcvae_framework.losses import LossModule
-from mcvae_framework.model import build_model
-from mcvae_framework.training import (
+from mcvae_framework.model.losses import LossModule
+from mcvae_framework.model.mcevae import build_model
+from mcvae_framework.train.trainer import (
     Trainer,
     TrainingInterrupted,
     load_trained_model,

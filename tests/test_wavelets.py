@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from mcvae_framework import build
-from mcvae_framework.evaluation import clustering_metrics
-from mcvae_framework.invariant_graph import image_descriptor, invariant_graph_clusters
-from mcvae_framework.sections import GraphConfig
-from mcvae_framework.wavelets import averaging_matrix, morlet, wavelet_features
+from mcvae_framework.report.evaluation import clustering_metrics
+from mcvae_framework.graph.invariant_graph import image_descriptor, invariant_graph_clusters
+from mcvae_framework.config.sections import GraphConfig
+from mcvae_framework.graph.wavelets import averaging_matrix, morlet, wavelet_features
 
 from test_invariant_graph import moved_shapes
 

@@ -7,7 +7,7 @@ import json
 import click
 import yaml
 
-from ..config import check_runnable, config_to_dict, experiment_config_class, load_config
+from ..config.experiment import check_runnable, config_to_dict, experiment_config_class, load_config
 from ..errors import ConfigError
 from . import cli
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 import torch
 
-from ..components import build
-from ..config import check_resources, load_config
-from ..data import dataset_tensors
+from ..config.components import build
+from ..config.experiment import check_resources, load_config
+from ..runtime.data import dataset_tensors
 from . import cli
 from .config_cmd import set_option
 

@@ -29,9 +29,9 @@ def evaluate_command(run_dir, split, device, batch_size, n_actions, pose_mean):
     error; invariance of the cluster latent under random group actions; the ELBO terms.
     """
     # imported here, not at the top: every `mcvae` command would otherwise pay for it at start-up
-    from ..evaluation import evaluate_run
-    from ..inference import run_checkpoint
-    from ..reports import json_safe, report_markdown
+    from ..report.evaluation import evaluate_run
+    from ..report.inference import run_checkpoint
+    from ..report.reports import json_safe, report_markdown
 
     run_checkpoint(run_dir, "last")  # a folder that holds no run: one message, exit code 2
     report = evaluate_run(run_dir, split=split, device=device, batch_size=batch_size, n_actions=n_actions,

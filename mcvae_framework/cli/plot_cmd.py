@@ -23,7 +23,7 @@ def plot_command(run_dir, split, out_dir, method, n_images, max_points, device, 
     """Write reconstructions, latent map, cluster prototypes (each row with its number of
     images; an empty cluster says so) and training curves as PNGs."""
     # imported here, not at the top: every `mcvae` command would otherwise pay for it at start-up
-    from ..plotting import plot_run
+    from ..report.plotting import plot_run
 
     written = plot_run(run_dir, split=split, out_dir=out_dir, method=method, n_images=n_images,
                        max_points=max_points, device=device, checkpoint=checkpoint)

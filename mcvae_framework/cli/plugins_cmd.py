@@ -8,7 +8,7 @@ from dataclasses import asdict
 import click
 
 from ..hookspecs import KINDS
-from ..plugins import plugin_manager
+from ..config.plugins import plugin_manager
 from . import cli
 
 

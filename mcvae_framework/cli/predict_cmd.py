@@ -32,7 +32,7 @@ def predict_command(run_dir, data, out, split, split_column, checkpoint, with_ca
     geomstats space (for a group that names one; geomstats tools such as FrechetMean take
     them as they are, see examples/geomstats-poses); and pose_group, the group's tag."""
     # imported here, not at the top: every `mcvae` command would otherwise pay for it at start-up
-    from ..prediction import predict_run
+    from ..report.prediction import predict_run
 
     path = predict_run(run_dir, data, out, split=split, device=device, batch_size=batch_size,
                        with_canonical=with_canonical, split_column=split_column, checkpoint=checkpoint)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from ..config import apply_overrides, check_runnable, config_to_dict, read_config_file, validate_config
+from ..config.experiment import apply_overrides, check_runnable, config_to_dict, read_config_file, validate_config
 from ..errors import RunFolderError
-from ..run_logging import RESUME_MUST_MATCH, config_differences
+from ..train.run_logging import RESUME_MUST_MATCH, config_differences
 from . import cli
 from .config_cmd import set_option
 
@@ -75,7 +75,7 @@ def train_command(config_file, overrides, resume, out_dir, overwrite):
     check_runnable(config, source=config_file)
     check_run_folder(config, resume=resume, overwrite=overwrite)
     # imported here, not at the top: every `mcvae` command would otherwise pay for it at start-up
-    from ..training import Trainer
+    from ..train.trainer import Trainer
 
     trainer = Trainer(config, resume=resume, overwrite=overwrite)
     run_dir = trainer.run()

@@ -164,7 +164,7 @@ class LieGroup(abc.ABC):
 
     def search_poses(self, n: int) -> torch.Tensor:
         """``(M, dim)`` coordinates of the relative moves the invariant graph tries between
-        two images (see :mod:`mcvae_framework.invariant_graph`); ``M`` about ``n``.
+        two images (see :mod:`mcvae_framework.graph.invariant_graph`); ``M`` about ``n``.
 
         The default is the identity and ``n - 1`` seeded draws of :meth:`sample`: a
         sensible grid for any pose distribution. Override it with a regular grid where

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
-from ..components import build
+from ..config.components import build
 from ..interfaces import ImageDataset
 
 ALLOWED_KEYS = {"image", "label", "canonical", "pose"}

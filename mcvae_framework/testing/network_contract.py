@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..components import build
+from ..config.components import build
 from ..interfaces import Decoder, Encoder
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import component_config
-from .errors import PluginError
-from .hookspecs import KINDS
+from .experiment import component_config
+from ..errors import PluginError
+from ..hookspecs import KINDS
 from .plugins import current_registry
 
 

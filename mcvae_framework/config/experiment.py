@@ -17,8 +17,8 @@ from typing import Annotated, Any, Iterable, Optional, Union
 import yaml
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
 
-from .errors import ConfigError
-from .hookspecs import KINDS
+from ..errors import ConfigError
+from ..hookspecs import KINDS
 from .plugins import current_registry
 from .registry import ComponentConfig, Registry
 from .sections import ExperimentBase

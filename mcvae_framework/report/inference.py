@@ -2,7 +2,7 @@
 
 Evaluation (``mcvae evaluate``), prediction (``mcvae predict``), the figures (``mcvae plot``)
 and the trainer's TensorBoard images all go through here; :meth:`MCEVAE.predict
-<mcvae_framework.model.MCEVAE.predict>` is the one place that turns images into clusters,
+<mcvae_framework.model.mcevae.MCEVAE.predict>` is the one place that turns images into clusters,
 cluster probabilities, poses and canonical images, and :func:`predict_images` only batches it.
 """
 
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint
-from .config import validate_config
-from .data import dataset_tensors
-from .errors import RunFolderError
-from .model import build_model
+from ..runtime.checkpoint import load_checkpoint
+from ..config.experiment import validate_config
+from ..runtime.data import dataset_tensors
+from ..errors import RunFolderError
+from ..model.mcevae import build_model
 
 
 def run_checkpoint(run_dir, name: str = "last") -> Path:
@@ -65,7 +65,7 @@ def _device_of(model) -> torch.device:
 
 @torch.no_grad()
 def predict_images(model, images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """:meth:`MCEVAE.predict <mcvae_framework.model.MCEVAE.predict>` over ``images`` in
+    """:meth:`MCEVAE.predict <mcvae_framework.model.mcevae.MCEVAE.predict>` over ``images`` in
     batches, in eval mode, every output on the CPU: ``cluster``, ``probabilities``,
     ``z_cluster``, ``z_style`` (with a style latent), ``tau`` (with a group), ``canonical``
     and ``reconstruction``."""
@@ -79,7 +79,7 @@ def predict_images(model, images: torch.Tensor, batch_size: int = 256) -> dict[s
 
 
 def predict_dataset(model, dataset, batch_size: int = 256) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Every item of ``dataset`` stacked (:func:`~mcvae_framework.data.dataset_tensors`) and
+    """Every item of ``dataset`` stacked (:func:`~mcvae_framework.runtime.data.dataset_tensors`) and
     the model's predictions for them (:func:`predict_images`): ``(tensors, outputs)``."""
     tensors = dataset_tensors(dataset)
     return tensors, predict_images(model, tensors["image"], batch_size)

@@ -23,13 +23,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoint import atomic_write_text
-from .distributed import DistributedContext
-from .errors import ConfigError
-from .inference import predict_images
+from ..runtime.checkpoint import atomic_write_text
+from ..runtime.distributed import DistributedContext
+from ..errors import ConfigError
+from ..report.inference import predict_images
 
 #: the trainer's logger: ``train.log`` and the console get its records.
-log = logging.getLogger("mcvae_framework.training")
+log = logging.getLogger("mcvae_framework.train.trainer")
 
 #: config fields a resumed run must share with its checkpoint: they shape the parameters
 #: or the optimiser state that gets loaded.

@@ -4,7 +4,7 @@
 environment that torchrun sets, opens the process group (gloo on the CPU, nccl on CUDA)
 and offers the few collectives the trainer needs. With one process every collective is a
 no-op, so the trainer has a single code path. :func:`wrap_for_training` wraps the
-trainer's :class:`~mcvae_framework.losses.LossModule` in DistributedDataParallel.
+trainer's :class:`~mcvae_framework.model.losses.LossModule` in DistributedDataParallel.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import TrainingError
+from ..errors import TrainingError
 
 
 @dataclass

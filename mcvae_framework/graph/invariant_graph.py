@@ -7,7 +7,7 @@ of the group, looks like the other. The recipe, for any :class:`~mcvae_framework
    centre of mass for translations, the radius of gyration for scales; nothing by
    default), then a light Gaussian blur makes small misalignments cheap (or, with
    ``features="wavelets"``, oriented edge maps replace the pixels:
-   :mod:`~mcvae_framework.wavelets`);
+   :mod:`~mcvae_framework.graph.wavelets`);
 2. similarity of images ``i`` and ``j`` = the best cosine similarity between ``x_i`` and
    ``g . x_j`` over the elements ``g`` of ``group.search_poses()``; optionally in a PCA
    space of the moved images, which keeps 70,000 images in bounded memory and time;
@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from .wavelets import wavelet_features
 
-log = logging.getLogger("mcvae_framework.invariant_graph")
+log = logging.getLogger("mcvae_framework.graph.invariant_graph")
 
 
 @dataclass
@@ -108,7 +108,7 @@ def image_descriptor(features: str = "pixels", *, blur_sigma: float = 1.0, orien
     """The function from an ``(B, C, H, W)`` batch to the rows the similarity compares.
 
     ``"pixels"``: the blurred image, unit-normalised (compared by cosine as it is).
-    ``"wavelets"``: :func:`~mcvae_framework.wavelets.wavelet_features` (oriented edges, log
+    ``"wavelets"``: :func:`~mcvae_framework.graph.wavelets.wavelet_features` (oriented edges, log
     moduli), which :func:`fit_projection` standardises and centres before the cosine.
     """
     if features == "pixels":

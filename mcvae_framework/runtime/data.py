@@ -2,7 +2,7 @@
 
 Every path from a dataset to stacked tensors (training's graph and self-labelling,
 evaluation, prediction, plots, ``mcvae data show``) goes through :func:`dataset_tensors`;
-the trainer's batch sources (:mod:`mcvae_framework.batching`) cut batches from the same
+the trainer's batch sources (:mod:`mcvae_framework.train.batching`) cut batches from the same
 ``as_tensors()`` or read them through :func:`read_items`.
 """
 

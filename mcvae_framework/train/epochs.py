@@ -1,7 +1,7 @@
 """One epoch of training or of evaluation, with the checks that stop a run before a
 non-finite loss reaches the parameters.
 
-:class:`EpochRunner` is what the :class:`~mcvae_framework.training.Trainer` calls once per
+:class:`EpochRunner` is what the :class:`~mcvae_framework.train.trainer.Trainer` calls once per
 epoch; it owns no state across epochs besides the objects it is given.
 """
 
@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .batching import STREAM_EVAL, derive_seed
-from .errors import TrainingError
+from ..errors import TrainingError
 from .run_logging import TermAverager
 
 
@@ -24,9 +24,9 @@ class EpochRunner:
     """Runs the epochs of one training run.
 
     :param config: the experiment config.
-    :param context: the run's :class:`~mcvae_framework.distributed.DistributedContext`.
+    :param context: the run's :class:`~mcvae_framework.runtime.distributed.DistributedContext`.
     :param device: the training device.
-    :param loss_module: the :class:`~mcvae_framework.losses.LossModule` (evaluated bare).
+    :param loss_module: the :class:`~mcvae_framework.model.losses.LossModule` (evaluated bare).
     :param trained_module: the module the optimiser steps through (``loss_module``, or it
         wrapped in DistributedDataParallel).
     :param optimizer: the run's optimiser.

@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import PluginError
-from .hookspecs import KINDS
+from ..errors import PluginError
+from ..hookspecs import KINDS
 
 
 class ComponentConfig(BaseModel):
@@ -100,7 +100,7 @@ class Registry:
     def __init__(self):
         self._entries: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
         #: the ``ExperimentConfig`` class assembled from these entries; built on first use
-        #: by :func:`mcvae_framework.config.experiment_config_class` and kept here, so it
+        #: by :func:`mcvae_framework.config.experiment.experiment_config_class` and kept here, so it
         #: is rebuilt exactly when the registry is (a plugin registered or removed).
         self.experiment_class: type | None = None
 

@@ -103,7 +103,7 @@ class LossConfig(Section):
 
 
 class GraphConfig(Section):
-    """The training-free invariant graph (:mod:`mcvae_framework.invariant_graph`): built over the
+    """The training-free invariant graph (:mod:`mcvae_framework.graph.invariant_graph`): built over the
     training images before training, its clusters warm-start the mixture prior and its confident
     images feed the self-labelling term."""
 
@@ -149,7 +149,7 @@ class GraphConfig(Section):
         1.0, ge=0, description="weight of the refinement's balance term, KL(mean_x p(.|x) || uniform)")
 
     def clustering_options(self) -> dict:
-        """The keyword arguments of :func:`~mcvae_framework.invariant_graph.invariant_graph_clusters`
+        """The keyword arguments of :func:`~mcvae_framework.graph.invariant_graph.invariant_graph_clusters`
         that this section sets: the trainer and the quality benchmark both build the graph from
         them, so that a new option reaches both."""
         names = ("neighbours", "embedding_dim", "diffusion_time", "blur_sigma", "features",
@@ -241,7 +241,7 @@ class TrainingConfig(Section):
 
 
 class ExperimentBase(Section):
-    """Base of the experiment config class that :mod:`mcvae_framework.config` assembles
+    """Base of the experiment config class that :mod:`mcvae_framework.config.experiment` assembles
     once plugins are loaded; cross-section checks live here."""
 
     model: ModelConfig = ModelConfig()

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import TrainingError
+from ..errors import TrainingError
 
 FORMAT = "mcvae-checkpoint"
 FORMAT_VERSION = 1
@@ -41,7 +41,7 @@ def package_versions() -> dict[str, str]:
     """Versions of what shapes a checkpoint's contents (recorded, not enforced)."""
     # Here, not at the top: the package's __init__ sets __version__ only after importing
     # its modules, so a module it imports cannot read it at import time.
-    from . import __version__
+    from .. import __version__
 
     return {
         "python": platform.python_version(),

@@ -15,22 +15,22 @@ import torch
 from sklearn.cluster import KMeans
 
 from .batching import STREAM_EVAL, STREAM_REFINE, derive_seed
-from .data import dataset_tensors
-from .errors import TrainingError
-from .invariant_graph import GraphClusters, central_members, invariant_graph_clusters
+from ..runtime.data import dataset_tensors
+from ..errors import TrainingError
+from ..graph.invariant_graph import GraphClusters, central_members, invariant_graph_clusters
 from .refinement import refine_labels
 
-log = logging.getLogger("mcvae_framework.training")
+log = logging.getLogger("mcvae_framework.train.trainer")
 
 
 class ClusterGuidance:
     """The cluster guidance of one training run.
 
     :param config: the experiment config.
-    :param context: the run's :class:`~mcvae_framework.distributed.DistributedContext`.
+    :param context: the run's :class:`~mcvae_framework.runtime.distributed.DistributedContext`.
     :param device: the training device.
-    :param model: the :class:`~mcvae_framework.model.MCEVAE` being trained.
-    :param loss_module: its :class:`~mcvae_framework.losses.LossModule` (``guide`` is set here).
+    :param model: the :class:`~mcvae_framework.model.mcevae.MCEVAE` being trained.
+    :param loss_module: its :class:`~mcvae_framework.model.losses.LossModule` (``guide`` is set here).
     :param train_data: the training dataset.
     :param train_batches: its batch source (unshuffled, it encodes the whole set).
     :param optimizer: the run's optimiser (the prior's warm start must keep its parameters).
@@ -125,7 +125,7 @@ class ClusterGuidance:
 
     def refine_labels(self) -> None:
         """``graph.refine_epochs``: warm the encoder up on the graph's labels and neighbours
-        (:mod:`mcvae_framework.refinement`, on rank 0); its labels of every training image
+        (:mod:`mcvae_framework.train.refinement`, on rank 0); its labels of every training image
         then replace the graph's, every image trusted."""
         cfg = self.config.graph
         refined = None

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import pluggy
 
-from . import hookspecs
-from .errors import PluginError
+from .. import hookspecs
+from ..errors import PluginError
 from .registry import Registry
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME

@@ -1,7 +1,7 @@
 """The run folder a training writes (``training.out_dir``)::
 
     RUN/config.json            the resolved config
-    RUN/metrics.csv            one row per epoch (see :mod:`mcvae_framework.run_logging`)
+    RUN/metrics.csv            one row per epoch (see :mod:`mcvae_framework.train.run_logging`)
     RUN/train.log              the log (also shown on the console)
     RUN/checkpoints/last.pt    written atomically after every epoch (and once before the first)
     RUN/checkpoints/best.pt    the ELBO epoch with the lowest ``training.best_metric`` so far
@@ -21,18 +21,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from .errors import TrainingError
+from ..runtime.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from ..errors import TrainingError
 from .run_logging import RESUME_MUST_MATCH, config_differences
 
-log = logging.getLogger("mcvae_framework.training")
+log = logging.getLogger("mcvae_framework.train.trainer")
 
 
 class RunFolder:
     """One run's folder.
 
     :param run_dir: the folder (``training.out_dir``).
-    :param context: the run's :class:`~mcvae_framework.distributed.DistributedContext`
+    :param context: the run's :class:`~mcvae_framework.runtime.distributed.DistributedContext`
         (only rank 0 writes).
     :param training: the config's ``training`` section (``best_metric``, ``checkpoint_every``).
     """

@@ -32,7 +32,7 @@ import math
 import torch
 from torch import nn
 
-from .model import MCEVAE, Encoding, Posterior
+from .mcevae import MCEVAE, Encoding, Posterior
 
 _EPS = 1e-6
 
@@ -317,7 +317,7 @@ class LossModule(nn.Module):
     Wrapping *this* in DistributedDataParallel makes every model method the loss calls
     part of DDP's forward, so gradients of all of them are averaged across processes.
 
-    :param model: the :class:`~mcvae_framework.model.MCEVAE`.
+    :param model: the :class:`~mcvae_framework.model.mcevae.MCEVAE`.
     :param loss_config: the experiment's ``loss`` section.
     """
 

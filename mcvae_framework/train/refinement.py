@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .losses import balance_kl, neighbour_disagreement
+from ..model.losses import balance_kl, neighbour_disagreement
 
 
 @dataclass
@@ -72,8 +72,8 @@ def refine_labels(model, images: torch.Tensor, labels: torch.Tensor, trusted: to
                   progress: bool = False) -> RefinedLabels:
     """Train ``model``'s encoder (in place) on the graph's labels and neighbours; relabel.
 
-    :param model: the :class:`~mcvae_framework.model.MCEVAE`; its encoder is trained through
-        :meth:`~mcvae_framework.model.MCEVAE.invariant_features`.
+    :param model: the :class:`~mcvae_framework.model.mcevae.MCEVAE`; its encoder is trained through
+        :meth:`~mcvae_framework.model.mcevae.MCEVAE.invariant_features`.
     :param images: ``(N, C, H, W)`` training images, on the CPU.
     :param labels: ``(N,)`` the graph's clusters, ``0..K-1`` for the prior's ``K`` components.
     :param trusted: ``(N,)`` bool, the images whose label the cross-entropy learns.

@@ -25,10 +25,10 @@ What is measured (each block of ``report.json``):
   the cluster assignment stays the same;
 * **elbo** -- every term of the loss on the split (``losses.elbo_terms``, no gradients).
 
-The pose and canonical blocks live in :mod:`mcvae_framework.pose_evaluation`, the files in
-:mod:`mcvae_framework.reports`; the model runs over the split through
-:mod:`mcvae_framework.inference`. ("Invariance" here is the *metric* below; the loss term
-of the same name is :func:`mcvae_framework.losses.invariance_terms`.)
+The pose and canonical blocks live in :mod:`mcvae_framework.report.pose_evaluation`, the files in
+:mod:`mcvae_framework.report.reports`; the model runs over the split through
+:mod:`mcvae_framework.report.inference`. ("Invariance" here is the *metric* below; the loss term
+of the same name is :func:`mcvae_framework.model.losses.invariance_terms`.)
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from .components import build
-from .data import dataset_tensors  # noqa: F401  (re-exported: benchmarks/run_quality.py imports it from here)
+from ..config.components import build
+from ..runtime.data import dataset_tensors  # noqa: F401  (re-exported: benchmarks/run_quality.py imports it from here)
 from .inference import load_trained_model, predict_dataset
 from .inference import predict_images as model_outputs  # noqa: F401  (the name benchmarks/run_quality.py uses)
-from .losses import elbo_terms
+from ..model.losses import elbo_terms
 from .pose_evaluation import (  # noqa: F401  (re-exported: the metrics are one import away)
     POSE_MEAN_PATHS,
     PoseMean,
@@ -207,7 +207,7 @@ def evaluate_model(model, config, dataset, *, batch_size: int = 256, n_actions: 
                    seed: int = 0, with_elbo: bool = True, pose_mean: str = "auto") -> dict:
     """All metrics of ``model`` on ``dataset`` (see the module docstring).
 
-    :param model: a trained :class:`~mcvae_framework.model.MCEVAE`.
+    :param model: a trained :class:`~mcvae_framework.model.mcevae.MCEVAE`.
     :param config: its experiment config (for the loss section).
     :param dataset: an :class:`~mcvae_framework.interfaces.ImageDataset`.
     :returns: the report dict (top-level ``accuracy``, ``nmi``, ``ari`` when labels exist).

@@ -1,5 +1,5 @@
 """Pose and canonical-image metrics of a trained model (the ``pose`` and ``canonical``
-blocks of ``report.json``; see :mod:`mcvae_framework.evaluation`).
+blocks of ``report.json``; see :mod:`mcvae_framework.report.evaluation`).
 
 The learned pose is defined only up to a constant offset per cluster, so errors are
 reported raw and after removing each cluster's best offset, averaged on the group's
@@ -13,8 +13,8 @@ import math
 import numpy as np
 import torch
 
-from . import geomstats_bridge as bridge
-from .errors import ConfigError
+from .. import geomstats_bridge as bridge
+from ..errors import ConfigError
 
 
 # --------------------------------------------------------------------------- pose

@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .components import build
-from .config import component_config, read_config_file
-from .data import ConcatenatedSplits
-from .errors import ConfigError, DataError
-from .geomstats_bridge import pose_fields
+from ..config.components import build
+from ..config.experiment import component_config, read_config_file
+from ..runtime.data import ConcatenatedSplits
+from ..errors import ConfigError, DataError
+from ..geomstats_bridge import pose_fields
 from .inference import load_run, predict_dataset, run_checkpoint  # noqa: F401  (run_checkpoint: re-exported)
-from .plugins import current_registry
+from ..config.plugins import current_registry
 
 FORMATS = (".csv", ".npz", ".parquet")
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -75,7 +75,7 @@ def data_section_for(source, config=None) -> tuple[dict, Path | None]:
 def own_files_section(path: Path, config=None) -> dict:
     """The data section that reads a user's folder or array file: the one the run's own
     data section gives for it (:meth:`ComponentConfig.own_files_section
-    <mcvae_framework.registry.ComponentConfig.own_files_section>`), when its plugin reads
+    <mcvae_framework.config.registry.ComponentConfig.own_files_section>`), when its plugin reads
     that kind of path (so a folder is resized and converted as in training), else the
     first registered data plugin that declares it reads such paths (``reads_paths`` on its
     config class: ``"folder"`` or the suffixes, e.g. ``(".npy", ".npz")``). These are the

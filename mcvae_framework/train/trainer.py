@@ -1,18 +1,18 @@
 """The trainer: builds a run from its config and drives its epochs.
 
-A run writes one folder (``training.out_dir``; see :mod:`mcvae_framework.run_folder`):
+A run writes one folder (``training.out_dir``; see :mod:`mcvae_framework.train.run_folder`):
 ``config.json``, ``metrics.csv``, ``train.log``, ``checkpoints/`` and, if asked,
 ``tensorboard/``. From Python::
 
-    from mcvae_framework.training import train, load_trained_model
+    from mcvae_framework.train.trainer import train, load_trained_model
     run_dir = train("configs/quickstart.yaml")
     config, model = load_trained_model(run_dir)
 
-The parts, one module each: :mod:`~mcvae_framework.batching` (seeds, random streams, batch
-sources), :mod:`~mcvae_framework.epochs` (one epoch of training or evaluation),
-:mod:`~mcvae_framework.guidance` (prior warm start, invariant graph, self-labelling),
-:mod:`~mcvae_framework.run_folder` (checkpoints, resume) and
-:mod:`~mcvae_framework.run_logging` (metrics, log, TensorBoard). Under ``torchrun
+The parts, one module each: :mod:`~mcvae_framework.train.batching` (seeds, random streams, batch
+sources), :mod:`~mcvae_framework.train.epochs` (one epoch of training or evaluation),
+:mod:`~mcvae_framework.train.guidance` (prior warm start, invariant graph, self-labelling),
+:mod:`~mcvae_framework.train.run_folder` (checkpoints, resume) and
+:mod:`~mcvae_framework.train.run_logging` (metrics, log, TensorBoard). Under ``torchrun
 --nproc_per_node N`` the same code trains with DistributedDataParallel: each process reads
 its shard of every epoch's permutation, metrics are summed over processes, and only rank 0
 writes files.
@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .acceleration import configure_acceleration, optimizer_options
+from ..runtime.acceleration import configure_acceleration, optimizer_options
 from .batching import (  # noqa: F401  (re-exported: scripts and benchmarks import them from here)
     STREAM_DATA,
     STREAM_EVAL,
@@ -40,17 +40,17 @@ from .batching import (  # noqa: F401  (re-exported: scripts and benchmarks impo
     make_batches,
     seed_everything,
 )
-from .components import build
-from .checkpoint import capture_rng_state, package_versions, restore_rng_state
-from .config import check_dataset_fits, config_to_dict, load_config, validate_config
-from .data import UnlabelledUnion
-from .distributed import DistributedContext, resolve_device, wrap_for_training
+from ..config.components import build
+from ..runtime.checkpoint import capture_rng_state, package_versions, restore_rng_state
+from ..config.experiment import check_dataset_fits, config_to_dict, load_config, validate_config
+from ..runtime.data import UnlabelledUnion
+from ..runtime.distributed import DistributedContext, resolve_device, wrap_for_training
 from .epochs import EpochRunner
-from .errors import TrainingError
+from ..errors import TrainingError
 from .guidance import ClusterGuidance
-from .inference import load_trained_model
-from .losses import LossModule
-from .model import build_model
+from ..report.inference import load_trained_model
+from ..model.losses import LossModule
+from ..model.mcevae import build_model
 from .run_folder import RunFolder
 from .run_logging import (  # noqa: F401  (RESUME_MUST_MATCH, config_differences: re-exported)
     RESUME_MUST_MATCH,
@@ -62,7 +62,7 @@ from .run_logging import (  # noqa: F401  (RESUME_MUST_MATCH, config_differences
     write_metrics_csv,
 )
 
-log = logging.getLogger("mcvae_framework.training")
+log = logging.getLogger("mcvae_framework.train.trainer")
 
 
 class TrainingInterrupted(TrainingError):
@@ -102,7 +102,7 @@ class Trainer:
     :param test_dataset: use this dataset instead of ``build("data", ..., split="test")``.
     :param console: also log to the console (rank 0 only).
 
-    After :meth:`run`: ``model`` (the trained :class:`~mcvae_framework.model.MCEVAE`),
+    After :meth:`run`: ``model`` (the trained :class:`~mcvae_framework.model.mcevae.MCEVAE`),
     ``history`` (the metrics rows) and ``summary`` (wall time, images per second).
     """
 

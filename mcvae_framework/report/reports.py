@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_text
+from ..runtime.checkpoint import atomic_write_text
 
 
 def json_safe(value):

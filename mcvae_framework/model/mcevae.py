@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .components import build
+from ..config.components import build
 
 
 @dataclass
@@ -261,7 +261,7 @@ class MCEVAE(nn.Module):
         ``tau`` (with a group), the ``canonical`` image and its ``reconstruction`` (the
         canonical image moved by the pose). The single path from images to predictions:
         evaluation, ``mcvae predict`` and the figures batch it
-        (:func:`mcvae_framework.inference.predict_images`)."""
+        (:func:`mcvae_framework.report.inference.predict_images`)."""
         out = self(x, sample=False)
         enc = out.encoding
         probabilities = self.prior.responsibilities(enc.z_cluster.mean)

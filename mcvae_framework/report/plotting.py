@@ -20,8 +20,8 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from torchvision.utils import make_grid
 
-from .components import build
-from .data import dataset_tensors
+from ..config.components import build
+from ..runtime.data import dataset_tensors
 from .inference import load_run, predict_images
 
 

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .data import IndexedDataset
-from .distributed import DistributedContext
+from ..runtime.data import IndexedDataset
+from ..runtime.distributed import DistributedContext
 
 #: independent random streams derived from ``training.seed`` (see :func:`derive_seed`).
 STREAM_DATA, STREAM_LOSS, STREAM_EVAL, STREAM_WORKERS, STREAM_REFINE = 1, 2, 3, 4, 5
