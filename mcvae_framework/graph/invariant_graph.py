@@ -46,6 +46,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
 
+from .synchronisation import best_moves, synchronise_orthogonal, synchronises_orthogonally
 from .wavelets import wavelet_features
 
 log = logging.getLogger("mcvae_framework.graph.invariant_graph")
@@ -65,6 +66,10 @@ class GraphClusters:
         centres the cluster's angles on the pose range), or ``None`` for groups without
         a rotation.
     :ivar seconds: wall time of the whole method.
+    :ivar poses: ``(N, d, d)`` float32 orthogonal pose of every image from the
+        synchronisation of its cluster (:mod:`~mcvae_framework.graph.synchronisation`, up to
+        one orthogonal matrix per cluster), for a group with an orthogonal part that the
+        angles do not describe (a discrete part, or rotations of volumes); else ``None``.
     """
 
     labels: torch.Tensor
@@ -74,11 +79,12 @@ class GraphClusters:
     angles: torch.Tensor | None = None
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    poses: torch.Tensor | None = None
 
     def state_dict(self) -> dict:
         return {"labels": self.labels, "confident": self.confident, "neighbours": self.neighbours,
                 "similarities": self.similarities, "angles": self.angles, "seconds": self.seconds,
-                "info": dict(self.info)}
+                "info": dict(self.info), "poses": self.poses}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "GraphClusters":
@@ -86,18 +92,21 @@ class GraphClusters:
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``(N, C, H, W)`` images blurred by a separable Gaussian of ``sigma`` pixels."""
+    """``(N, C, H, W)`` images (``(N, C, D, H, W)`` volumes) blurred by a separable Gaussian
+    of ``sigma`` pixels."""
     if sigma <= 0:
         return images
     radius = max(1, int(math.ceil(3 * sigma)))
     offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()
-    c = images.shape[1]
-    horizontal = kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1)
-    vertical = kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1)
-    out = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="replicate"), horizontal, groups=c)
-    return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), vertical, groups=c)
+    c, spatial = images.shape[1], images.dim() - 2
+    out, conv = images, (F.conv2d if spatial == 2 else F.conv3d)
+    for axis in reversed(range(spatial)):  # one 1-D pass per axis, the width first
+        shape, padding = [1] * spatial, [0, 0] * spatial
+        shape[axis], padding[2 * (spatial - 1 - axis):2 * (spatial - axis)] = len(kernel), [radius, radius]
+        out = conv(F.pad(out, padding, mode="replicate"), kernel.view(1, 1, *shape).expand(c, 1, *shape), groups=c)
+    return out
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
@@ -118,10 +127,18 @@ def image_descriptor(features: str = "pixels", *, blur_sigma: float = 1.0, orien
     raise ValueError(f"invariant graph: unknown features {features!r}; use 'pixels' or 'wavelets'")
 
 
-def moved_features(images: torch.Tensor, group, poses: torch.Tensor, *, blur_sigma: float = 1.0,
-                   batch_size: int = 1024, project=None, describe=None) -> tuple[torch.Tensor, torch.Tensor]:
+#: at most this many pixels (voxels) of moved copies are held at once (volumes, big search grids).
+MOVED_PIXELS_AT_ONCE = 1 << 26
+
+
+def moved_features(images: torch.Tensor, group, poses: torch.Tensor | None, *, blur_sigma: float = 1.0,
+                   batch_size: int = 1024, project=None, describe=None,
+                   elements: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The features the similarity compares.
 
+    :param poses: ``(M, dim)`` coordinates of the search moves (their ``exp``), or ``None``
+        with ``elements``.
+    :param elements: the ``M`` search moves as group elements (``group.search_elements``).
     :param describe: batch -> rows (:func:`image_descriptor`; default: blurred pixels).
     :param project: applied to every chunk's rows (e.g. a PCA projection), so that the
         full-size features of all images are never held at once.
@@ -131,26 +148,39 @@ def moved_features(images: torch.Tensor, group, poses: torch.Tensor, *, blur_sig
     describe = describe or image_descriptor("pixels", blur_sigma=blur_sigma)
     project = project or (lambda rows: rows)
     n = images.shape[0]
-    elements = group.exp(poses.to(images.dtype))
+    elements = group.exp(poses.to(images.dtype)) if elements is None else elements.to(images.dtype)
+    # a chunk's copies stay within MOVED_PIXELS_AT_ONCE (a volume of 24^3 under 600 moves: 8 at once)
+    batch_size = max(1, min(batch_size, MOVED_PIXELS_AT_ONCE // max(1, elements.shape[0] * images[0].numel())))
     reference, moved = [], []
     for start in range(0, n, batch_size):
         chunk = group.prealign(images[start:start + batch_size])
         reference.append(project(describe(chunk)))
         m, b = elements.shape[0], chunk.shape[0]
-        copies = group.act(chunk.repeat(m, 1, 1, 1), elements.repeat_interleave(b, dim=0))
+        copies = group.act(chunk.repeat(m, *[1] * (chunk.dim() - 1)), elements.repeat_interleave(b, dim=0))
         moved.append(project(describe(copies)).view(m, b, -1))
     return torch.cat(reference), torch.cat(moved, dim=1)
 
 
-def fit_projection(images: torch.Tensor, group, poses: torch.Tensor, dim: int, *, blur_sigma: float = 1.0,
-                   seed: int, fit_images: int = 2000, describe=None, standardise: bool = False):
+#: the projection is fitted on at most this many pixels (voxels) of images and moved copies.
+FIT_PIXELS = 1 << 27
+
+
+def fit_projection(images: torch.Tensor, group, poses: torch.Tensor | None, dim: int, *, blur_sigma: float = 1.0,
+                   seed: int, fit_images: int = 2000, describe=None, standardise: bool = False,
+                   elements: torch.Tensor | None = None):
     """A projection fitted on the features of a seeded sample of the images and their moved
-    copies: optionally each feature scaled to unit variance (``standardise``), then the
-    leading ``dim`` PCA axes kept (0: all, centred only), and the rows renormalised, so that
-    dot products are cosines."""
+    copies (at most :data:`FIT_PIXELS` pixels: for volumes, fewer images and moves): optionally
+    each feature scaled to unit variance (``standardise``), then the leading ``dim`` PCA axes
+    kept (0: all, centred only), and the rows renormalised, so that dot products are cosines."""
     rng = np.random.default_rng(seed)
+    elements = group.exp(poses.to(images.dtype)) if elements is None else elements
+    copies = max(1, FIT_PIXELS // (min(fit_images, len(images)) * images[0].numel()))
+    if copies < len(elements):
+        elements = elements[torch.as_tensor(np.sort(rng.choice(len(elements), copies, replace=False)))]
+    fit_images = min(fit_images, max(1, FIT_PIXELS // (len(elements) * images[0].numel())))
     sample = images[torch.as_tensor(np.sort(rng.choice(len(images), min(fit_images, len(images)), replace=False)))]
-    reference, moved = moved_features(sample, group, poses, blur_sigma=blur_sigma, describe=describe)
+    reference, moved = moved_features(sample, group, None, blur_sigma=blur_sigma, describe=describe,
+                                      elements=elements)
     pool = torch.cat([reference, moved.flatten(0, 1)]).double()
     scale = torch.ones(pool.shape[1], dtype=torch.float64)
     if standardise:
@@ -355,10 +385,12 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, *, ne
                              pca_dim: int = 0, balanced: bool = False, confident_fraction: float = 0.7, seed: int = 0,
                              kmeans_restarts: int = 20, chunk_size: int = 1024,
                              progress: bool = False) -> GraphClusters:
-    """Cluster ``(N, C, H, W)`` images into ``n_clusters`` pose-invariant groups, no training.
+    """Cluster ``(N, C, H, W)`` images (or ``(N, C, D, H, W)`` volumes, for a group that moves
+    volumes) into ``n_clusters`` pose-invariant groups, no training.
 
     :param group: the :class:`~mcvae_framework.interfaces.LieGroup` of the nuisance; its
-        ``search_poses(search_size)`` and ``prealign`` define the invariance.
+        ``search_elements(search_size)`` (by default ``exp`` of ``search_poses``) and
+        ``prealign`` define the invariance.
     :param neighbours: size of every image's neighbour list (the graph's degree).
     :param embedding_dim: size of the spectral embedding (0: ``2 * n_clusters``).
     :param diffusion_time: eigenvector ``i`` is weighted by ``eigenvalue_i ** diffusion_time``.
@@ -370,8 +402,9 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, *, ne
     :param confident_fraction: share of each cluster marked ``confident``.
     """
     start = time.perf_counter()
-    if images.ndim != 4:
-        raise ValueError(f"invariant graph: images must be a (N, C, H, W) batch, got shape {tuple(images.shape)}")
+    if images.ndim not in (4, 5):
+        raise ValueError(f"invariant graph: images must be a (N, C, H, W) batch (or (N, C, D, H, W) volumes), got "
+                         f"shape {tuple(images.shape)}")
     if images.shape[0] <= max(neighbours, n_clusters):
         raise ValueError(
             f"invariant graph: {images.shape[0]} images are too few for {neighbours} neighbours and "
@@ -380,19 +413,24 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, *, ne
     images = images.detach().to("cpu", torch.float32)
     with torch.no_grad():
         poses = group.search_poses(search_size).to(torch.float32)
+        elements = group.search_elements(search_size).to(torch.float32)
         describe = image_descriptor(features, blur_sigma=blur_sigma, orientations=wavelet_orientations)
         # Wavelet features mix scales (averages, edge moduli): each is standardised first.
         standardise = features != "pixels"
         project = None
         if standardise or (pca_dim and pca_dim < images[0].numel()):
-            project = fit_projection(images, group, poses, pca_dim, seed=seed, describe=describe,
-                                     standardise=standardise)
-        reference, moved = moved_features(images, group, poses, project=project, describe=describe)
+            project = fit_projection(images, group, None, pca_dim, seed=seed, describe=describe,
+                                     standardise=standardise, elements=elements)
+        reference, moved = moved_features(images, group, None, project=project, describe=describe,
+                                          elements=elements)
         index, similarity = nearest_neighbours(reference, moved, neighbours, chunk_size=chunk_size,
                                                progress=progress)
         angle_columns = list(group.angle_coordinates)
-        relative = None
-        if angle_columns and len(poses) > 1:
+        relative = relative_moves = None
+        if synchronises_orthogonally(group) and len(elements) > 1:
+            # a discrete part, or rotations of volumes: synchronise orthogonal matrices
+            relative_moves = group.orthogonal_part(elements)[best_moves(reference, moved, index)]
+        elif angle_columns and len(poses) > 1:
             grid = poses[:, angle_columns[0]]
             order = torch.argsort(grid)
             relative = relative_angles(reference, moved[order], index, grid[order])
@@ -402,14 +440,18 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, *, ne
                                          diffusion_time=diffusion_time, kmeans_restarts=kmeans_restarts,
                                          balanced=balanced)
     confident = central_members(labels, distance, confident_fraction)
-    angles = None
+    angles = synchronised = None
     if relative is not None:
         angles = synchronise_angles(index, relative, labels, centre=_pose_range_centre(group), seed=seed)
+    if relative_moves is not None:
+        synchronised = synchronise_orthogonal(index, relative_moves, labels, seed=seed,
+                                              special=int(getattr(group, "n_components", 1)) == 1)
     seconds = time.perf_counter() - start
-    info = {"search_poses": int(poses.shape[0]), "features": features, "feature_dim": int(reference.shape[1]),
+    info = {"search_poses": int(elements.shape[0]), "features": features, "feature_dim": int(reference.shape[1]),
             "embedding_dim": dim, "cluster_sizes": np.bincount(labels, minlength=n_clusters).tolist()}
     return GraphClusters(torch.as_tensor(labels), torch.as_tensor(confident), index, similarity, angles,
-                         seconds, info)
+                         seconds, info, synchronised)
+
 
 
 def _pose_range_centre(group) -> float:

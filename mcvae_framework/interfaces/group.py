@@ -30,13 +30,19 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .group_elements import GroupElements
 
-class LieGroup(abc.ABC):
-    """A matrix Lie group acting on images.
 
-    Elements are homogeneous ``(N, 3, 3)`` matrices for the 2-D groups; ``tau`` are Lie
-    algebra coordinates of shape ``(N, dim)``. Every method is batched over the first
-    axis, differentiable, and keeps its input's device and dtype.
+class LieGroup(GroupElements, abc.ABC):
+    """A matrix Lie group acting on images (or volumes).
+
+    Elements are homogeneous ``(N, 3, 3)`` matrices for the 2-D groups (another shape where
+    the group declares one: :attr:`element_shape`); ``tau`` are Lie algebra coordinates of
+    shape ``(N, dim)``. Every method is batched over the first axis, differentiable, and
+    keeps its input's device and dtype. What the group moves (:attr:`data_kind`) and a
+    discrete part beside ``tau`` (:attr:`n_components`) are declared through
+    :class:`~mcvae_framework.interfaces.group_elements.GroupElements`, whose defaults
+    describe a connected group of planar maps.
     """
 
     #: size of the Lie algebra coordinates ``tau``.
@@ -94,7 +100,8 @@ class LieGroup(abc.ABC):
 
     @abc.abstractmethod
     def act(self, images: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Move ``(N, C, H, W)`` images by ``g``: content at point ``p`` moves to ``g p``."""
+        """Move ``(N, C, H, W)`` images (``(N, C, D, H, W)`` volumes for a group whose
+        :attr:`data_kind` is ``"volume"``) by ``g``: content at point ``p`` moves to ``g p``."""
 
     @abc.abstractmethod
     def sample(self, n: int, generator: torch.Generator | None = None, *, dtype=None, device=None) -> torch.Tensor:

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from .mcevae import MCEVAE, Encoding, Posterior
+from .pose_terms import component_consistency, enumerated_pose_terms, orthogonal_guidance, random_elements
 
 _EPS = 1e-6
 
@@ -77,19 +78,21 @@ def invariance_terms(model: MCEVAE, x: torch.Tensor, enc: Encoding, canonical: t
     * ``canonical_invariance``: mean squared difference per pixel between the canonical
       decoding of the original and those of its copies;
     * ``pose_consistency``: ``|log(exp(tau(x))^-1 h^-1 exp(tau(h.x)))|^2`` -- a copy's pose
-      is the move composed with the original's pose.
+      is the move composed with the original's pose. For a group with a discrete part the
+      moves include its components, the residual's ``tau`` counts where its component is
+      the identity, and the cross-entropy of ``q(k|x)`` with the component each copy implies
+      for ``x`` is added.
     """
     group = model.group
     n = x.shape[0]
-    h_tau = group.sample(n * n_augment, generator=generator).to(device=x.device, dtype=x.dtype)
-    h = group.exp(h_tau)
+    h = random_elements(group, n * n_augment, generator, x)
     with torch.set_grad_enabled(copy_gradients and torch.is_grad_enabled()):
         copies = group.act(x.repeat_interleave(n_augment, dim=0), h)
         enc_copies = model.encode(copies)
         style = enc_copies.z_style.mean if enc_copies.z_style is not None else None
         canonical_copies = model.decode(enc_copies.z_cluster.mean, style)
-        # The pose of x that each copy implies: h^-1 exp(tau(h.x)).
-        implied_pose = group.compose(group.inverse(h), group.exp(enc_copies.tau.mean))
+        # The pose of x that each copy implies: h^-1 element(tau(h.x), k(h.x)).
+        implied_pose = group.compose(group.inverse(h), model.pose_element(enc_copies.tau.mean, enc_copies.component))
 
     def per_image(values: torch.Tensor) -> torch.Tensor:
         return values.view(n, n_augment).mean(-1).mean()
@@ -102,12 +105,17 @@ def invariance_terms(model: MCEVAE, x: torch.Tensor, enc: Encoding, canonical: t
     invariance = (change.pow(2) / spread).mean(-1)
     canonical_x = canonical.repeat_interleave(n_augment, dim=0)
     canonical_invariance = (canonical_copies - canonical_x).pow(2).flatten(1).mean(-1)
-    pose_x = group.exp(enc.tau.mean).repeat_interleave(n_augment, dim=0)
-    residual = group.log(group.compose(group.inverse(pose_x), implied_pose))
+    pose_x = model.pose_element(enc.tau.mean, enc.component).repeat_interleave(n_augment, dim=0)
+    residual_component, residual = group.split_element(group.compose(group.inverse(pose_x), implied_pose))
+    consistency = residual.pow(2).sum(-1)
+    if enc.component is not None:
+        # tau agrees only where the components do; the component itself is taught by the copies
+        consistency = consistency * (residual_component == 0).to(consistency.dtype)
+        consistency = consistency + component_consistency(enc, group.component_of(implied_pose.detach()), n_augment)
     return {
         "invariance": per_image(invariance),
         "canonical_invariance": per_image(canonical_invariance),
-        "pose_consistency": per_image(residual.pow(2).sum(-1)),
+        "pose_consistency": per_image(consistency),
     }
 
 
@@ -185,18 +193,28 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
       ``log K`` when one component takes every image;
     * ``pose_guide`` (when ``guide`` also holds the graph's synchronised ``angles`` and
       their ``angle_clusters``): :func:`pose_guidance` of the pose head's first angle, on
-      the pose head rather than on ``q(c|x)``.
+      the pose head rather than on ``q(c|x)``; with the graph's synchronised orthogonal
+      ``poses`` instead (groups with a discrete part, rotations of volumes):
+      :func:`~mcvae_framework.model.pose_terms.orthogonal_guidance`, whose component term
+      (a group with a discrete part) is added to ``pose_guide``.
     """
     terms, total = {}, 0.0
     self_label = loss_config.self_label_weight > 0 and guide is not None and "index" in batch
-    if loss_config.pose_guide_weight > 0 and guide is not None and "angles" in guide and "index" in batch \
-            and enc.tau is not None:
+    guides_pose = loss_config.pose_guide_weight > 0 and guide is not None and "index" in batch and enc.tau is not None
+    if guides_pose and "angles" in guide:
         index = batch["index"]
         angle = model.group.angle_coordinates[0]
         terms["pose_guide"] = pose_guidance(enc.tau.mean[:, angle], guide["angles"][index],
                                             guide["angle_clusters"][index],
                                             guide["confident"][index].to(enc.tau.mean.dtype),
                                             model.prior.n_components)
+        total = total + loss_config.pose_guide_weight * terms["pose_guide"]
+    elif guides_pose and "poses" in guide:
+        index = batch["index"]
+        pose_term, component_term = orthogonal_guidance(
+            model, enc, guide["poses"][index], guide["angle_clusters"][index],
+            guide["confident"][index].to(enc.tau.mean.dtype), model.prior.n_components)
+        terms["pose_guide"] = pose_term if component_term is None else pose_term + component_term
         total = total + loss_config.pose_guide_weight * terms["pose_guide"]
     if not (self_label or loss_config.balance_weight > 0 or loss_config.neighbour_weight > 0):
         return terms, total
@@ -211,7 +229,7 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
         if copies and model.group is not None and bool(trusted.any()):
             keep = trusted.bool()
             x = batch["image"][keep].repeat_interleave(copies, dim=0)
-            h = model.group.exp(model.group.sample(len(x), generator=generator).to(device=x.device, dtype=x.dtype))
+            h = random_elements(model.group, len(x), generator, x)
             log_q_moved = _fixed_prior_log_q(model.prior, model.encode(model.group.act(x, h)).z_cluster.mean)
             moved_labels = labels[keep].repeat_interleave(copies).unsqueeze(1)
             terms["self_label_moved"] = -log_q_moved.gather(1, moved_labels).mean()
@@ -264,14 +282,20 @@ def _elbo(model: MCEVAE, batch: dict, loss_config, epoch: int, generator, cluste
     enc = out.encoding
     warm = ramp(epoch, loss_config.warmup_epochs)
 
-    terms = {"reconstruction": reconstruction_nll(out.reconstruction, x, loss_config).mean()}
+    enumerated = None
+    if enc.component is not None:  # a discrete part: every component, weighted by q(k|x)
+        enumerated = enumerated_pose_terms(model, x, enc, out.canonical,
+                                           lambda p, t: reconstruction_nll(p, t, loss_config), generator)
+        terms = {"reconstruction": enumerated[0].mean()}
+    else:
+        terms = {"reconstruction": reconstruction_nll(out.reconstruction, x, loss_config).mean()}
     terms["cluster_kl"] = cluster_kl(enc.z_cluster, out.z_cluster).mean()
     total = terms["reconstruction"] + loss_config.cluster_weight * terms["cluster_kl"]
     if enc.z_style is not None:
         terms["style_kl"] = enc.z_style.kl_standard_normal().mean()
         total = total + warm * loss_config.beta * terms["style_kl"]
     if enc.tau is not None:
-        terms["pose_kl"] = _pose_kl(model, enc.tau, out.tau).mean()
+        terms["pose_kl"] = (enumerated[1] if enumerated is not None else _pose_kl(model, enc.tau, out.tau)).mean()
         total = total + loss_config.pose_weight * terms["pose_kl"]
     extra, extra_total = _extra_terms(model, batch, x, enc, out.canonical, loss_config, generator, warm)
     terms.update(extra)

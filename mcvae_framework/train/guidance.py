@@ -147,11 +147,11 @@ class ClusterGuidance:
         self.set_guide(refined.labels, torch.ones_like(refined.labels, dtype=torch.bool))
 
     def use_graph(self, graph: GraphClusters) -> None:
-        if self.config.loss.pose_guide_weight > 0 and graph.angles is None:
+        if self.config.loss.pose_guide_weight > 0 and graph.angles is None and graph.poses is None:
             raise TrainingError(
                 f"loss.pose_guide_weight > 0 learns the pose from the invariant graph's synchronised angles, but "
                 f"the group {self.config.group.type!r} has no rotation angle to synchronise (its "
-                "angle_coordinates are empty): set loss.pose_guide_weight: 0"
+                "angle_coordinates are empty, and it has no orthogonal part): set loss.pose_guide_weight: 0"
             )
         self.graph = graph
         self.set_guide(graph.labels, graph.confident)
@@ -163,7 +163,10 @@ class ClusterGuidance:
         self.loss_module.guide = {"labels": labels.to(self.device), "confident": confident.to(self.device)}
         if self.config.loss.pose_guide_weight > 0:
             # the angles' frames belong to the graph's clusters, whatever labels the guide holds later
-            self.loss_module.guide["angles"] = self.graph.angles.to(self.device)
+            if self.graph.angles is not None:
+                self.loss_module.guide["angles"] = self.graph.angles.to(self.device)
+            else:  # synchronised orthogonal poses (a discrete part, or rotations of volumes)
+                self.loss_module.guide["poses"] = self.graph.poses.to(self.device)
             self.loss_module.guide["angle_clusters"] = self.graph.labels.to(self.device)
         if self.config.loss.neighbour_weight <= 0:
             return
