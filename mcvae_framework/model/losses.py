@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from .mcevae import MCEVAE, Encoding, Posterior
-from .pose_terms import component_consistency, enumerated_pose_terms, orthogonal_guidance, random_elements
+from .pose_terms import (component_consistency, enumerated_pose_terms, every_component_consistency,
+                         orthogonal_guidance, random_elements)
 
 _EPS = 1e-6
 
@@ -79,9 +80,9 @@ def invariance_terms(model: MCEVAE, x: torch.Tensor, enc: Encoding, canonical: t
       decoding of the original and those of its copies;
     * ``pose_consistency``: ``|log(exp(tau(x))^-1 h^-1 exp(tau(h.x)))|^2`` -- a copy's pose
       is the move composed with the original's pose. For a group with a discrete part the
-      moves include its components, the residual's ``tau`` counts where its component is
-      the identity, and the cross-entropy of ``q(k|x)`` with the component each copy implies
-      for ``x`` is added.
+      moves include its components, every component's ``tau`` is held to the same rule
+      (:func:`~mcvae_framework.model.pose_terms.every_component_consistency`), and the
+      cross-entropy of ``q(k|x)`` with the component each copy implies for ``x`` is added.
     """
     group = model.group
     n = x.shape[0]
@@ -105,13 +106,12 @@ def invariance_terms(model: MCEVAE, x: torch.Tensor, enc: Encoding, canonical: t
     invariance = (change.pow(2) / spread).mean(-1)
     canonical_x = canonical.repeat_interleave(n_augment, dim=0)
     canonical_invariance = (canonical_copies - canonical_x).pow(2).flatten(1).mean(-1)
-    pose_x = model.pose_element(enc.tau.mean, enc.component).repeat_interleave(n_augment, dim=0)
-    residual_component, residual = group.split_element(group.compose(group.inverse(pose_x), implied_pose))
-    consistency = residual.pow(2).sum(-1)
-    if enc.component is not None:
-        # tau agrees only where the components do; the component itself is taught by the copies
-        consistency = consistency * (residual_component == 0).to(consistency.dtype)
-        consistency = consistency + component_consistency(enc, group.component_of(implied_pose.detach()), n_augment)
+    if enc.component is None:
+        pose_x = model.pose_element(enc.tau.mean, enc.component).repeat_interleave(n_augment, dim=0)
+        consistency = group.log(group.compose(group.inverse(pose_x), implied_pose)).pow(2).sum(-1)
+    else:  # every component's tau follows the moves; the component itself is taught by the copies
+        consistency = every_component_consistency(model, enc, enc_copies, h, n_augment) + \
+            component_consistency(enc, group.component_of(implied_pose.detach()), n_augment)
     return {
         "invariance": per_image(invariance),
         "canonical_invariance": per_image(canonical_invariance),
@@ -195,8 +195,7 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
       their ``angle_clusters``): :func:`pose_guidance` of the pose head's first angle, on
       the pose head rather than on ``q(c|x)``; with the graph's synchronised orthogonal
       ``poses`` instead (groups with a discrete part, rotations of volumes):
-      :func:`~mcvae_framework.model.pose_terms.orthogonal_guidance`, whose component term
-      (a group with a discrete part) is added to ``pose_guide``.
+      :func:`~mcvae_framework.model.pose_terms.orthogonal_guidance`.
     """
     terms, total = {}, 0.0
     self_label = loss_config.self_label_weight > 0 and guide is not None and "index" in batch
@@ -211,10 +210,9 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
         total = total + loss_config.pose_guide_weight * terms["pose_guide"]
     elif guides_pose and "poses" in guide:
         index = batch["index"]
-        pose_term, component_term = orthogonal_guidance(
+        terms["pose_guide"] = orthogonal_guidance(
             model, enc, guide["poses"][index], guide["angle_clusters"][index],
             guide["confident"][index].to(enc.tau.mean.dtype), model.prior.n_components)
-        terms["pose_guide"] = pose_term if component_term is None else pose_term + component_term
         total = total + loss_config.pose_guide_weight * terms["pose_guide"]
     if not (self_label or loss_config.balance_weight > 0 or loss_config.neighbour_weight > 0):
         return terms, total

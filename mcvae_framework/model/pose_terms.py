@@ -55,6 +55,27 @@ def enumerated_pose_terms(model, x: torch.Tensor, enc, canonical: torch.Tensor, 
     return (q * nll_k).sum(-1), pose_kl
 
 
+def every_component_consistency(model, enc, enc_copies, h: torch.Tensor, n_augment: int) -> torch.Tensor:
+    """``(N * n_augment,)`` the pose consistency of every component's ``tau``, not only the
+    most probable one's: under hypothesis ``k`` for ``x``, the copy ``h . x`` lies in the
+    component ``k'`` of ``h r_k``, and ``element(tau_k(x), k)`` should equal
+    ``h^-1 element(tau_k'(h . x), k')``; the squared ``tau`` of the residual, summed over
+    ``k``. So every component's pose head learns to follow the moves, whichever component
+    ``q(k|x)`` currently prefers (a head the reconstruction seldom weights would otherwise
+    stay untrained, and its component never win)."""
+    group = model.group
+    own, copies = enc.pose.per_component.mean, enc_copies.pose.per_component.mean
+    m, k, dim = copies.shape
+    representatives = group.component_elements(dtype=own.dtype, device=own.device)
+    hypotheses = torch.arange(k, device=own.device).repeat(m)
+    moved = group.component_of(group.compose(h.repeat_interleave(k, dim=0), representatives[hypotheses]))
+    copy_tau = copies.gather(1, moved.view(m, k, 1).expand(m, k, dim)).reshape(m * k, dim)
+    implied = group.compose(group.inverse(h).repeat_interleave(k, dim=0), model.pose_element(copy_tau, moved))
+    mine = model.pose_element(own.repeat_interleave(n_augment, dim=0).reshape(m * k, dim), hypotheses)
+    _, residual = group.split_element(group.compose(group.inverse(mine), implied))
+    return residual.pow(2).sum(-1).view(m, k).sum(-1)
+
+
 def component_consistency(enc, implied: torch.Tensor, n_augment: int) -> torch.Tensor:
     """``(N * n_augment,)`` cross-entropy between ``q(k | x)`` and the component each moved
     copy of ``x`` implies for ``x`` (``component_of(h^-1 g(h . x))``)."""
@@ -73,21 +94,21 @@ def nearest_orthogonal(m: torch.Tensor, special: bool) -> torch.Tensor:
 
 
 def orthogonal_guidance(model, enc, targets: torch.Tensor, clusters: torch.Tensor, weight: torch.Tensor,
-                        n_clusters: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+                        n_clusters: int) -> torch.Tensor:
     """Pose guidance by synchronised orthogonal matrices ``T`` (the invariant graph's, up to
-    one orthogonal offset per graph cluster): ``(pose term, component term or None)``.
+    one orthogonal offset per graph cluster).
 
     The model's pose of image ``x`` has orthogonal part ``M(x)``; the offset of its cluster
     ``c``, ``O_c``, is the orthogonal matrix nearest ``sum_x w(x) T(x)^T M(x)`` over the
     batch (held fixed: the term pulls every pose towards its cluster's consensus frame). The
-    pose term is ``sum_x w(x) |M'(x) - T(x) O_c|^2 / 4 / sum_x w(x)`` -- ``1 - cos`` of the
-    angle between them for a rotation of the plane or of space -- where ``M'(x)`` is the
-    pose in the component ``T(x) O_c`` lies in; for a group with a discrete part the
-    component term is the weighted cross-entropy of ``q(k|x)`` with that component (a
-    mirror image is taught to be one, up to one flip per cluster).
+    term is ``sum_x w(x) |M'(x) - T(x) O_c|^2 / 4 / sum_x w(x)`` -- ``1 - cos`` of the angle
+    between them for a rotation of the plane or of space -- where ``M'(x)`` is the pose in
+    the component ``T(x) O_c`` lies in; for a group with a discrete part the weighted
+    cross-entropy of ``q(k|x)`` with that component is added (a mirror image is taught to
+    be one, up to one flip per cluster).
     """
     group = model.group
-    special = int(getattr(group, "n_components", 1)) == 1
+    discrete = int(getattr(group, "n_components", 1)) > 1
     dtype = enc.tau.mean.dtype
     own = group.orthogonal_part(model.pose_element(enc.tau.mean, enc.component)).to(dtype)
     targets = targets.to(dtype)
@@ -95,17 +116,14 @@ def orthogonal_guidance(model, enc, targets: torch.Tensor, clusters: torch.Tenso
         d = targets.shape[-1]
         sums = torch.zeros(n_clusters, d, d, dtype=dtype, device=targets.device)
         sums.index_add_(0, clusters, weight.to(dtype).view(-1, 1, 1) * targets.transpose(1, 2) @ own)
-        offset = nearest_orthogonal(sums, special)[clusters]
-        aim = targets @ offset
-        wanted = group.component_of(group.from_orthogonal(aim)) if not special else None
+        aim = targets @ nearest_orthogonal(sums, special=not discrete)[clusters]
+        wanted = group.component_of(group.from_orthogonal(aim)) if discrete else None
     total = weight.sum().clamp_min(1.0)
-    if special:
-        pose = own
-        component_term = None
-    else:
+    term = 0.0
+    if discrete:
         tau = enc.pose.per_component.select(wanted).mean
-        pose = group.orthogonal_part(model.pose_element(tau, wanted)).to(dtype)
+        own = group.orthogonal_part(model.pose_element(tau, wanted)).to(dtype)
         cross_entropy = F.nll_loss(log_component_posterior(enc), wanted, reduction="none")
-        component_term = (weight * cross_entropy).sum() / total
-    squared = (pose - aim).pow(2).flatten(1).sum(-1) / 4
-    return (weight * squared).sum() / total, component_term
+        term = (weight * cross_entropy).sum() / total
+    squared = (own - aim).pow(2).flatten(1).sum(-1) / 4
+    return term + (weight * squared).sum() / total
