@@ -8,7 +8,7 @@ the true pose beside it, so that pose recovery can be scored.
 * **blobs** (``arrays``): three asymmetric shapes, each a sum of five anisotropic Gaussian
   blobs at seeded places inside the sphere that every rotation keeps in the cube, 300
   copies each, every copy with its blobs shifted and weighted a little differently;
-  24^3 voxels, ``uint8``, ``data/volumes/blobs24.npz`` (``images``, ``labels``).
+  24^3 voxels, ``uint8``, ``~/.cache/mcvae_framework/volumes/blobs24.npz`` (``images``, ``labels``).
 * **subtomograms** (``mrc``): the three volumes of ASPIRE's ``AsymmetricVolume(L=24, C=3,
   K=64, seed=0)`` (sums of random Gaussians, the field's simulated test volumes), 300 noisy
   copies each: white Gaussian noise of variance ``var(signal) / snr`` (the signal's variance
@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "data" / "volumes"
+#: where the volumes go: a cache outside the repository, so that the ready configs read them
+#: from wherever they are copied (``~`` in a data path is expanded).
+DATA = Path("~/.cache/mcvae_framework/volumes").expanduser()
 ASPIRE_CACHE = Path(__file__).resolve().parent / "data" / "aspire_asymmetric_L24_C3.npz"
 SIDE, PER_CLASS, CLASSES = 24, 300, 3
 #: the SNR of the ready config configs/so3_subtomograms.yaml.

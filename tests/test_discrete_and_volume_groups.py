@@ -5,6 +5,7 @@ still train, evaluate, plot and predict; the closed forms and the data-kind chec
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -255,3 +256,94 @@ def test_mrc_reads_a_volume_stack(tmp_path):
     config = validate_config({"data": data, "group": {"type": "so3"}, "encoder": {"type": "mlp"},
                               "decoder": {"type": "mlp"}, "prior": {"type": "gmm", "n_components": 2}})
     assert config.data.data_kind() == "volume"
+
+
+# ---------------------------------------------------------------- end to end, tiny
+
+
+def _tiny_config(data: dict, group: dict, **graph) -> dict:
+    config = {
+        "data": data, "group": group, "encoder": {"type": "mlp", "hidden": [32]},
+        "decoder": {"type": "mlp", "hidden": [32]}, "prior": {"type": "gmm", "n_components": 3},
+        "model": {"z_cluster_dim": 3, "z_style_dim": 2},
+        "loss": {"mode": "unsupervised", "n_augment": 1, "pretrain_epochs": 1},
+        "training": {"epochs": 1, "batch_size": 32, "device": "cpu", "seed": 0, "progress": False},
+    }
+    if graph:
+        config["graph"] = {"enabled": True, "neighbours": 4, "confident_fraction": 1.0, **graph}
+        config["loss"].update(self_label_weight=5, pose_guide_weight=5)
+    return config
+
+
+def _train_evaluate_plot_predict(config: dict, tmp_path: Path, predict: bool = True) -> dict:
+    from mcvae_framework.train.trainer import Trainer
+
+    run = tmp_path / "run"
+    Trainer(config, out_dir=run, console=False, overwrite=True).run()
+    result = CliRunner().invoke(cli, ["evaluate", str(run), "--n-actions", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((run / "report.json").read_text())
+    result = CliRunner().invoke(cli, ["plot", str(run), "--n-images", "4"])
+    assert result.exit_code == 0, result.output
+    assert (run / "plots" / "prototypes.png").read_bytes()[:4] == b"\x89PNG"
+    if predict:
+        (tmp_path / "experiment.json").write_text(json.dumps(config))
+        result = CliRunner().invoke(cli, ["predict", str(run), "--data", str(tmp_path / "experiment.json"),
+                                          "--out", str(tmp_path / "poses.npz"), "--split", "test"])
+        assert result.exit_code == 0, result.output
+        report["predictions"] = dict(np.load(tmp_path / "poses.npz"))
+    return report
+
+
+DIGITS = {"type": "digits", "limit": 96}
+
+
+def test_mirrored_digits_train_with_the_graph_and_report_a_reflection_accuracy(tmp_path, one_thread):
+    transform = {"group": "o2", "angle_deg": [-90, 90], "seed": 0, "canvas": 12}
+    report = _train_evaluate_plot_predict(
+        _tiny_config({**DIGITS, "transform": transform}, {"type": "o2", "angle_deg": [-90, 90]}, search_size=5), tmp_path)
+    accuracy = report["pose"]["component_accuracy"]
+    assert accuracy["name"] == "reflection" and 0 <= accuracy["raw"] <= 1
+    assert accuracy["per_cluster_offset"] >= 0.5  # one flip per cluster forgiven: never worse than chance
+    assert set(report["pose"]["per_cluster_offset"]) == {"reflection", "rotation_deg", "rotation_deg_mod180"}
+    predictions = report["predictions"]
+    assert set(np.unique(predictions["component"])) <= {0, 1}
+    # the written poses are the elements: a mirror image has a negative determinant
+    det = np.linalg.det(predictions["pose_matrix"][:, :2, :2])
+    assert np.array_equal(det < 0, predictions["component"] == 1)
+
+
+def test_rotated_volumes_train_with_the_graph_and_report_a_rotation_error(tmp_path, one_thread, volume_file):
+    data = {"type": "arrays", "path": str(volume_file), "transform": {"group": "so3", "seed": 0}}
+    config = _tiny_config(data, {"type": "so3"}, search_size=8, pca_dim=8)
+    config["encoder"] = {"type": "conv", "channels": [4, 8]}
+    report = _train_evaluate_plot_predict(config, tmp_path)
+    assert report["pose"]["primary_error"] == "rotation_deg"
+    assert report["pose"]["offset_mean"]["path"] == "geomstats"  # SpecialOrthogonal(3)
+    assert 0 <= report["pose"]["per_cluster_offset"]["rotation_deg"]["median"] <= 180
+    assert report["predictions"]["pose_matrix"].shape[1:] == (3, 3)
+
+
+def test_the_quarter_turns_train(tmp_path, one_thread):
+    report = _train_evaluate_plot_predict(
+        _tiny_config({**DIGITS, "transform": {"group": "c4", "seed": 0}}, {"type": "c4"}), tmp_path, predict=False)
+    assert report["pose"]["component_accuracy"]["name"] == "quarter turn"
+
+
+@pytest.mark.parametrize("tag", ["docs_shear", "docs_turn"])
+def test_groups_written_before_issue_30_train_evaluate_plot_and_predict(tag, tmp_path, one_thread):
+    config = _tiny_config({**DIGITS, "transform": {"group": tag, "seed": 0, "canvas": 12}}, {"type": tag})
+    report = _train_evaluate_plot_predict(config, tmp_path)
+    assert "component_accuracy" not in report["pose"]
+    assert report["pose"]["primary_error"] == ("shear" if tag == "docs_shear" else "rotation_deg")
+    assert "component" not in report["predictions"] and report["predictions"]["pose_matrix"].shape[1:] == (3, 3)
+
+
+def test_data_show_draws_volumes_as_projections(tmp_path, volume_file):
+    config = tmp_path / "volumes.yaml"
+    config.write_text(f"data: {{type: arrays, path: {volume_file}, transform: {{group: so3, seed: 0}}}}\n"
+                      "group: {type: so3}\nencoder: {type: conv}\ndecoder: {type: conv}\nprior: {type: gmm, n_components: 2}\n")
+    result = CliRunner().invoke(cli, ["data", "show", str(config), "--out", str(tmp_path / "grid.png"), "-n", "4"])
+    assert result.exit_code == 0, result.output
+    assert "1 x 10 x 10 x 10 (C x D x H x W)" in result.output
+    assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"

@@ -46,7 +46,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
 
-from .synchronisation import best_moves, synchronise_orthogonal, synchronises_orthogonally
+from .synchronisation import best_moves, blur_volumes, synchronise_orthogonal, synchronises_orthogonally
 from .wavelets import wavelet_features
 
 log = logging.getLogger("mcvae_framework.graph.invariant_graph")
@@ -93,20 +93,20 @@ class GraphClusters:
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """``(N, C, H, W)`` images (``(N, C, D, H, W)`` volumes) blurred by a separable Gaussian
-    of ``sigma`` pixels."""
+    of ``sigma`` pixels, with replicated borders."""
     if sigma <= 0:
         return images
     radius = max(1, int(math.ceil(3 * sigma)))
     offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()
-    c, spatial = images.shape[1], images.dim() - 2
-    out, conv = images, (F.conv2d if spatial == 2 else F.conv3d)
-    for axis in reversed(range(spatial)):  # one 1-D pass per axis, the width first
-        shape, padding = [1] * spatial, [0, 0] * spatial
-        shape[axis], padding[2 * (spatial - 1 - axis):2 * (spatial - axis)] = len(kernel), [radius, radius]
-        out = conv(F.pad(out, padding, mode="replicate"), kernel.view(1, 1, *shape).expand(c, 1, *shape), groups=c)
-    return out
+    if images.dim() == 5:
+        return blur_volumes(images, kernel)
+    c = images.shape[1]
+    horizontal = kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    vertical = kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1)
+    out = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="replicate"), horizontal, groups=c)
+    return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), vertical, groups=c)
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
