@@ -192,6 +192,25 @@ def _shape(t) -> str:
     return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
 
 
+def exact_at_identity(images: torch.Tensor, warped: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``warped`` (the images resampled by the elements ``g``, one per image), except that
+    an image whose element is exactly the identity is returned bit for bit (resampling
+    would blur it by rounding), while gradients still flow to ``g`` as through the warp.
+    What ``act`` of ``AffineGroup2D`` and of the built-in volume group returns."""
+    eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
+    is_identity = (g == eye).flatten(1).all(dim=1).view(-1, *[1] * (images.dim() - 1))
+    if images.device.type == "cpu" and not bool(is_identity.any()):
+        # asking is free on the CPU (on an accelerator it would force a synchronisation,
+        # so there the select below always runs)
+        return warped
+    if torch.is_grad_enabled() and (g.requires_grad or images.requires_grad):
+        # value of the exact image, gradient of the warp (so d/dg is not lost at g = I)
+        exact = images.detach() + (warped - warped.detach())
+    else:
+        exact = images
+    return torch.where(is_identity, exact, warped)
+
+
 class AffineGroup2D(LieGroup):
     """Base class for groups of planar maps ``p -> A p + t`` with ``A`` any invertible
     ``2 x 2`` matrix: rotations, translations, isotropic or anisotropic scalings, shears
@@ -343,18 +362,7 @@ class AffineGroup2D(LieGroup):
         g = g.to(dtype=images.dtype, device=images.device).expand(n, 3, 3)
         grid = self.sampling_grid(self._inverse_rows(g), images.shape[-2], images.shape[-1])
         warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        eye = torch.eye(3, dtype=g.dtype, device=g.device)
-        is_identity = (g == eye).flatten(1).all(dim=1).view(n, 1, 1, 1)
-        if images.device.type == "cpu" and not bool(is_identity.any()):
-            # asking is free on the CPU (on an accelerator it would force a synchronisation,
-            # so there the select below always runs)
-            return warped
-        if torch.is_grad_enabled() and (g.requires_grad or images.requires_grad):
-            # value of the exact image, gradient of the warp (so d/dg is not lost at g = I)
-            exact = images.detach() + (warped - warped.detach())
-        else:
-            exact = images
-        return torch.where(is_identity, exact, warped)
+        return exact_at_identity(images, warped, g)
 
     @staticmethod
     def sampling_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:

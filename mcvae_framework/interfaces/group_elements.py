@@ -150,3 +150,22 @@ class GroupElements:
         ``raw = 0`` must give the identity (the pose head starts there). Only for a group
         with ``network_pose_size > 0``."""
         raise NotImplementedError(f"{type(self).__name__} predicts tau directly (network_pose_size = 0)")
+
+
+class OrthogonalBlock2D:
+    """Mixin for a planar group whose ``2 x 2`` linear block is orthogonal (rotations,
+    reflections: O(2), C_n, D_n): that block is the orthogonal part the invariant graph
+    synchronises. Put it before ``AffineGroup2D`` among the bases."""
+
+    orthogonal_dim = 2
+
+    def orthogonal_part(self, g: torch.Tensor) -> torch.Tensor:
+        """The ``2 x 2`` block."""
+        return g[:, :2, :2]
+
+    def from_orthogonal(self, matrices: torch.Tensor) -> torch.Tensor:
+        """``(N, 2, 2)`` -> ``(N, 3, 3)`` homogeneous matrices without translation."""
+        out = torch.zeros(*matrices.shape[:-2], 3, 3, dtype=matrices.dtype, device=matrices.device)
+        out[..., :2, :2] = matrices
+        out[..., 2, 2] = 1.0
+        return out

@@ -16,6 +16,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from mcvae_framework.interfaces import OrthogonalBlock2D
+
 from .planar import PlanarPoseGroup
 from .pose_config import PoseBase
 
@@ -32,7 +34,7 @@ class O2Config(PoseBase):
     )
 
 
-class Orthogonal2(PlanarPoseGroup):
+class Orthogonal2(OrthogonalBlock2D, PlanarPoseGroup):
     """O(2) as ``(N, 3, 3)`` homogeneous matrices ``[[R(theta) F^k, 0], [0, 1]]``."""
 
     name = "o2"
@@ -43,7 +45,6 @@ class Orthogonal2(PlanarPoseGroup):
     n_components = 2
     component_names = ("identity", "reflection")
     discrete_part = "reflection"
-    orthogonal_dim = 2
 
     def component_elements(self, *, dtype=None, device=None) -> torch.Tensor:
         """The identity and ``F = diag(-1, 1, 1)`` (the mirror image left-right)."""
@@ -93,16 +94,6 @@ class Orthogonal2(PlanarPoseGroup):
         rotations = self.exp(self.search_poses(n))
         mirrored = self.compose(rotations, self.component_elements(dtype=rotations.dtype)[1:].expand_as(rotations))
         return torch.cat([rotations, mirrored])
-
-    def orthogonal_part(self, g: torch.Tensor) -> torch.Tensor:
-        """The ``2 x 2`` block: a rotation or a reflection."""
-        return g[:, :2, :2]
-
-    def from_orthogonal(self, matrices: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(*matrices.shape[:-2], 3, 3, dtype=matrices.dtype, device=matrices.device)
-        out[..., :2, :2] = matrices
-        out[..., 2, 2] = 1.0
-        return out
 
 
 def make_o2(config: O2Config) -> Orthogonal2:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from mcvae_framework import ComponentConfig
-from mcvae_framework.interfaces import LieGroup
+from mcvae_framework.interfaces import LieGroup, exact_at_identity
 
 from .rotations3 import (
     exp_so3,
@@ -156,14 +156,7 @@ class SpecialOrthogonal3(LieGroup):
         g = g.to(dtype=volumes.dtype, device=volumes.device).expand(n, 3, 3)
         grid = sampling_grid(g.transpose(1, 2), volumes.shape[-1])  # out(q) = in(g^T q)
         warped = F.grid_sample(volumes, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        is_identity = (g == torch.eye(3, dtype=g.dtype, device=g.device)).flatten(1).all(dim=1).view(n, 1, 1, 1, 1)
-        if volumes.device.type == "cpu" and not bool(is_identity.any()):
-            return warped
-        if torch.is_grad_enabled() and (g.requires_grad or volumes.requires_grad):
-            exact = volumes.detach() + (warped - warped.detach())
-        else:
-            exact = volumes
-        return torch.where(is_identity, exact, warped)
+        return exact_at_identity(volumes, warped, g)
 
     # ------------------------------------------------------------------ poses
 

@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 
 from mcvae_framework import ComponentConfig
-from mcvae_framework.interfaces import AffineGroup2D
+from mcvae_framework.interfaces import AffineGroup2D, OrthogonalBlock2D
 
 
 class QuarterTurnsConfig(ComponentConfig):
@@ -22,13 +22,14 @@ class QuarterTurnsConfig(ComponentConfig):
     )
 
 
-class QuarterTurns(AffineGroup2D):
+class QuarterTurns(OrthogonalBlock2D, AffineGroup2D):
     """C4 as ``(N, 3, 3)`` homogeneous rotation matrices with exact entries 0 and +-1.
 
     A finite group: ``tau`` has no columns, ``exp`` gives the identity, and every element is
     ``element(tau, k) = r_k``, the turn by ``k`` quarters (``component_elements``). Deriving
     from ``AffineGroup2D`` supplies the action (exact here: a quarter turn maps the pixel
-    grid onto itself), ``compose``, ``inverse`` and the rotation error.
+    grid onto itself), ``compose``, ``inverse`` and the rotation error; ``OrthogonalBlock2D``
+    the orthogonal part (the ``2 x 2`` block) that the invariant graph synchronises.
     """
 
     name = "c4"
@@ -40,7 +41,7 @@ class QuarterTurns(AffineGroup2D):
     n_components = 4
     component_names = ("0 degrees", "90 degrees", "180 degrees", "270 degrees")
     discrete_part = "quarter turn"
-    orthogonal_dim = 2  # the invariant graph synchronises the 2 x 2 rotations
+    # OrthogonalBlock2D: the 2 x 2 rotations are what the invariant graph synchronises
 
     def __init__(self, config: QuarterTurnsConfig):
         self.config = config
@@ -89,12 +90,3 @@ class QuarterTurns(AffineGroup2D):
     def search_elements(self, n: int) -> torch.Tensor:
         """The invariant graph compares two images under all four turns."""
         return self.component_elements()
-
-    def orthogonal_part(self, g: torch.Tensor) -> torch.Tensor:
-        return g[:, :2, :2]
-
-    def from_orthogonal(self, matrices: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(*matrices.shape[:-2], 3, 3, dtype=matrices.dtype, device=matrices.device)
-        out[..., :2, :2] = matrices
-        out[..., 2, 2] = 1.0
-        return out
