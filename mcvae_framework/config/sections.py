@@ -35,6 +35,13 @@ class ModelConfig(Section):
         "size), so the encoder need not learn those parts of the invariance; a second encoder pass "
         "where the normal form differs from the image; ignored when canonicalize is on",
     )
+    average_components: bool = Field(
+        True,
+        description="for a group with a discrete part (a reflection, a finite group): read z_c and z_v from the "
+        "encoder's features averaged over the image moved by each component's representative (for o2 the image "
+        "and its mirror image), so that they ignore the discrete part by construction when the representatives "
+        "form a group; one more encoder pass per component; ignored when canonicalize is on",
+    )
 
 
 class LossConfig(Section):

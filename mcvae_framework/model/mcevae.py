@@ -86,7 +86,8 @@ class MCEVAE(nn.Module):
     """
 
     def __init__(self, group, encoder, decoder, prior, *, z_cluster_dim: int, z_style_dim: int,
-                 head_hidden: int = 0, canonicalize: bool = True, prealign: bool = False, config=None):
+                 head_hidden: int = 0, canonicalize: bool = True, prealign: bool = False,
+                 average_components: bool = True, config=None):
         super().__init__()
         self.group = group
         self.encoder = encoder
@@ -97,6 +98,8 @@ class MCEVAE(nn.Module):
         self.z_style_dim = z_style_dim
         self.canonicalize = canonicalize and group is not None
         self.prealign = prealign and group is not None and not self.canonicalize
+        self.average_components = (average_components and group is not None and not self.canonicalize
+                                   and int(getattr(group, "n_components", 1)) > 1)
         # bfloat16 (or None: float32) for the encoder and decoder passes; set by
         # acceleration.configure_acceleration from training.precision, never saved.
         self.network_dtype: torch.dtype | None = None
@@ -131,7 +134,8 @@ class MCEVAE(nn.Module):
     def invariant_features(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder features the cluster and style heads read: those of ``x`` itself, of
         ``group.prealign(x)`` with ``model.prealign``, or of ``x`` moved back by its mean
-        pose with ``model.canonicalize``."""
+        pose with ``model.canonicalize``; with ``model.average_components`` (a group with a
+        discrete part) averaged over ``x`` moved by each component's representative."""
         if self.canonicalize:
             features, tau = self._read(x)
             return self._invariant_features(x, features, tau)
@@ -158,8 +162,15 @@ class MCEVAE(nn.Module):
             # returns its input unchanged costs no second pass.
             aligned = self.group.prealign(x)
             if aligned is not x or features is None:
-                return self._network(self.encoder, aligned)
-        return features if features is not None else self._network(self.encoder, x)
+                features, x = self._network(self.encoder, aligned), aligned
+        features = features if features is not None else self._network(self.encoder, x)
+        if self.average_components:
+            # the mean over the image moved by every component's representative (the image and
+            # its mirror image): invariant to the discrete part when the representatives form a group
+            representatives = self.group.component_elements(dtype=x.dtype, device=x.device)[1:]
+            moved = [self._network(self.encoder, self.group.act(x, r[None])) for r in representatives]
+            features = torch.stack([features, *moved]).mean(0)
+        return features
 
     def _network(self, network, x: torch.Tensor):
         """``network(x)``, under autocast to ``network_dtype`` when one is set; floating
@@ -257,7 +268,8 @@ def build_model(config, image_shape: tuple[int, int, int] | None = None) -> MCEV
     decoder = build("decoder", config.decoder, image_shape=image_shape, latent_dim=m.z_cluster_dim + m.z_style_dim)
     prior = build("prior", config.prior, dim=m.z_cluster_dim)
     return MCEVAE(group, encoder, decoder, prior, z_cluster_dim=m.z_cluster_dim, z_style_dim=m.z_style_dim,
-                  head_hidden=m.head_hidden, canonicalize=m.canonicalize, prealign=m.prealign, config=config)
+                  head_hidden=m.head_hidden, canonicalize=m.canonicalize, prealign=m.prealign,
+                  average_components=m.average_components, config=config)
 
 
 def check_data_fits_group(group, image_shape, group_config=None) -> None:
