@@ -88,6 +88,12 @@ def case_invalid_value(tmp_path, run_dir):
     return ["config", "validate", f], [f, "training.lr", "greater than 0", "-1"]
 
 
+def case_guided_term_without_graph(tmp_path, run_dir):
+    f = write(tmp_path, with_(loss__neighbour_weight=5))  # CONFIG has no graph section: the graph is off
+    return ["train", f, "--out-dir", str(tmp_path / "r")], [f, "loss.neighbour_weight > 0", "graph.enabled: true",
+                                                            "loss.neighbour_weight: 0"]
+
+
 def case_malformed_set(tmp_path, run_dir):
     f = write(tmp_path, CONFIG)
     return ["config", "show", f, "--set", "training.epochs"], [f, "--set", "section.field=value"]
@@ -156,6 +162,7 @@ CASES = {
     "missing section": case_missing_section,
     "misspelled field": case_misspelled_field,
     "invalid value": case_invalid_value,
+    "graph-guided loss term without the graph": case_guided_term_without_graph,
     "malformed `--set`": case_malformed_set,
     "missing data file or folder": case_missing_data,
     "run folder already holds a run": case_run_folder_holds_a_run,
@@ -183,6 +190,13 @@ def test_each_documented_mistake_exits_2_with_a_message(mistake, tmp_path, run_d
     for piece in wanted:
         assert " ".join(piece.split()) in message, (mistake, piece, result.output)
     assert re.search(r"^Error: |^Usage: ", result.output, re.M), result.output
+
+
+def test_a_guided_term_without_the_graph_is_refused_by_config_validate_too(tmp_path):
+    f = write(tmp_path, with_(loss__neighbour_weight=5))
+    result = CliRunner().invoke(cli, ["config", "validate", f])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "loss.neighbour_weight > 0 learns from the invariant graph's neighbours" in " ".join(result.output.split())
 
 
 def test_a_refused_train_leaves_the_run_alone(run_dir, tmp_path):
