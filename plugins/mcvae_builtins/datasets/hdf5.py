@@ -19,15 +19,8 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from mcvae_framework.errors import DataError
-from mcvae_framework.interfaces import (
-    ALL,
-    SeededSplitConfig,
-    SourceReader,
-    build_split,
-    check_split,
-    resolve_path,
-    seeded_split,
-)
+from mcvae_framework.interfaces import (ALL, SeededSplitConfig, SourceReader, build_split, check_split, resolve_path,
+                                        seeded_split)
 
 from .arrays import check_labels, value_scale
 from .preprocess import Normalize, Preprocess, PreprocessFields

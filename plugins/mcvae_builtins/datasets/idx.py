@@ -38,22 +38,9 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from mcvae_framework.errors import DataError
-from mcvae_framework.interfaces import (
-    ALL,
-    SPLITS,
-    DatasetConfig,
-    ScaleToUnit,
-    SourceReader,
-    StreamingImageDataset,
-    balanced_first,
-    check_split,
-    finish_dataset,
-    limited_size,
-    merge_splits,
-    merge_streaming,
-    resolve_path,
-    wants_streaming,
-)
+from mcvae_framework.interfaces import (ALL, SPLITS, DatasetConfig, ScaleToUnit, SourceReader, StreamingImageDataset,
+                                        balanced_first, check_split, finish_dataset, limited_size, merge_splits,
+                                        merge_streaming, resolve_path, wants_streaming)
 
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

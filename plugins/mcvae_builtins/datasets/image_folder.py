@@ -25,15 +25,8 @@ import torch
 from pydantic import Field, PositiveInt, field_validator
 
 from mcvae_framework.errors import DataError
-from mcvae_framework.interfaces import (
-    ALL,
-    SeededSplitConfig,
-    SourceReader,
-    build_split,
-    check_split,
-    resolve_path,
-    seeded_split,
-)
+from mcvae_framework.interfaces import (ALL, SeededSplitConfig, SourceReader, build_split, check_split, resolve_path,
+                                        seeded_split)
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
