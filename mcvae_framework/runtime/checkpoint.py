@@ -187,6 +187,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # truncated zip, bad pickle, disallowed global, ...
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
+        detail = detail.split(". ")[0]  # torch's first sentence says what broke; the rest is advice of its own
         raise refuse(f"cannot be read: it is truncated, corrupt, or holds objects that safe (weights_only) "
                      f"loading refuses ({type(exc).__name__}: {detail})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
