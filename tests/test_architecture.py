@@ -34,7 +34,7 @@ LAYER_RULES = {
     "interfaces": set(),
     "config": set(),
     "runtime": set(),
-    "graph": set(),
+    "graph": {"config"},
     "model": {"config"},
     "report": {"config", "runtime", "model"},
     "train": {"config", "runtime", "model", "graph", "report"},

@@ -33,9 +33,9 @@ import torch
 from torch import nn
 
 from .guide import Guide
+from .likelihood import reconstruction_nll
 from .mcevae import MCEVAE, Encoding, Posterior
 
-_EPS = 1e-6
 
 
 def ramp(epoch: int, warmup_epochs: int) -> float:
@@ -43,19 +43,6 @@ def ramp(epoch: int, warmup_epochs: int) -> float:
     if warmup_epochs <= 0:
         return 1.0
     return min(1.0, (epoch + 1) / (warmup_epochs + 1))
-
-
-def reconstruction_nll(prediction: torch.Tensor, target: torch.Tensor, loss_config) -> torch.Tensor:
-    """``(N,)`` negative log-likelihood of ``target`` under the decoder's ``prediction``."""
-    if loss_config.likelihood == "bernoulli":
-        # Written out rather than F.binary_cross_entropy, which raises on a NaN input:
-        # a NaN must reach the trainer's check, which names the term.
-        p = prediction.clamp(_EPS, 1 - _EPS)
-        nll = -(target * torch.log(p) + (1 - target) * torch.log1p(-p))
-    else:
-        std = loss_config.gaussian_std
-        nll = 0.5 * ((prediction - target) / std).pow(2) + torch.log(torch.tensor(std * (2 * torch.pi) ** 0.5))
-    return nll.flatten(1).sum(-1)
 
 
 def _invariant_means(enc: Encoding) -> torch.Tensor:
@@ -255,7 +242,7 @@ def _extra_terms(model, batch, x, enc, canonical, loss_config, generator, weight
         if "canonical" not in batch:
             raise KeyError("loss.mode 'supervised' needs a dataset that yields canonical images "
                            "(use a data section whose items carry `canonical`, or loss.mode: unsupervised)")
-        terms["canonical"] = reconstruction_nll(canonical, batch["canonical"], loss_config).mean()
+        terms["canonical"] = reconstruction_nll(canonical, batch["canonical"], loss_config, model.noise_std).mean()
         total = total + loss_config.supervised_weight * terms["canonical"]
     return terms, total
 
@@ -267,7 +254,7 @@ def _elbo(model: MCEVAE, batch: dict, loss_config, epoch: int, generator, cluste
     enc = out.encoding
     warm = ramp(epoch, loss_config.warmup_epochs)
 
-    terms = {"reconstruction": reconstruction_nll(out.reconstruction, x, loss_config).mean()}
+    terms = {"reconstruction": reconstruction_nll(out.reconstruction, x, loss_config, model.noise_std).mean()}
     terms["cluster_kl"] = cluster_kl(enc.z_cluster, out.z_cluster).mean()
     total = terms["reconstruction"] + loss_config.cluster_weight * terms["cluster_kl"]
     if enc.z_style is not None:
