@@ -20,10 +20,16 @@ from .config.plugins import create_plugin_manager, plugin_manager
 from .config.registry import ComponentConfig
 
 __version__ = "0.1.0"
+#: The version of the plugin API: the hooks, the interfaces of ``mcvae_framework.interfaces``
+#: (dataset helpers included), the contract kits and the errors a plugin meets. A change that
+#: would break a plugin first warns for one release (``DeprecationWarning``), then this number
+#: goes up (docs/plugins.md, "Plugin API version").
+PLUGIN_API_VERSION = 1
 
 __all__ = [
     "ComponentConfig",
     "MCEVAE",
+    "PLUGIN_API_VERSION",
     "CheckpointError",
     "ConfigError",
     "DataError",

@@ -12,12 +12,17 @@ class McvaeError(Exception):
 class ConfigError(McvaeError, ValueError):
     """A config file (or a config dict) is invalid.
 
-    ``problems`` holds ``(field_path, message)`` pairs; ``source`` names the file.
+    ``problems`` is one clear paragraph (a string: ``ConfigError("data.path: ... ; set
+    ...")``) or ``(field_path, message)`` pairs; ``source`` names the file. A plugin's
+    factory may raise it with no ``source``: the command that built the component adds
+    the config file before it prints the message (exit code 2).
     """
 
     exit_code = 2
 
     def __init__(self, problems, source: str | None = None):
+        if isinstance(problems, str):
+            problems = [("", problems)]
         self.problems = [(str(path), str(msg)) for path, msg in problems]
         self.source = source
         super().__init__(self._render())

@@ -22,7 +22,7 @@ timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_acceleration.py 
 stamp bench
 timeout 240 python3 benchmarks/bench_training_speed.py --device cuda --batch-sizes 128,1024,4096 \
     --precisions fp32,bf16 --compiles none,default --steps 30 2>&1 | grep -v "^|" | tee $OUT/bench.txt
-cp docs/benchmarks.md $OUT/benchmarks.md
+cp docs/benchmarks.md benchmarks/results/gpu_training_speed.json $OUT/
 stamp train
 timeout 150 mcvae train configs/quickstart_gpu.yaml --out-dir /tmp/qs --overwrite --set training.device=cuda \
     --set training.progress=false 2>&1 | tail -25 | tee $OUT/train.txt

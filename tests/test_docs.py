@@ -74,6 +74,63 @@ def test_every_hook_is_documented_on_the_plugin_page(hook):
     )
 
 
+def kit_knobs() -> dict[str, list[str]]:
+    """Every knob (public class attribute that is not a test) of every contract kit."""
+    knobs = {}
+    for name in testing.__all__:
+        kit = getattr(testing, name)
+        knobs[name] = sorted({key for cls in kit.__mro__ for key, value in vars(cls).items()
+                              if not key.startswith(("_", "test")) and not callable(value)
+                              and not isinstance(value, (classmethod, staticmethod, property))})
+    return knobs
+
+
+def test_the_plugin_page_names_everything_a_plugin_meets():
+    import mcvae_framework.errors as errors
+
+    text = (DOCS / "plugins.md").read_text(encoding="utf-8")
+    wanted = ["item_names", "source_indices", "item_splits", "class_names", 'split="all"', "missing_resources()",
+              '{"config_dir":', "--set 'encoder={type:", f"now `{mcvae_framework.PLUGIN_API_VERSION}`",
+              "DeprecationWarning"]
+    wanted += [name for name, obj in vars(errors).items() if isinstance(obj, type) and issubclass(obj, Exception)
+               and obj.__module__ == errors.__name__]
+    missing = [piece for piece in wanted if piece not in text]
+    missing += [knob for knobs in kit_knobs().values() for knob in knobs if not re.search(rf"`{knob}\b", text)]
+    assert not missing, f"docs/plugins.md does not mention {missing}"
+    assert kit_knobs()["DatasetContract"] == ["dataset_config", "n_checked", "splits"]  # the check can fail
+
+
+def test_the_epoch_counts_in_the_docs_are_the_quickstarts():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text(encoding="utf-8"))
+    pretrain, epochs = config["loss"]["pretrain_epochs"], config["training"]["epochs"]
+    found = 0
+    for path in (ROOT / "README.md", DOCS / "quickstart.md", DOCS / "configuration.md"):
+        text = " ".join(path.read_text(encoding="utf-8").split())
+        for said in re.findall(r"(\d+) pretraining \+ (\d+) training epochs(?: \((\d+) in all)?", text):
+            found += 1
+            assert said[:2] == (str(pretrain), str(epochs)), f"{path.name} says {said}, the quickstart has " \
+                f"{pretrain} + {epochs}"
+            assert not said[2] or int(said[2]) == pretrain + epochs, f"{path.name} says {said}"
+        for said in re.findall(r"`pretrain_epochs: (\d+)` and `epochs: (\d+)` make (\d+)", text):
+            found += 1
+            assert said == (str(pretrain), str(epochs), str(pretrain + epochs)), f"{path.name} says {said}"
+    assert found >= 4
+
+
+@pytest.mark.parametrize("path", sorted((DOCS / "api").glob("*.md")), ids=lambda p: p.name)
+def test_every_api_section_has_prose_before_its_directives(path):
+    # on GitHub a `::: module` directive shows as it is: each section says in words what it holds
+    sections = re.split(r"^#+ .*$", path.read_text(encoding="utf-8"), flags=re.M)
+    for section in sections:
+        before = section.split("\n::: ", 1)[0] if "\n::: " in "\n" + section else None
+        if before is None:
+            continue
+        prose = [line for line in before.splitlines() if line.strip() and not line.startswith(("```", "    "))]
+        assert prose, f"{path.name}: a section starts with a `:::` directive and no sentence:\n{section[:200]}"
+
+
 def test_every_nav_page_exists_and_every_page_is_in_the_nav():
     import yaml
 

@@ -5,6 +5,19 @@ from __future__ import annotations
 from torch import Tensor
 from torch.utils.data import Dataset
 
+#: the splits every dataset factory is asked for.
+SPLITS = ("train", "test")
+#: every item of the source, in source order (see :class:`ImageDataset`).
+ALL = "all"
+
+
+def sizes_with_all(sizes: dict[str, int]) -> dict[str, int]:
+    """``sizes`` of the train and test splits, with ``all`` (their sum) added: what
+    :meth:`ImageDataset.split_sizes` answers for a dataset that also offers ``split="all"``."""
+    if ALL in sizes or not set(SPLITS) <= set(sizes):
+        return dict(sizes)
+    return {**sizes, ALL: sum(sizes[name] for name in SPLITS)}
+
 
 class ImageDataset(Dataset):
     """A map-style dataset whose items are dicts.
@@ -45,8 +58,9 @@ class ImageDataset(Dataset):
 
     def split_sizes(self) -> dict[str, int]:
         """Number of items of every split as this dataset's config yields them (after any
-        ``limit``), e.g. ``{"train": 60000, "test": 10000}``; ``len(self)`` equals
-        ``split_sizes()[self.split]``."""
+        ``limit``), e.g. ``{"train": 60000, "test": 10000, "all": 70000}``; ``len(self)``
+        equals ``split_sizes()[self.split]``. A factory that accepts ``split="all"`` counts
+        it too (:func:`sizes_with_all`), whichever split was built."""
         raise NotImplementedError
 
     def as_tensors(self) -> dict[str, Tensor] | None:

@@ -2,9 +2,10 @@
 ``image_folder``, ``arrays``, ``mrc`` (cryo-EM particle stacks) and ``hdf5``.
 
 Every dataset takes ``limit`` (first N per split, class-balanced), an optional seeded
-group ``transform`` (see :mod:`mcvae_builtins.datasets.transform`) and ``storage``: held
-in memory as float32 tensors (``as_tensors()``), or streamed from its file batch by batch
-(:mod:`mcvae_builtins.datasets.streaming`); by default whichever suits its size. Splits:
+group ``transform`` and ``storage``: held in memory as float32 tensors (``as_tensors()``),
+or streamed from its file batch by batch; by default whichever suits its size. They are
+made of the public dataset helpers of :mod:`mcvae_framework.interfaces` (``DatasetConfig``,
+``build_split``, ...), which a third-party dataset uses the same way. Splits:
 the official one for ``mnist`` and ``fashion_mnist``; a seeded split by ``test_fraction``
 (stratified by class where labels exist) for the others.
 """

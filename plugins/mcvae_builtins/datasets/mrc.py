@@ -19,11 +19,11 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from mcvae_framework.errors import DataError
+from mcvae_framework.interfaces import (ALL, SeededSplitConfig, SourceReader, build_split, check_split, resolve_path,
+                                        seeded_split)
 
 from .arrays import check_labels, value_scale
-from .base import ALL, SeededSplitConfig, build_split, check_split, resolve_path, seeded_split
 from .preprocess import Preprocess, PreprocessFields
-from .streaming import SourceReader
 
 #: MRC modes of real-valued images: int8, int16, float32, uint16, float16.
 REAL_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
