@@ -188,6 +188,10 @@ class GraphConfig(Section):
     balanced: bool = Field(
         False, description="hold the graph's clusters to equal sizes (an optimal-transport assignment after "
         "k-means); for data whose classes are about equally frequent, where k-means merges similar classes")
+    repair_epochs: int = Field(
+        3, ge=1, description="a model whose clusters never matched the graph's (checked after every epoch from the end "
+        "of pretraining: agreement on the graph's unanimous images, empty components) gets its prior re-seeded apart "
+        "and the graph's clusters taught directly for this many passes")
     relabel_every: int = Field(
         0, ge=0, description="self-labelling: every N epochs of ELBO training, the model's own clusters of the "
         "training images replace the labels the self-labelling term learns from, its most probable "

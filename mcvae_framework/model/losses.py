@@ -111,7 +111,7 @@ class _ComponentLogDensity(nn.Module):
         return self.prior.log_prob_per_component(z)
 
 
-def _fixed_prior_log_q(prior, z: torch.Tensor) -> torch.Tensor:
+def fixed_prior_log_q(prior, z: torch.Tensor) -> torch.Tensor:
     """``log q(c | z)`` through the prior with its parameters held fixed: the gradient
     reaches ``z`` (the encoder) only. Letting a cross-entropy train the prior too lets it
     sharpen the components instead of moving the latents (the mixture KL then explodes)."""
@@ -190,7 +190,7 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
         total = total + loss_config.pose_guide_weight * terms["pose_guide"]
     if not (self_label or "neighbour" in on or loss_config.balance_weight > 0):
         return terms, total
-    log_q = _fixed_prior_log_q(model.prior, enc.z_cluster.mean)
+    log_q = fixed_prior_log_q(model.prior, enc.z_cluster.mean)
     if self_label:
         index = batch["index"]
         labels = guide.labels[index]
@@ -202,7 +202,7 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
             keep = trusted.bool()
             x = batch["image"][keep].repeat_interleave(copies, dim=0)
             h = model.group.exp(model.group.sample(len(x), generator=generator).to(device=x.device, dtype=x.dtype))
-            log_q_moved = _fixed_prior_log_q(model.prior, model.encode(model.group.act(x, h)).z_cluster.mean)
+            log_q_moved = fixed_prior_log_q(model.prior, model.encode(model.group.act(x, h)).z_cluster.mean)
             moved_labels = labels[keep].repeat_interleave(copies).unsqueeze(1)
             terms["self_label_moved"] = -log_q_moved.gather(1, moved_labels).mean()
             terms["self_label"] = 0.5 * (terms["self_label"] + terms["self_label_moved"])
@@ -212,7 +212,7 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
         column = torch.randint(neighbours.shape[1], (len(neighbours), 1), generator=generator,
                                device=generator.device if generator is not None else None).to(neighbours.device)
         partner = guide.images[neighbours.gather(1, column).squeeze(1)]
-        log_q_partner = _fixed_prior_log_q(model.prior, model.encode(partner).z_cluster.mean)
+        log_q_partner = fixed_prior_log_q(model.prior, model.encode(partner).z_cluster.mean)
         terms["neighbour"] = neighbour_disagreement(log_q, log_q_partner)
         total = total + loss_config.neighbour_weight * terms["neighbour"]
     if loss_config.balance_weight > 0:

@@ -31,6 +31,9 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from .batching import STREAM_REFINE, derive_seed
+from .refinement import distil_labels
+
 log = logging.getLogger("mcvae_framework.train.trainer")
 
 #: a healthy model keeps at least this share of the graph's unanimous images in their cluster
@@ -102,6 +105,35 @@ class GraphKeeper:
         if self.best is None or score > self.best["score"]:
             self.best = {"score": score, "epoch": check.epoch, "model": copy.deepcopy(model.state_dict())}
 
+    def keep(self, guidance, epoch: int, epochs) -> str:
+        """The check after ``epoch`` (0-based) of a run's :class:`~mcvae_framework.train.guidance.ClusterGuidance`,
+        from the end of pretraining on: rank 0 checks (:meth:`after_epoch`), every process follows.
+        A model that never matched gets its prior re-seeded apart and the graph's clusters taught
+        directly (:func:`~mcvae_framework.train.refinement.distil_labels`, ``graph.repair_epochs``
+        passes). Returns the action taken ("" when healthy)."""
+        if epoch + 1 < epochs.pretrain_epochs:
+            return ""
+        context, model = guidance.context, guidance.model
+        action = ""
+        if context.is_main:
+            clusters = cluster_probabilities(model, guidance.training_images(), guidance.device).argmax(-1)
+            action = self.after_epoch(epoch + 1, clusters.numpy(), model,
+                                      last=epoch + 1 == epochs.total_epochs).action
+        action = context.all_gather_objects(action)[0]
+        if action == "reseeded":
+            guidance.fit_prior(separate=True)
+            if context.is_main:
+                config = guidance.config
+                generator = torch.Generator().manual_seed(derive_seed(config.training.seed, STREAM_REFINE, epoch))
+                agreement = distil_labels(model, guidance.training_images(), guidance.loss_module.guide.labels.cpu(),
+                                          epochs=config.graph.repair_epochs, batch_size=config.training.batch_size,
+                                          lr=config.training.lr, generator=generator, device=guidance.device)
+                log.info("epoch %d: the graph's clusters taught directly for %d passes: the model now agrees on "
+                         "%.1f%% of the training images", epoch + 1, config.graph.repair_epochs, 100 * agreement)
+        if action:
+            context.broadcast_module_state(model)
+        return action
+
     def after_epoch(self, epoch: int, clusters: np.ndarray, model, *, last: bool) -> Check:
         """Check ``model``'s ``clusters`` after ``epoch`` (1-based), keep its state when it is the
         healthiest so far, and when the check fails put the healthiest state back into
@@ -145,6 +177,17 @@ class GraphKeeper:
                                                "model": best["model"]}
 
 
+def cluster_probabilities(model, images: torch.Tensor, device) -> torch.Tensor:
+    """``(N, K)`` the model's cluster probabilities of ``images`` (on the CPU), in eval mode."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            return torch.cat([model.cluster_probabilities(images[i:i + 512].to(device)).cpu()
+                              for i in range(0, len(images), 512)])
+    finally:
+        model.train()
+
+
 def separated_latents(latents: torch.Tensor, labels: torch.Tensor, n_components: int, seed: int) -> torch.Tensor:
     """``latents`` each moved towards its cluster's own anchor, so that a prior fitted to them
     has one clearly separate component per cluster: anchors ``3 s e_k`` along orthonormal
@@ -166,4 +209,4 @@ def describe(check: Check) -> str:
             f"({100 * check.agreement:.1f}% of all){empty}")
 
 
-__all__ = ["Check", "GraphKeeper", "MIN_CORE_AGREEMENT", "matched_agreement", "separated_latents", "unanimous"]
+__all__ = ["Check", "GraphKeeper", "cluster_probabilities", "MIN_CORE_AGREEMENT", "matched_agreement", "separated_latents", "unanimous"]

@@ -20,7 +20,7 @@ from ..runtime.data import dataset_tensors
 from ..errors import TrainingError
 from ..graph.invariant_graph import GraphClusters, central_members, describe_choice, invariant_graph_clusters
 from ..model.guide import Guide
-from .graph_check import GraphKeeper, separated_latents
+from .graph_check import GraphKeeper, cluster_probabilities, separated_latents
 from .refinement import refine_labels
 
 log = logging.getLogger("mcvae_framework.train.trainer")
@@ -253,20 +253,9 @@ class ClusterGuidance:
     # ------------------------------------------------------------------ a model never worse than its graph
 
     def keep_graph(self, epoch: int, epochs) -> str:
-        """After ``epoch`` (0-based) of ELBO training, the model checked against its graph and repaired
-        when it drifted (:class:`~mcvae_framework.train.graph_check.GraphKeeper`); returns the action."""
-        if self.keeper is None or epoch + 1 < epochs.pretrain_epochs:
-            return ""
-        last = epoch + 1 == epochs.total_epochs
-        action = self.keeper.after_epoch(epoch + 1, cluster_probabilities(
-            self.model, self.training_images(), self.device).argmax(-1).numpy(), self.model, last=last).action \
-            if self.context.is_main else ""
-        action = self.context.all_gather_objects(action)[0]
-        if action == "reseeded":
-            self.fit_prior(separate=True)
-        elif action:
-            self.context.broadcast_module_state(self.model)
-        return action
+        """After ``epoch`` (0-based): the model checked against its graph, repaired when it drifted or
+        never matched (:meth:`~mcvae_framework.train.graph_check.GraphKeeper.keep`); the action taken."""
+        return self.keeper.keep(self, epoch, epochs) if self.keeper is not None else ""
 
     def sample_latents(self, size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
         """One posterior draw of ``z_c`` for each of a fixed, seeded sample of the training
@@ -303,17 +292,6 @@ def cluster_latent_draws(model, images: torch.Tensor, device, generator: torch.G
     try:
         with torch.no_grad():
             return torch.cat([model.encode(images[i:i + 512].to(device)).z_cluster.sample(generator)
-                              for i in range(0, len(images), 512)])
-    finally:
-        model.train()
-
-
-def cluster_probabilities(model, images: torch.Tensor, device) -> torch.Tensor:
-    """``(N, K)`` the model's cluster probabilities of ``images`` (on the CPU), in eval mode."""
-    model.eval()
-    try:
-        with torch.no_grad():
-            return torch.cat([model.cluster_probabilities(images[i:i + 512].to(device)).cpu()
                               for i in range(0, len(images), 512)])
     finally:
         model.train()
