@@ -27,3 +27,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def mrc_run(tmp_path_factory):
+    """A run trained for one epoch on a tiny MRC particle stack (see tests/tiny_runs.py)."""
+    from tiny_runs import mrc_run as make
+
+    return make(tmp_path_factory.mktemp("mrc"))
+
+
+@pytest.fixture(scope="session")
+def folder_run(tmp_path_factory):
+    """A run trained for one epoch on a tiny folder of PNGs whose names hold markup."""
+    from tiny_runs import folder_run as make
+
+    return make(tmp_path_factory.mktemp("folder"))
