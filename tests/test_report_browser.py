@@ -52,12 +52,6 @@ def driver(tmp_path_factory):
     chrome.quit()
 
 
-def report(run, *args) -> Path:
-    result = CliRunner().invoke(cli, ["report", str(run), *args])
-    assert result.exit_code == 0, result.output
-    return run / "report.html"
-
-
 def exported_selection(driver) -> dict:
     href = driver.find_element("id", "download-selection").get_attribute("href")
     prefix = "data:application/json;charset=utf-8,"
@@ -65,12 +59,11 @@ def exported_selection(driver) -> dict:
     return json.loads(urllib.parse.unquote(href[len(prefix):]))
 
 
-def test_cards_rejection_and_the_exported_selection(driver, mrc_run, tmp_path):
-    page = report(mrc_run, "--split", "all")
+def test_cards_rejection_and_the_exported_selection(driver, mrc_run, mrc_page, tmp_path):
     assert CliRunner().invoke(cli, ["predict", str(mrc_run), "--data", str(mrc_run / "config.json"),
                                     "--out", str(tmp_path / "p.npz")]).exit_code == 0
     truth = np.load(tmp_path / "p.npz")
-    driver.get(page.as_uri())
+    driver.get(mrc_page.as_uri())
     cards = driver.find_elements("css selector", ".card")
     assert len(cards) == 3
     before = exported_selection(driver)
@@ -94,11 +87,10 @@ def test_cards_rejection_and_the_exported_selection(driver, mrc_run, tmp_path):
     assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def test_markup_in_names_shows_as_text_and_runs_nothing(driver, folder_run):
+def test_markup_in_names_shows_as_text_and_runs_nothing(driver, folder_page):
     from selenium.common.exceptions import NoAlertPresentException
 
-    page = report(folder_run, "--split", "all", "--members", "30")
-    driver.get(page.as_uri())
+    driver.get(folder_page.as_uri())
     with pytest.raises(NoAlertPresentException):
         driver.switch_to.alert.text  # an onerror=alert(...) that ran would have opened one
     assert driver.execute_script("return document.querySelectorAll('img[src=\"x\"], img[src=\"y\"]').length") == 0

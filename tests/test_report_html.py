@@ -30,42 +30,38 @@ def page_data(page: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def folder_page(folder_run):
-    result = _invoke("report", folder_run, "--split", "all", "--members", "30")
-    assert result.exit_code == 0, result.output
-    return (folder_run / "report.html").read_text(encoding="utf-8")
+def folder_text(folder_page):
+    return folder_page.read_text(encoding="utf-8")
 
 
-def test_one_card_per_cluster_and_nothing_fetched(folder_page):
-    assert folder_page.count('<section class="card"') == 3
-    assert "Content-Security-Policy" in folder_page and "default-src 'none'" in folder_page
+def test_one_card_per_cluster_and_nothing_fetched(folder_text):
+    assert folder_text.count('<section class="card"') == 3
+    assert "Content-Security-Policy" in folder_text and "default-src 'none'" in folder_text
     # every image is inlined; no address outside the page
-    assert not re.search(r"(src|href)=\"(?!data:|#)", folder_page)
-    assert "http://" not in folder_page and "https://" not in folder_page
-    assert "Confusion matrix" in folder_page and "Training curves" in folder_page
+    assert not re.search(r"(src|href)=\"(?!data:|#)", folder_text)
+    assert "http://" not in folder_text and "https://" not in folder_text
+    assert "Confusion matrix" in folder_text and "Training curves" in folder_text
 
 
-def test_names_that_are_markup_are_escaped(folder_page):
-    assert "<img src=x" not in folder_page and "<img src=y" not in folder_page
-    assert html.escape(MARKUP_FILE) in folder_page  # a member's caption
-    assert html.escape(MARKUP_CLASS) in folder_page  # the confusion matrix's row
-    data = page_data(folder_page)  # inside the script block too: no "<" survives
+def test_names_that_are_markup_are_escaped(folder_text):
+    assert "<img src=x" not in folder_text and "<img src=y" not in folder_text
+    assert html.escape(MARKUP_FILE) in folder_text  # a member's caption
+    assert html.escape(MARKUP_CLASS) in folder_text  # the confusion matrix's row
+    data = page_data(folder_text)  # inside the script block too: no "<" survives
     ids = [i for cluster in data["clusters"] for i in cluster["ids"]]
     assert any(i.endswith(MARKUP_FILE) for i in ids) and data["id_kind"] == "name"
 
 
-def test_the_page_lists_every_image_once_with_its_cluster(folder_run, folder_page, tmp_path):
-    data = page_data(folder_page)
+def test_the_page_lists_every_image_once_with_its_cluster(folder_run, folder_text, tmp_path):
+    data = page_data(folder_text)
     assert _invoke("predict", folder_run, "--data", folder_run / "config.json", "--out", tmp_path / "p.npz").exit_code == 0
     npz = np.load(tmp_path / "p.npz")
     for cluster in data["clusters"]:
         assert sorted(cluster["ids"]) == sorted(npz["name"][npz["cluster"] == cluster["cluster"]].tolist())
 
 
-def test_the_selection_command_writes_exactly_the_kept_clusters(mrc_run):
-    result = _invoke("report", mrc_run, "--split", "all")
-    assert result.exit_code == 0, result.output
-    data = page_data((mrc_run / "report.html").read_text(encoding="utf-8"))
+def test_the_selection_command_writes_exactly_the_kept_clusters(mrc_run, mrc_page):
+    data = page_data(mrc_page.read_text(encoding="utf-8"))
     assert data["id_kind"] == "index"
     kept = [c for c in data["clusters"] if c["size"]][:1]
     command = data["command_prefix"] + ",".join(str(c["cluster"]) for c in kept) + data["command_suffix"]

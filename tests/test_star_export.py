@@ -165,3 +165,13 @@ def test_bad_cluster_lists_are_one_message(mrc_run, tmp_path, clusters, message)
                      "--out", tmp_path / "x.star")
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_selection_that_holds_no_image_is_refused():
+    from mcvae_framework.errors import DataError
+    from mcvae_framework.report.star_export import keep_clusters
+
+    result = {"cluster": np.array([0, 0, 1]), "probabilities": np.full((3, 3), 1 / 3), "index": np.arange(3)}
+    assert keep_clusters(result, [1])["index"].tolist() == [2]
+    with pytest.raises(DataError, match="no image of the data is in these clusters"):
+        keep_clusters(result, [2])

@@ -74,6 +74,9 @@ def keep_clusters(result: dict, clusters) -> dict:
         raise ConfigError([("--clusters", f"no cluster {', '.join(map(str, unknown))}: the model has clusters "
                             f"0..{k - 1} (the numbers of report.html and of the prediction files)")])
     mask = np.isin(result["cluster"], wanted)
+    if not mask.any():
+        raise DataError(f"--clusters {','.join(map(str, wanted))}: no image of the data is in these clusters "
+                        f"(the images fall in clusters {sorted(set(result['cluster'].tolist()))}); pick others")
     n = len(result["cluster"])
     return {key: value[mask] if isinstance(value, np.ndarray) and value.ndim and len(value) == n else value
             for key, value in result.items()}
