@@ -54,7 +54,8 @@ def test_names_that_are_markup_are_escaped(folder_text):
 
 def test_the_page_lists_every_image_once_with_its_cluster(folder_run, folder_text, tmp_path):
     data = page_data(folder_text)
-    assert _invoke("predict", folder_run, "--data", folder_run / "config.json", "--out", tmp_path / "p.npz").exit_code == 0
+    result = _invoke("predict", folder_run, "--data", folder_run / "config.json", "--out", tmp_path / "p.npz")
+    assert result.exit_code == 0, result.output
     npz = np.load(tmp_path / "p.npz")
     for cluster in data["clusters"]:
         assert sorted(cluster["ids"]) == sorted(npz["name"][npz["cluster"] == cluster["cluster"]].tolist())

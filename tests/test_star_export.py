@@ -175,3 +175,55 @@ def test_a_selection_that_holds_no_image_is_refused():
     assert keep_clusters(result, [1])["index"].tolist() == [2]
     with pytest.raises(DataError, match="no image of the data is in these clusters"):
         keep_clusters(result, [2])
+
+
+def users_star_file(folder, n: int = 40):
+    """A RELION 3.1 particle file over two stacks of 12 px particles (in Extract/), with
+    optics and CTF columns, its particles listed out of stack order."""
+    import pandas as pd
+
+    from tiny_runs import digit_particles
+
+    images, _ = digit_particles(n=n, side=MODEL_SIDE)
+    (folder / "Extract").mkdir(parents=True)
+    for name, part in (("a.mrcs", images[:25]), ("b.mrcs", images[25:])):
+        with mrcfile.new(folder / "Extract" / name) as handle:
+            handle.set_data(part)
+            handle.set_image_stack()
+    order = np.random.default_rng(0).permutation(n)
+    names = [f"{i + 1}@Extract/a.mrcs" if i < 25 else f"{i - 24}@Extract/b.mrcs" for i in order]
+    particles = pd.DataFrame({"rlnImageName": names, "rlnDefocusU": 10000.0 + order, "rlnOpticsGroup": 1,
+                              "rlnMicrographName": [f"mic{i % 3}.mrc" for i in order]})
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
+                           "rlnImagePixelSize": [2.5], "rlnVoltage": [300.0], "rlnSphericalAberration": [2.7],
+                           "rlnAmplitudeContrast": [0.1], "rlnImageSize": [MODEL_SIDE], "rlnImageDimensionality": [2]})
+    path = folder / "particles.star"
+    starfile.write({"optics": optics, "particles": particles}, path)
+    return path, images[order]
+
+
+def test_a_users_star_file_is_read_and_its_columns_carried_through(mrc_run, tmp_path):
+    path, images = users_star_file(tmp_path)
+    dataset = build("data", {"type": "star", "path": str(path), "normalize": "none"}, split="all")
+    from mcvae_framework.runtime.data import dataset_tensors
+
+    assert np.allclose(dataset_tensors(dataset)["image"][:, 0].numpy(), images, atol=1e-6)  # in the file's order
+    out = tmp_path / "classified.star"
+    result = _invoke("predict", mrc_run, "--data", path, "--out", out)  # .star is read by the star data
+    assert result.exit_code == 0, result.output
+    written, given = starfile.read(out), starfile.read(path)
+    particles = written["particles"]
+    assert particles["rlnImageName"].tolist() == given["particles"]["rlnImageName"].tolist()
+    assert np.array_equal(particles["rlnDefocusU"], given["particles"]["rlnDefocusU"])
+    assert particles["rlnMicrographName"].tolist() == given["particles"]["rlnMicrographName"].tolist()
+    assert {"rlnClassNumber", "rlnAnglePsi", "rlnOriginXAngst", "rlnMaxValueProbDistribution"} <= set(particles)
+    assert written["optics"]["rlnVoltage"][0] == 300.0 and written["optics"]["rlnImagePixelSize"][0] == 2.5
+
+
+def test_a_star_file_whose_stacks_are_missing_is_one_message(tmp_path):
+    from mcvae_framework.errors import DataError
+
+    path, _ = users_star_file(tmp_path)
+    (tmp_path / "Extract" / "b.mrcs").unlink()
+    with pytest.raises(DataError, match="b.mrcs named in rlnImageName is not at .*project_dir"):
+        build("data", {"type": "star", "path": str(path)}, split="all")

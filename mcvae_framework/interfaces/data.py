@@ -78,14 +78,17 @@ class ParticleStack:
     :param side: the side of its particles in pixels (before any downsampling).
     :param pixel_size: Angstrom per pixel of its particles (``None``: unknown).
     :param columns: optional per-particle columns (one array per column, indexed by the
-        position in the stack) carried into written STAR files: the columns of a user's
-        own particle STAR file.
+        item's source position) carried into written STAR files: the columns of a user's
+        own particle STAR file (its ``rlnImageName`` then names each particle).
+    :param optics: optional optics table (one array per column) written instead of the
+        framework's minimal one.
     """
 
     path: str
     side: int
     pixel_size: float | None = None
     columns: dict | None = None
+    optics: dict | None = None
 
     def columns_for(self, positions) -> dict:
         """The carried columns of the particles at ``positions`` (``{}`` without any)."""

@@ -215,7 +215,7 @@ def class_averages_figure(result: ClassAverages, path, columns: int = 5, title: 
     k = len(result.sizes)
     columns = max(1, min(columns, k))
     rows = (k + columns - 1) // columns
-    fig, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.7 * rows), squeeze=False)
     for index, ax in enumerate(axes.flat):
         ax.axis("off")
         if index >= k:

@@ -117,8 +117,10 @@ def card_html(card: Card) -> str:
 <h3>cluster {card.cluster}</h3>
 <div class="facts">{facts}</div>
 <div class="pair">
-<figure>{_img(card.average_png, f"class average of cluster {card.cluster}")}<figcaption>class average</figcaption></figure>
-<figure>{_img(card.prototype_png, f"prototype of cluster {card.cluster}")}<figcaption>decoded prototype</figcaption></figure>
+<figure>{_img(card.average_png, f"class average of cluster {card.cluster}")}
+<figcaption>class average</figcaption></figure>
+<figure>{_img(card.prototype_png, f"prototype of cluster {card.cluster}")}
+<figcaption>decoded prototype</figcaption></figure>
 </div>
 {label}
 <div class="label">most confident</div>
@@ -127,7 +129,8 @@ def card_html(card: Card) -> str:
 {_members_html(card.doubtful)}
 <div class="label">poses of its members</div>
 {histogram_svg(card.pose_counts, card.pose_edges, card.pose_name)}
-<div class="choice"><button type="button" class="keep active">keep</button><button type="button" class="reject">reject</button></div>
+<div class="choice"><button type="button" class="keep active">keep</button>
+<button type="button" class="reject">reject</button></div>
 </section>"""
 
 

@@ -55,7 +55,7 @@ SCRIPT = """
       run: data.run, split: data.split, id_kind: data.id_kind,
       kept_clusters: clusters,
       rejected_clusters: data.clusters.filter(function (c) { return state[c.cluster] !== "keep"; })
-                                      .map(function (c) { return c.cluster; }),
+        .map(function (c) { return c.cluster; }),
       n_items: ids.length, items: ids,
       command: data.command_prefix + clusters.join(",") + data.command_suffix
     };

@@ -65,16 +65,27 @@ def data_section_for(source, config=None) -> tuple[dict, Path | None]:
         raise DataError(f"--data {source}: no such file or folder; give an experiment config "
                         "(.yaml/.json), a .npy/.npz array file, or a folder of images")
     suffix = path.suffix.lower()
-    if path.is_dir() or suffix in ARRAY_SUFFIXES:
+    if path.is_dir() or suffix in ARRAY_SUFFIXES or suffix in declared_suffixes():
         return own_files_section(path, config), None
     if suffix in CONFIG_SUFFIXES:
         data = read_config_file(path)
         if not isinstance(data.get("data"), dict):
             raise ConfigError([("data", "the config has no `data` section to predict on")], str(path))
         return data["data"], path.parent
+    readable = sorted(set(ARRAY_SUFFIXES) | declared_suffixes())
     raise DataError(f"--data {source}: unknown kind of file {suffix!r}; give an experiment config "
-                    f"({', '.join(CONFIG_SUFFIXES)}), an array file ({', '.join(ARRAY_SUFFIXES)}) "
+                    f"({', '.join(CONFIG_SUFFIXES)}), a file an installed data plugin reads ({', '.join(readable)}) "
                     "or a folder of images")
+
+
+def declared_suffixes() -> set[str]:
+    """The file suffixes some registered data plugin reads (``reads_paths``: ``.mrcs``,
+    ``.star``, ...)."""
+    found = set()
+    for entry in current_registry().entries("data"):
+        declared = getattr(entry.config_class, "reads_paths", None) or ()
+        found.update(d.lower() for d in ((declared,) if isinstance(declared, str) else declared) if d != "folder")
+    return found
 
 
 def own_files_section(path: Path, config=None) -> dict:

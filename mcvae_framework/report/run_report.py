@@ -147,7 +147,8 @@ def write_run_report(run_dir, split: str = "test", *, checkpoint: str = "last", 
         shown = lambda picks: [Member(str(ids[i]), png_bytes(images[i].numpy()), float(chosen[i])) for i in picks]
         counts, edges, pose_name = pose_histogram(model.group, tau, members)
         cards.append(Card(
-            cluster=cluster, size=len(members), facts=tile_caption(averages, cluster).replace(f"cluster {cluster} · ", "").split("\n"),
+            cluster=cluster, size=len(members),
+            facts=tile_caption(averages, cluster).replace(f"cluster {cluster} · ", "").split("\n"),
             average_png=png_bytes(averages.averages[cluster]) if len(members) else None,
             prototype_png=png_bytes(prototypes[cluster], normalise=False),
             confident=shown(order[:n_members]), doubtful=shown(order[::-1][:n_members]),
@@ -160,7 +161,8 @@ def write_run_report(run_dir, split: str = "test", *, checkpoint: str = "last", 
     confusion = None
     if labelled:
         lines.append(f"accuracy {accuracy:.3f} (Hungarian matching of clusters to labels)")
-        names = [class_names[int(v)] if class_names and int(v) < len(class_names) else str(int(v)) for v in label_values]
+        names = [class_names[int(v)] if class_names and int(v) < len(class_names) else str(int(v))
+                 for v in label_values]
         full = np.zeros((len(label_values), k), dtype=np.int64)
         full[:, cluster_values] = table
         confusion = confusion_html(full, names, list(range(k)), {c: int(np.flatnonzero(label_values == lab)[0])

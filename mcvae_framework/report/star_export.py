@@ -104,14 +104,16 @@ def _star_path(path: Path) -> str:
 
 
 def particle_tables(result: dict, *, stack: str, pixel_size: float, model_side: int, stack_side: int,
-                    positions=None, columns: dict | None = None) -> dict:
+                    positions=None, columns: dict | None = None, optics: dict | None = None) -> dict:
     """The ``optics`` and ``particles`` tables (pandas) of a STAR file.
 
     :param result: predictions (:func:`mcvae_framework.report.prediction.predictions`):
         ``cluster``, ``probabilities`` and, with a group, ``pose_matrix``.
     :param stack: the ``.mrcs`` stack the particles are read from.
     :param positions: each particle's position in the stack, from 0 (default ``result["index"]``).
-    :param columns: further per-particle columns carried through (a user's STAR columns).
+    :param columns: further per-particle columns carried through (a user's STAR columns;
+        their ``rlnImageName`` and ``rlnOpticsGroup`` are kept).
+    :param optics: the optics table to write (a user's), instead of the minimal one.
     """
     import pandas as pd  # starfile's own dependency
 
@@ -123,7 +125,7 @@ def particle_tables(result: dict, *, stack: str, pixel_size: float, model_side: 
         psi, origin = np.zeros(n), np.zeros((n, 2))
     chosen = result["probabilities"][np.arange(n), result["cluster"]]
     particles = {name: np.asarray(values) for name, values in (columns or {}).items()}
-    particles.update({
+    ours = {
         "rlnImageName": [f"{int(i) + 1:06d}@{stack}" for i in positions],
         "rlnClassNumber": result["cluster"].astype(np.int64) + 1,
         "rlnAnglePsi": np.round(psi, 6),
@@ -131,9 +133,13 @@ def particle_tables(result: dict, *, stack: str, pixel_size: float, model_side: 
         "rlnOriginYAngst": np.round(origin[:, 1] * pixel_size, 6),
         "rlnMaxValueProbDistribution": np.round(chosen.astype(np.float64), 6),
         "rlnOpticsGroup": np.ones(n, dtype=np.int64),
-    })
-    optics = {"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"], "rlnImagePixelSize": [float(pixel_size)],
-              "rlnImageSize": [int(stack_side)], "rlnImageDimensionality": [2]}
+    }
+    particles.update({key: value for key, value in ours.items()
+                      if key not in particles or key not in ("rlnImageName", "rlnOpticsGroup")})
+    if optics is None:
+        optics = {"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
+                  "rlnImagePixelSize": [float(pixel_size)], "rlnImageSize": [int(stack_side)],
+                  "rlnImageDimensionality": [2]}
     return {"optics": pd.DataFrame(optics), "particles": pd.DataFrame(particles)}
 
 
@@ -177,7 +183,8 @@ def write_particles_star(result: dict, out, *, dataset, images=None, pixel_size:
                                 "with --pixel-size (Angstrom per pixel) or the data section's `pixel_size`")])
         columns = stack_info.columns_for(result["index"])
         return write_star(particle_tables(result, stack=stack, pixel_size=size, model_side=model_side,
-                                          stack_side=stack_side, columns=columns), out)
+                                          stack_side=stack_side, columns=columns,
+                                          optics=getattr(stack_info, "optics", None)), out)
     if images is None:
         raise DataError(f"{out}: the images are not from a particle stack, and none were given to write one")
     from .class_averages import write_mrcs
