@@ -42,8 +42,9 @@ QUICKSTART = ROOT / "configs" / "quickstart.yaml"
 #: config fields that say where and how a run ran, not what it learned: left out of the comparison.
 MACHINE_FIELDS = {"training": ("out_dir", "num_threads", "device", "num_workers", "tensorboard")}
 
-#: the simulated particle stack of the cryo-EM demo.
-CRYO_PARTICLES, CRYO_CLASSES, CRYO_SIDE, CRYO_PIXEL_SIZE, CRYO_SNR = 1500, 3, 32, 2.0, 1.0
+#: the simulated particle stack of the cryo-EM demo: CRYO_CLASSES views of as many volumes,
+#: CRYO_PARTICLES particles each, and CRYO_JUNK picks that hold no particle (noise only).
+CRYO_PARTICLES, CRYO_CLASSES, CRYO_JUNK, CRYO_SIDE, CRYO_PIXEL_SIZE, CRYO_SNR = 400, 3, 300, 32, 2.0, 3.0
 
 
 def cryo_demo_config(stack: str = "particles.mrcs", out_dir: str = "runs/cryo_demo") -> dict:
@@ -53,7 +54,7 @@ def cryo_demo_config(stack: str = "particles.mrcs", out_dir: str = "runs/cryo_de
         "group": {"type": "so2", "angle_deg": [-180, 180]},
         "encoder": {"type": "conv"},
         "decoder": {"type": "mlp"},
-        "prior": {"type": "gmm", "n_components": CRYO_CLASSES, "learn_weights": False},
+        "prior": {"type": "gmm", "n_components": CRYO_CLASSES + 1, "learn_weights": False},
         "model": {"z_cluster_dim": 10, "z_style_dim": 8, "canonicalize": False},
         "graph": {"enabled": True, "neighbours": 7, "confident_fraction": 1.0},
         "loss": {"mode": "unsupervised", "n_augment": 4, "pretrain_epochs": 5, "self_label_weight": 20,
@@ -112,7 +113,8 @@ def ensure_run(run_dir: Path, config_file: Path, expected: dict) -> Path:
 
 def simulate_particles(folder: Path, seed: int = 0) -> Path:
     """The cryo-EM demo's stack: ASPIRE's random volumes, one view each (Euler angles
-    ``(0, 0, psi)``: a pure in-plane turn), white noise at :data:`CRYO_SNR`."""
+    ``(0, 0, psi)``: a pure in-plane turn), white noise at :data:`CRYO_SNR`, and junk picks
+    (amplitude 0: the noise alone), shuffled; ``classes.npy`` holds the truth (junk last)."""
     import mrcfile
     from aspire.noise import WhiteNoiseAdder
     from aspire.source import Simulation
@@ -120,21 +122,23 @@ def simulate_particles(folder: Path, seed: int = 0) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    states = np.repeat(np.arange(1, CRYO_CLASSES + 1), CRYO_PARTICLES // CRYO_CLASSES)
-    rng.shuffle(states)
-    angles = np.zeros((len(states), 3), dtype=np.float32)
-    angles[:, 2] = rng.uniform(-np.pi, np.pi, len(states))
+    truth = np.concatenate([np.repeat(np.arange(CRYO_CLASSES), CRYO_PARTICLES), np.full(CRYO_JUNK, CRYO_CLASSES)])
+    rng.shuffle(truth)
+    n = len(truth)
+    angles = np.zeros((n, 3), dtype=np.float32)
+    angles[:, 2] = rng.uniform(-np.pi, np.pi, n)
     volumes = AsymmetricVolume(L=CRYO_SIDE, C=CRYO_CLASSES, K=64, seed=seed).generate()
-    simulation = Simulation(L=CRYO_SIDE, n=len(states), vols=volumes, states=states, angles=angles,
-                            offsets=np.zeros((len(states), 2), dtype=np.float32),
-                            amplitudes=np.ones(len(states), dtype=np.float32),
+    states = np.where(truth < CRYO_CLASSES, truth, 0) + 1  # a junk pick's volume does not matter: amplitude 0
+    simulation = Simulation(L=CRYO_SIDE, n=n, vols=volumes, states=states, angles=angles,
+                            offsets=np.zeros((n, 2), dtype=np.float32),
+                            amplitudes=(truth < CRYO_CLASSES).astype(np.float32),
                             noise_adder=WhiteNoiseAdder.from_snr(CRYO_SNR), seed=seed)
     stack = folder / "particles.mrcs"
     with mrcfile.new(stack, overwrite=True) as handle:
         handle.set_data(simulation.images[:].asnumpy().astype(np.float32))
         handle.set_image_stack()
         handle.voxel_size = CRYO_PIXEL_SIZE
-    np.save(folder / "classes.npy", states - 1)
+    np.save(folder / "classes.npy", truth)
     return stack
 
 
@@ -155,11 +159,11 @@ def ensure_cryo_run(run_dir: Path) -> tuple[Path, Path]:
 
 
 def kept_clusters(run_dir: Path) -> list[int]:
-    """The clusters the demo keeps: all but the one with the lowest mean probability."""
-    classes = json.loads((run_dir / "class_averages.json").read_text())["classes"]
-    used = [row for row in classes if row["size"]]
-    worst = min(used, key=lambda row: row["mean_probability"])["cluster"]
-    return [row["cluster"] for row in used if row["cluster"] != worst]
+    """The clusters the demo keeps: all but the one whose class average is the least
+    resolved (the largest FRC period: the halves of a junk class agree on nothing)."""
+    classes = [row for row in json.loads((run_dir / "class_averages.json").read_text())["classes"] if row["size"]]
+    worst = max(classes, key=lambda row: row["frc_resolution_px"] or float("inf"))["cluster"]
+    return [row["cluster"] for row in classes if row["cluster"] != worst]
 
 
 # ------------------------------------------------------------------------ figures
@@ -296,12 +300,13 @@ def main(argv=None) -> dict:
                                "(the least confident) marked rejected."},
         "cryo-gallery": {"file": "images/cryo_gallery.png", "alt": "The cluster gallery of simulated particles",
                          "run": cryo_facts,
-                         "caption": f"`report.html` of the cryo-EM demo: {CRYO_PARTICLES:,} particles simulated with "
-                                    f"ASPIRE ({CRYO_CLASSES} views, in-plane turns, SNR {CRYO_SNR:g}, "
-                                    f"{CRYO_SIDE} px at {CRYO_PIXEL_SIZE:g} Å), accuracy "
-                                    f"{cryo_facts['accuracy']:.3f} on its test particles; cluster"
-                                    f" {', '.join(map(str, cryo_rejected)) or '-'} marked rejected, and the "
-                                    f"{kept_rows:,} particles of the kept clusters written to `selection.star`."},
+                         "caption": f"`report.html` of the cryo-EM demo: particles simulated with ASPIRE "
+                                    f"({CRYO_PARTICLES:,} of each of {CRYO_CLASSES} views turned in-plane, and "
+                                    f"{CRYO_JUNK} junk picks of noise alone; SNR {CRYO_SNR:g}, {CRYO_SIDE} px at "
+                                    f"{CRYO_PIXEL_SIZE:g} Å), accuracy {cryo_facts['accuracy']:.3f} on its test "
+                                    f"particles. Cluster {', '.join(map(str, cryo_rejected)) or '-'}, the least "
+                                    f"resolved class average, is marked rejected; the {kept_rows:,} particles of the "
+                                    "kept clusters went to `selection.star`."},
     }
     MANIFEST.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {', '.join(entry['file'] for entry in manifest.values())} and {MANIFEST.relative_to(ROOT)}")

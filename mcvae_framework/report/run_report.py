@@ -103,6 +103,63 @@ def curves_png(run_dir: Path) -> bytes | None:
         return training_curves_figure(metrics, Path(scratch) / "curves.png").read_bytes()
 
 
+def write_class_averages(run_dir: Path, averages, split: str, n_images: int, stacked: bool) -> dict[str, Path]:
+    """``class_averages.png``, ``.json`` and (for a particle stack) ``.mrcs`` in ``run_dir``."""
+    written = {"class_averages.png": class_averages_figure(averages, run_dir / "class_averages.png",
+                                                           title=f"class averages ({split} split)")}
+    summary = {"split": split, "n_images": n_images, "pixel_size": averages.pixel_size,
+               "classes": averages.summary(), "frc": averages.frc.tolist(), "member_frc": averages.member_frc.tolist()}
+    atomic_write_text(run_dir / "class_averages.json", json.dumps(json_safe(summary), indent=1) + "\n")
+    written["class_averages.json"] = run_dir / "class_averages.json"
+    if stacked:
+        written["class_averages.mrcs"] = write_mrcs(averages.averages, run_dir / "class_averages.mrcs",
+                                                    averages.pixel_size)
+    return written
+
+
+def cluster_cards(model, images, outputs, averages, ids, n_members: int, labels=None, class_names=None,
+                  seed: int = 0) -> list[Card]:
+    """One :class:`~mcvae_framework.report.gallery.Card` per cluster."""
+    clusters = outputs["cluster"].numpy()
+    chosen = outputs["probabilities"].float().gather(1, outputs["cluster"].view(-1, 1)).view(-1).numpy()
+    prototypes = prototype_images(model, n_poses=0, seed=seed)[0][:, 0].cpu().numpy()
+    if labels is not None:
+        table, label_values, cluster_values = contingency(labels, clusters)
+
+    def shown(picks):
+        return [Member(str(ids[i]), png_bytes(images[i].numpy()), float(chosen[i])) for i in picks]
+
+    cards = []
+    for cluster in range(len(averages.sizes)):
+        members = np.flatnonzero(clusters == cluster)
+        order = members[np.argsort(-chosen[members], kind="stable")]
+        counts, edges, pose_name = pose_histogram(model.group, outputs.get("tau"), members)
+        cards.append(Card(
+            cluster=cluster, size=len(members),
+            facts=tile_caption(averages, cluster).replace(f"cluster {cluster} · ", "").split("\n"),
+            average_png=png_bytes(averages.averages[cluster]) if len(members) else None,
+            prototype_png=png_bytes(prototypes[cluster], normalise=False),
+            confident=shown(order[:n_members]), doubtful=shown(order[::-1][:n_members]),
+            pose_counts=counts, pose_edges=edges, pose_name=pose_name,
+            label_text=(_label_text(cluster, table, label_values, cluster_values, class_names)
+                        if labels is not None else None),
+            member_ids=[ids[i] for i in members],
+        ))
+    return cards
+
+
+def label_summary(labels, clusters, k: int, class_names=None) -> tuple[str, str]:
+    """The accuracy line and the confusion table's HTML (label x cluster, matched cells marked)."""
+    table, label_values, cluster_values = contingency(labels, clusters)
+    accuracy, mapping = hungarian_accuracy(labels, clusters)
+    names = [class_names[int(v)] if class_names and int(v) < len(class_names) else str(int(v)) for v in label_values]
+    full = np.zeros((len(label_values), k), dtype=np.int64)
+    full[:, cluster_values] = table
+    matched = {c: int(np.flatnonzero(label_values == label)[0]) for c, label in mapping.items()}
+    return (f"accuracy {accuracy:.3f} (Hungarian matching of clusters to labels)",
+            confusion_html(full, names, list(range(k)), matched))
+
+
 @torch.no_grad()
 def write_run_report(run_dir, split: str = "test", *, checkpoint: str = "last", device: str = "cpu",
                      batch_size: int = 256, n_members: int = 6, seed: int = 0) -> dict[str, Path]:
@@ -117,56 +174,22 @@ def write_run_report(run_dir, split: str = "test", *, checkpoint: str = "last", 
     dataset = run_dataset(config, split)
     tensors, outputs = predict_dataset(model, dataset, batch_size)
     images, clusters = tensors["image"], outputs["cluster"].numpy()
-    probabilities = outputs["probabilities"].float()
-    k, side = probabilities.shape[1], int(images.shape[-1])
-    tau = outputs.get("tau")
-    pixel_size = model_pixel_size(dataset, side)
-    averages = class_averages(images, clusters, probabilities, group=model.group, tau=tau, n_clusters=k,
-                              seed=seed, batch_size=batch_size, pixel_size=pixel_size)
-    written = {"class_averages.png": class_averages_figure(averages, run_dir / "class_averages.png",
-                                                           title=f"class averages ({split} split)")}
-    summary = {"split": split, "n_images": len(clusters), "pixel_size": pixel_size, "classes": averages.summary(),
-               "frc": averages.frc.tolist(), "member_frc": averages.member_frc.tolist()}
-    atomic_write_text(run_dir / "class_averages.json", json.dumps(json_safe(summary), indent=1) + "\n")
-    written["class_averages.json"] = run_dir / "class_averages.json"
-    if getattr(dataset, "particle_stack", None) is not None:
-        written["class_averages.mrcs"] = write_mrcs(averages.averages, run_dir / "class_averages.mrcs", pixel_size)
-
-    prototypes = prototype_images(model, n_poses=0, seed=seed)[0][:, 0].cpu().numpy()
+    k = int(outputs["probabilities"].shape[1])
+    averages = class_averages(images, clusters, outputs["probabilities"].float(), group=model.group,
+                              tau=outputs.get("tau"), n_clusters=k, seed=seed, batch_size=batch_size,
+                              pixel_size=model_pixel_size(dataset, int(images.shape[-1])))
+    written = write_class_averages(run_dir, averages, split, len(clusters),
+                                   stacked=getattr(dataset, "particle_stack", None) is not None)
     ids, id_kind = item_ids(dataset, len(clusters))
-    chosen = probabilities.gather(1, outputs["cluster"].view(-1, 1)).view(-1).numpy()
-    labelled = "label" in tensors
-    if labelled:
-        table, label_values, cluster_values = contingency(tensors["label"].numpy(), clusters)
-        accuracy, mapping = hungarian_accuracy(tensors["label"].numpy(), clusters)
+    labels = tensors["label"].numpy() if "label" in tensors else None
     class_names = getattr(dataset, "class_names", None)
-    cards = []
-    for cluster in range(k):
-        members = np.flatnonzero(clusters == cluster)
-        order = members[np.argsort(-chosen[members], kind="stable")]
-        shown = lambda picks: [Member(str(ids[i]), png_bytes(images[i].numpy()), float(chosen[i])) for i in picks]
-        counts, edges, pose_name = pose_histogram(model.group, tau, members)
-        cards.append(Card(
-            cluster=cluster, size=len(members),
-            facts=tile_caption(averages, cluster).replace(f"cluster {cluster} · ", "").split("\n"),
-            average_png=png_bytes(averages.averages[cluster]) if len(members) else None,
-            prototype_png=png_bytes(prototypes[cluster], normalise=False),
-            confident=shown(order[:n_members]), doubtful=shown(order[::-1][:n_members]),
-            pose_counts=counts, pose_edges=edges, pose_name=pose_name,
-            label_text=_label_text(cluster, table, label_values, cluster_values, class_names) if labelled else None,
-            member_ids=[ids[i] for i in members],
-        ))
+    cards = cluster_cards(model, images, outputs, averages, ids, n_members, labels, class_names, seed)
     lines = [f"run {run_dir} · {split} split · {len(clusters)} images · {k} clusters "
              f"({int((averages.sizes > 0).sum())} used)"]
     confusion = None
-    if labelled:
-        lines.append(f"accuracy {accuracy:.3f} (Hungarian matching of clusters to labels)")
-        names = [class_names[int(v)] if class_names and int(v) < len(class_names) else str(int(v))
-                 for v in label_values]
-        full = np.zeros((len(label_values), k), dtype=np.int64)
-        full[:, cluster_values] = table
-        confusion = confusion_html(full, names, list(range(k)), {c: int(np.flatnonzero(label_values == lab)[0])
-                                                                  for c, lab in mapping.items()})
+    if labels is not None:
+        accuracy_line, confusion = label_summary(labels, clusters, k, class_names)
+        lines.append(accuracy_line)
     prefix, suffix = selection_command(run_dir, split)
     page = gallery_html(title=f"Clusters of {run_dir.name}", run=str(run_dir), split=split, cards=cards,
                         command_prefix=prefix, command_suffix=suffix, id_kind=id_kind, summary=lines,
