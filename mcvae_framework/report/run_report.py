@@ -18,6 +18,7 @@ from ..config.components import build
 from ..errors import ConfigError
 from ..runtime.checkpoint import atomic_write_text
 from ..runtime.data import ConcatenatedSplits
+from ..runtime.run_layout import RunLayout
 from .class_averages import class_averages, class_averages_figure, tile_caption, write_mrcs
 from .evaluation import contingency, hungarian_accuracy
 from .gallery import Card, Member, confusion_html, gallery_html, png_bytes
@@ -88,7 +89,7 @@ def _label_text(k: int, table, label_values, cluster_values, class_names) -> str
 
 def selection_command(run_dir: Path, split: str) -> tuple[str, str]:
     """The command line that writes the kept clusters, cut where the cluster list goes."""
-    prefix = ["mcvae", "predict", str(run_dir), "--data", str(run_dir / "config.json")]
+    prefix = ["mcvae", "predict", str(run_dir), "--data", str(RunLayout(run_dir).config)]
     if split != "all":
         prefix += ["--split", split]
     return (" ".join(shlex.quote(p) for p in prefix) + " --clusters ",
@@ -96,7 +97,7 @@ def selection_command(run_dir: Path, split: str) -> tuple[str, str]:
 
 
 def curves_png(run_dir: Path) -> bytes | None:
-    metrics = run_dir / "metrics.csv"
+    metrics = RunLayout(run_dir).metrics
     if not metrics.is_file() or not read_metrics(metrics):
         return None
     with tempfile.TemporaryDirectory() as scratch:
