@@ -159,7 +159,7 @@ def run_invariant_graph(method, config_dict: dict, datasets: dict, n_clusters: i
     config = validate_config(config_dict, source="invariant_graph config")
     group = build("group", config.group)
     images = torch.cat([train["image"], test["image"]])
-    graph = invariant_graph_clusters(images, group, n_clusters, **config.graph.clustering_options(), seed=seed)
+    graph = invariant_graph_clusters(images, group, n_clusters, config.graph, seed=seed)
     n_train = len(train["image"])  # the test images follow the training images
     clusters = graph.labels[n_train:].numpy()
     report = {"clustering": clustering_metrics(test["label"].numpy(), clusters, n_clusters=n_clusters),

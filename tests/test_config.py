@@ -18,7 +18,10 @@ from mcvae_framework.cli import cli
 from mcvae_framework.config.experiment import apply_overrides, config_to_dict, read_config_file
 
 ROOT = Path(__file__).resolve().parent.parent
-READY = sorted((ROOT / "configs").glob("*.yaml"))
+#: ready configs; a template (first line "# template: ...") names a file the user supplies
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+TEMPLATES = [p for p in CONFIGS if p.read_text().startswith("# template:")]
+READY = [p for p in CONFIGS if p not in TEMPLATES]
 BAD = sorted((Path(__file__).parent / "bad_configs").glob("*.*"))
 
 

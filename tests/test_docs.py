@@ -167,6 +167,37 @@ def test_the_committed_reference_pages_are_not_stale():
     assert "## `mcvae`" in text.split("<!-- mcvae:cli -->", 1)[1], "docs/cli.md has an empty CLI block"
 
 
+def test_every_figure_comes_from_a_run_of_todays_configs():
+    """Every figure under docs/images is in the manifest scripts/docs_figures.py writes, sits
+    in a page's figure block (whose caption the stale-page test above compares with the
+    manifest), and was made from a run of the config that is current today: change
+    configs/quickstart.yaml (or the cryo demo's config) and this fails until the script is
+    run again."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import docs_figures
+        import docs_hooks
+    finally:
+        sys.path.pop(0)
+    manifest = json.loads((DOCS / docs_hooks.FIGURES).read_text(encoding="utf-8"))
+    in_blocks = {name[len("figure-"):] for blocks in docs_hooks.BLOCKS.values() for name in blocks
+                 if name.startswith("figure-")}
+    assert set(manifest) == in_blocks, "a figure of the manifest is in no page, or a page names a missing one"
+    pictures = {p.relative_to(DOCS).as_posix() for p in (DOCS / "images").glob("*.png")}
+    assert pictures == {entry["file"] for entry in manifest.values()}, (
+        "every picture under docs/images must be made by scripts/docs_figures.py (and only those)")
+    for name, entry in manifest.items():
+        assert (DOCS / entry["file"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", entry["file"]
+        run = entry["run"]
+        assert run["config"] == docs_figures.todays_config(run["config_file"]), (
+            f"figure {name!r} was made from a run of another config than today's {run['config_file']}: "
+            "run `python scripts/docs_figures.py` and commit docs/images")
+        if "accuracy" in run:
+            assert f"{run['accuracy']:.3f}" in entry["caption"], f"the caption of {name!r} does not quote its run"
+
+
 # ---------------------------------------------------------------- the built site
 
 

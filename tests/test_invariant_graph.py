@@ -125,16 +125,17 @@ def test_the_balanced_graph_gives_equal_clusters():
     assert graph.info["cluster_sizes"] == [40, 40, 40]
 
 
-def test_the_graph_section_sets_every_clustering_option_the_graph_function_takes():
-    import inspect
-
+def test_the_graph_function_takes_its_settings_and_defaults_from_the_graph_section():
     from mcvae_framework.config.sections import GraphConfig
 
-    options = GraphConfig().clustering_options()
-    parameters = inspect.signature(invariant_graph_clusters).parameters
-    assert set(options) <= set(parameters)  # each option is a keyword the function takes
-    # and every section field the function takes is passed on (a new option reaches both callers)
-    assert set(GraphConfig.model_fields) & set(parameters) == set(options)
+    images, labels = moved_shapes(build("group", {"type": "so2", "angle_deg": [-180, 180]}), per_shape=30)
+    group = build("group", {"type": "so2", "angle_deg": [-180, 180]})
+    by_section = invariant_graph_clusters(images, group, 3, GraphConfig(neighbours=6, blur_sigma=0.5))
+    by_keywords = invariant_graph_clusters(images, group, 3, neighbours=6, blur_sigma=0.5)
+    assert torch.equal(by_section.labels, by_keywords.labels)
+    assert by_section.info["neighbours"] == 6 and by_section.info["blur_sigma"] == 0.5
+    with pytest.raises(Exception, match="neighbours"):
+        invariant_graph_clusters(images, group, 3, neighbours=1)  # validated like the config section
 
 
 def test_central_members_keeps_the_nearest_fraction_of_every_cluster():
@@ -162,14 +163,20 @@ def test_too_few_images_are_refused_clearly():
 # ------------------------------------------------------------------ the group hooks
 
 
-def test_builtin_search_poses_cover_a_limited_rotation_range():
+def test_builtin_search_poses_cover_the_configured_rotation_range():
     narrow = build("group", {"type": "so2", "angle_deg": [-30, 30]})
-    wide = build("group", {"type": "se2", "angle_deg": [-180, 180]})
+    half = build("group", {"type": "so2", "angle_deg": [-90, 90]})
+    full = build("group", {"type": "se2", "angle_deg": [-180, 180]})
     assert torch.allclose(narrow.search_poses(7)[:, 0].abs().max(), torch.tensor(math.radians(30)))
-    poses = wide.search_poses(13)
-    assert poses.shape == (13, 3)
-    assert torch.allclose(poses[:, 0].abs().max(), torch.tensor(math.radians(60)))
-    assert bool((poses[:, 1:] == 0).all())  # shifts are left to prealign
+    # a partial range: +-60 degrees at most (the graph chains the rest; a 6 never matches a 9)
+    assert torch.allclose(half.search_poses(13)[:, 0].abs().max(), torch.tensor(math.radians(60)))
+    # the full circle: every relative rotation, in equal steps, the identity included, no duplicate end
+    poses = full.search_poses(12)
+    assert poses.shape == (12, 3) and torch.all(poses[:, 1:] == 0)
+    assert torch.allclose(torch.diff(poses[:, 0]), torch.tensor(math.radians(30)))
+    assert bool((poses[:, 0] == 0).any()) and poses[:, 0].min() >= -math.pi - 1e-6 and poses[:, 0].max() < math.pi
+    # 0: the group's own grid, a rotation every 10 degrees
+    assert len(half.search_poses(0)) == 13 and len(full.search_poses(0)) == 36
 
 
 def test_prealign_removes_shifts_and_scales():

@@ -22,12 +22,16 @@ from . import cli
                    "geomstats space, ExponentialBarycenter where the space has no metric), intrinsic (the "
                    "hand-written mean with the group's own exp and log), or auto (geomstats where the group "
                    "names a space, else intrinsic); report.json's pose.offset_mean says which served")
-def evaluate_command(run_dir, split, device, batch_size, n_actions, pose_mean):
+@click.option("--html/--no-html", "with_html", default=True, show_default=True,
+              help="also write the class averages and the cluster gallery report.html (as `mcvae report`)")
+def evaluate_command(run_dir, split, device, batch_size, n_actions, pose_mean, with_html):
     """Score RUN_DIR's trained model on a split; write report.json and report.md there.
 
     Clustering accuracy (Hungarian matching), NMI and ARI; pose errors (raw and after the
     best constant offset per cluster, under the group's own error keys); canonical-reconstruction
     error; invariance of the cluster latent under random group actions; the ELBO terms.
+    Unless --no-html, also the class averages and report.html of the same split (see
+    `mcvae report`).
     """
     # imported here, not at the top: every `mcvae` command would otherwise pay for it at start-up
     from ..report.evaluation import evaluate_run
@@ -40,3 +44,8 @@ def evaluate_command(run_dir, split, device, batch_size, n_actions, pose_mean):
     click.echo(report_markdown(json_safe(report)))
     layout = RunLayout(run_dir)
     click.echo(f"wrote {layout.report_json} and {layout.report_md}")
+    if with_html:
+        from ..report.run_report import write_run_report
+
+        for path in write_run_report(run_dir, split, device=device, batch_size=batch_size).values():
+            click.echo(f"wrote {path}")

@@ -34,11 +34,12 @@ def too_few_images(config, n_train: int) -> list[tuple[str, str]]:
     images = f"{n_train} training image{'s' if n_train != 1 else ''}" + (
         " (test split included: training.transductive)" if config.training.transductive else "")
     graph = config.graph
-    if graph.enabled and n_train <= max(graph.neighbours, components):
+    neighbours = graph.resolved_neighbours(n_train)
+    if graph.enabled and n_train <= max(neighbours, components):
         return [("data", f"{images} are too few for the invariant graph: every image needs graph.neighbours "
-                         f"({graph.neighbours}) other images, and the graph's {components} clusters (one per "
+                         f"({neighbours}) other images, and the graph's {components} clusters (one per "
                          f"component of the prior) need more images than that too; give at least "
-                         f"{max(graph.neighbours, components) + 1} images, or lower graph.neighbours or the "
+                         f"{max(neighbours, components) + 1} images, or lower graph.neighbours or the "
                          "prior's component count")]
     if n_train < components:
         return [("data", f"{images} are too few for the prior's {components} components (the mixture is fitted "

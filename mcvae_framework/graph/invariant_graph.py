@@ -38,14 +38,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial.distance import cdist
 import torch
 import torch.nn.functional as F
-from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from tqdm.auto import tqdm
 
+from ..config.sections import GraphConfig
+from .spectral import balanced_kmeans, bridge_components, modularity, spectral_clusters, symmetric_graph  # noqa: F401
 from .wavelets import wavelet_features
 
 log = logging.getLogger("mcvae_framework.graph.invariant_graph")
@@ -196,86 +195,6 @@ def nearest_neighbours(reference: torch.Tensor, moved: torch.Tensor, k: int, *, 
     return indices, values
 
 
-def _symmetric_graph(neighbours: torch.Tensor) -> scipy.sparse.csr_matrix:
-    """The 0/1 adjacency where ``i ~ j`` when either is among the other's neighbours."""
-    n, k = neighbours.shape
-    rows = np.repeat(np.arange(n), k)
-    graph = scipy.sparse.csr_matrix((np.ones(n * k), (rows, neighbours.numpy().ravel())), shape=(n, n))
-    return graph.maximum(graph.T)
-
-
-def spectral_embedding(neighbours: torch.Tensor, dim: int, *, diffusion_time: float, seed: int) -> np.ndarray:
-    """Rows of the symmetrised k-NN graph's leading eigenvectors, as a diffusion map.
-
-    The eigenvectors ``v`` of the normalised adjacency ``D^-1/2 A D^-1/2`` with the ``dim``
-    largest eigenvalues ``l`` (:func:`scipy.sparse.linalg.eigsh`), mapped to random-walk
-    coordinates ``D^-1/2 v`` and weighted by ``l ** diffusion_time``, so that the slow,
-    cluster-level directions dominate and the choice of ``dim`` matters little (unweighted,
-    rotated MNIST fell from 0.90 to 0.78 accuracy with one dimension too few).
-    """
-    n = neighbours.shape[0]
-    graph = _symmetric_graph(neighbours)
-    scale = scipy.sparse.diags(1.0 / np.sqrt(np.asarray(graph.sum(1)).ravel()))
-    normalised = scale @ graph @ scale
-    dim = min(dim, n - 2)
-    start = np.random.default_rng(seed).random(n)
-    values, vectors = scipy.sparse.linalg.eigsh(normalised, k=dim, which="LA", v0=start)
-    order = np.argsort(-values)
-    weights = np.clip(values[order], 0.0, None) ** diffusion_time
-    return (scale @ vectors[:, order]) * weights
-
-
-def balanced_kmeans(embedding: np.ndarray, centres: np.ndarray, *, iterations: int = 20,
-                    temperature: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """k-means whose clusters are held to equal sizes, started from ``centres``.
-
-    Every step assigns the rows to the centres by an entropic optimal transport with uniform
-    marginals on both sides (POT's :func:`ot.sinkhorn` on the squared distances, as
-    SeLa and SwAV balance their pseudo-labels), then moves every centre to the mean of its
-    transported rows. Plain k-means on rotated Fashion-MNIST merges pullover, coat and shirt
-    into one cluster of 4,700 images and splits the footwear over four; holding the sizes
-    equal undoes part of that (protocol (d), seed 0: test accuracy 0.550 -> 0.581).
-
-    :param temperature: the transport's entropy weight, against squared distances between
-        unit rows (at most 4): smaller is closer to a hard assignment.
-    :returns: ``(labels (N,), centres (K, D))``, a label being the row's largest transport.
-    """
-    import ot  # POT takes about a second to import; only balanced graphs need it
-
-    n, k = len(embedding), len(centres)
-    rows, columns = np.full(n, 1.0 / n), np.full(k, 1.0 / k)
-    for _ in range(iterations):
-        cost = cdist(embedding, centres, "sqeuclidean")  # (N, K): no (N, K, D) intermediate
-        plan = ot.sinkhorn(rows, columns, cost, temperature, numItermax=1000, stopThr=1e-6, warn=False)
-        centres = (plan.T @ embedding) / plan.sum(0).clip(min=1e-12)[:, None]
-    return plan.argmax(1), centres
-
-
-def spectral_clusters(neighbours: torch.Tensor, n_clusters: int, *, embedding_dim: int, seed: int,
-                      diffusion_time: float = 5.0, kmeans_restarts: int = 20,
-                      balanced: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """k-means on the row-normalised spectral embedding of the symmetrised k-NN graph.
-
-    :param balanced: refine the k-means clusters to equal sizes (:func:`balanced_kmeans`).
-    :returns: ``(labels (N,), distance of every row to its cluster's centre (N,))``.
-    """
-    embedding = spectral_embedding(neighbours, embedding_dim, diffusion_time=diffusion_time, seed=seed)
-    embedding /= np.linalg.norm(embedding, axis=1, keepdims=True).clip(min=1e-12)
-    count, component = connected_components(_symmetric_graph(neighbours), directed=False)
-    if 1 < count <= n_clusters:
-        # Pieces the graph never links are different clusters. Within a piece, slow diffusion
-        # modes along the nuisance (a chain of rotations) can rival the gaps between pieces,
-        # so the piece is added to the rows with enough weight that k-means never merges two.
-        pieces = np.eye(count)[component]
-        embedding = np.hstack([0.9 * pieces, math.sqrt(1 - 0.9**2) * embedding])
-    kmeans = KMeans(n_clusters=n_clusters, n_init=kmeans_restarts, random_state=seed).fit(embedding)
-    labels, centres = kmeans.labels_, kmeans.cluster_centers_
-    if balanced:
-        labels, centres = balanced_kmeans(embedding, centres)
-    distance = np.linalg.norm(embedding - centres[labels], axis=1)
-    return labels.astype(np.int64), distance
-
-
 def relative_angles(reference: torch.Tensor, moved: torch.Tensor, neighbours: torch.Tensor,
                     angles: torch.Tensor) -> torch.Tensor:
     """``(N, k)`` rotation ``r_ij`` with ``x_i ~ R(r_ij) . x_j`` for every neighbour ``j`` of ``i``.
@@ -290,10 +209,15 @@ def relative_angles(reference: torch.Tensor, moved: torch.Tensor, neighbours: to
         for start in range(0, len(reference), 256)])
     best = similarity.argmax(-1)
     angle = angles[best]
-    inner = (best > 0) & (best < len(angles) - 1)
-    if len(angles) > 2:
-        lower = similarity.gather(-1, (best - 1).clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        upper = similarity.gather(-1, (best + 1).clamp_max(len(angles) - 1).unsqueeze(-1)).squeeze(-1)
+    m = len(angles)
+    # a grid that closes the circle has no ends: the poses before the first and after the last wrap
+    circle = m > 2 and abs(float(angles[1] - angles[0]) * m - 2 * math.pi) < 1e-4
+    inner = torch.ones_like(best, dtype=torch.bool) if circle else (best > 0) & (best < m - 1)
+    if m > 2:
+        below, above = ((best - 1) % m, (best + 1) % m) if circle else ((best - 1).clamp_min(0),
+                                                                        (best + 1).clamp_max(m - 1))
+        lower = similarity.gather(-1, below.unsqueeze(-1)).squeeze(-1)
+        upper = similarity.gather(-1, above.unsqueeze(-1)).squeeze(-1)
         peak = similarity.gather(-1, best.unsqueeze(-1)).squeeze(-1)
         curvature = lower - 2 * peak + upper
         shift = torch.where(curvature < 0, 0.5 * (lower - upper) / curvature.clamp_max(-1e-12), 0.0)
@@ -349,67 +273,106 @@ def central_members(labels: np.ndarray, distance: np.ndarray, fraction: float) -
     return keep
 
 
-def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, *, neighbours: int = 10,
-                             embedding_dim: int = 0, diffusion_time: float = 5.0, blur_sigma: float = 1.0,
-                             search_size: int = 13, features: str = "pixels", wavelet_orientations: int = 8,
-                             pca_dim: int = 0, balanced: bool = False, confident_fraction: float = 0.7, seed: int = 0,
-                             kmeans_restarts: int = 20, chunk_size: int = 1024,
-                             progress: bool = False) -> GraphClusters:
+def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, settings=None, *, seed: int = 0,
+                             chunk_size: int = 1024, progress: bool = False, **options) -> GraphClusters:
     """Cluster ``(N, C, H, W)`` images into ``n_clusters`` pose-invariant groups, no training.
 
     :param group: the :class:`~mcvae_framework.interfaces.LieGroup` of the nuisance; its
-        ``search_poses(search_size)`` and ``prealign`` define the invariance.
-    :param neighbours: size of every image's neighbour list (the graph's degree).
-    :param embedding_dim: size of the spectral embedding (0: ``2 * n_clusters``).
-    :param diffusion_time: eigenvector ``i`` is weighted by ``eigenvalue_i ** diffusion_time``.
-    :param blur_sigma: Gaussian blur in pixels before comparing pixels (0: none).
-    :param features: what is compared (:func:`image_descriptor`): ``"pixels"`` or
-        ``"wavelets"`` (oriented edge maps at ``wavelet_orientations`` angles; standardised).
-    :param pca_dim: compare in a PCA space of this size (0: the features themselves).
-    :param balanced: hold the clusters to equal sizes (:func:`balanced_kmeans`).
-    :param confident_fraction: share of each cluster marked ``confident``.
+        ``search_poses`` and ``prealign`` define the invariance.
+    :param settings: a :class:`~mcvae_framework.config.sections.GraphConfig` (the ``graph``
+        section of a config, where every setting and its default is described); ``options``
+        override its fields (``neighbours=15``, ``features="wavelets"``, ...).
+
+    Settings left at ``auto`` are read from the data: the neighbours grow with the number of
+    images, the search grid is the group's own (the built-in groups: the full circle when the
+    pose range is the full circle), a PCA is used when the compared features are large, and
+    where candidates compete (the features, the blur) each is clustered and the one whose
+    clusters cut its own graph most cleanly (the highest modularity, no label read) is kept.
+    The candidates, their modularity and the choice are in the result's ``info``.
     """
     start = time.perf_counter()
+    settings = GraphConfig.model_validate({**(settings or GraphConfig()).model_dump(), **options})
     if images.ndim != 4:
         raise ValueError(f"invariant graph: images must be a (N, C, H, W) batch, got shape {tuple(images.shape)}")
-    if images.shape[0] <= max(neighbours, n_clusters):
+    n = images.shape[0]
+    k = settings.resolved_neighbours(n)
+    if n <= max(k, n_clusters):
         raise ValueError(
-            f"invariant graph: {images.shape[0]} images are too few for {neighbours} neighbours and "
+            f"invariant graph: {n} images are too few for {k} neighbours and "
             f"{n_clusters} clusters; give more images or lower graph.neighbours / the component count"
         )
     images = images.detach().to("cpu", torch.float32)
+    factor = max(1, min(images.shape[-2:]) // settings.max_side)
+    if factor > 1:  # a speed setting: comparing 2x2-averaged 64-px particles matched 64 px at 1/6 of the time
+        images = F.avg_pool2d(images, factor)
     with torch.no_grad():
-        poses = group.search_poses(search_size).to(torch.float32)
-        describe = image_descriptor(features, blur_sigma=blur_sigma, orientations=wavelet_orientations)
-        # Wavelet features mix scales (averages, edge moduli): each is standardised first.
-        standardise = features != "pixels"
-        project = None
-        if standardise or (pca_dim and pca_dim < images[0].numel()):
-            project = fit_projection(images, group, poses, pca_dim, seed=seed, describe=describe,
-                                     standardise=standardise)
-        reference, moved = moved_features(images, group, poses, project=project, describe=describe)
-        index, similarity = nearest_neighbours(reference, moved, neighbours, chunk_size=chunk_size,
-                                               progress=progress)
-        angle_columns = list(group.angle_coordinates)
-        relative = None
-        if angle_columns and len(poses) > 1:
-            grid = poses[:, angle_columns[0]]
-            order = torch.argsort(grid)
-            relative = relative_angles(reference, moved[order], index, grid[order])
-    del moved
-    dim = embedding_dim or 2 * n_clusters
-    labels, distance = spectral_clusters(index, n_clusters, embedding_dim=dim, seed=seed,
-                                         diffusion_time=diffusion_time, kmeans_restarts=kmeans_restarts,
-                                         balanced=balanced)
-    confident = central_members(labels, distance, confident_fraction)
+        poses = group.search_poses(0 if settings.search_size == "auto" else settings.search_size).to(torch.float32)
+        results = [_compare(images, group, poses, n_clusters, k, settings, candidate, seed=seed,
+                            chunk_size=chunk_size, progress=progress) for candidate in settings.candidates()]
+    chosen = max(results, key=lambda r: r["modularity"])
+    labels, index = chosen["labels"], chosen["neighbours"]
+    confident = central_members(labels, chosen["distance"], settings.confident_fraction)
     angles = None
-    if relative is not None:
-        angles = synchronise_angles(index, relative, labels, centre=_pose_range_centre(group), seed=seed)
-    seconds = time.perf_counter() - start
-    info = {"search_poses": int(poses.shape[0]), "features": features, "feature_dim": int(reference.shape[1]),
-            "embedding_dim": dim, "cluster_sizes": np.bincount(labels, minlength=n_clusters).tolist()}
-    return GraphClusters(torch.as_tensor(labels), torch.as_tensor(confident), index, similarity, angles,
-                         seconds, info)
+    if chosen["relative"] is not None:
+        angles = synchronise_angles(index, chosen["relative"], labels, centre=_pose_range_centre(group), seed=seed)
+    info = {"search_poses": int(poses.shape[0]), "neighbours": k, "downsample": factor,
+            **{key: chosen[key] for key in ("features", "blur_sigma", "pca_dim", "feature_dim", "modularity",
+                                            "pieces", "pieces_bridged")},
+            "embedding_dim": settings.embedding_dim or 2 * n_clusters,
+            "cluster_sizes": np.bincount(labels, minlength=n_clusters).tolist(),
+            "candidates": [{key: r[key] for key in ("features", "blur_sigma", "modularity", "seconds")}
+                           for r in results]}
+    log.info("invariant graph: %s", describe_choice(info))
+    return GraphClusters(torch.as_tensor(labels), torch.as_tensor(confident), index, chosen["similarities"], angles,
+                         time.perf_counter() - start, info)
+
+
+def _compare(images, group, poses, n_clusters: int, k: int, settings, candidate: dict, *, seed: int,
+             chunk_size: int, progress: bool) -> dict:
+    """One candidate's graph and clusters: features, neighbours (and a reserve of more, to bridge
+    pieces), relative angles, spectral clusters, and their modularity."""
+    tic = time.perf_counter()
+    features, blur = candidate["features"], candidate["blur_sigma"]
+    describe = image_descriptor(features, blur_sigma=blur, orientations=settings.wavelet_orientations)
+    size = int(describe(group.prealign(images[:1])).shape[1])
+    pca_dim = settings.resolved_pca_dim(size)
+    # Wavelet features mix scales (averages, edge moduli): each is standardised first.
+    standardise = features != "pixels"
+    project = None
+    if standardise or (pca_dim and pca_dim < size):
+        project = fit_projection(images, group, poses, pca_dim, seed=seed, describe=describe, standardise=standardise)
+    reference, moved = moved_features(images, group, poses, project=project, describe=describe)
+    reserve, similarity = nearest_neighbours(reference, moved, 3 * k, chunk_size=chunk_size, progress=progress)
+    index = reserve[:, :k]
+    relative = None
+    angle_columns = list(group.angle_coordinates)
+    if angle_columns and len(poses) > 1:
+        grid = poses[:, angle_columns[0]]
+        order = torch.argsort(grid)
+        relative = relative_angles(reference, moved[order], index, grid[order])
+    del moved
+    edges, pieces, bridged = bridge_components(index.numpy(), reserve.numpy(), similarity.numpy(), n_clusters)
+    graph = symmetric_graph(index.numpy(), edges)
+    labels, distance = spectral_clusters(graph, n_clusters, embedding_dim=settings.embedding_dim or 2 * n_clusters,
+                                         seed=seed, diffusion_time=settings.diffusion_time,
+                                         kmeans_restarts=settings.kmeans_restarts, balanced=settings.balanced)
+    return {"features": features, "blur_sigma": blur, "pca_dim": pca_dim if project is not None else 0,
+            "feature_dim": int(reference.shape[1]), "neighbours": index, "similarities": similarity[:, :k],
+            "relative": relative, "labels": labels, "distance": distance, "modularity": modularity(graph, labels),
+            "pieces": pieces, "pieces_bridged": bridged, "seconds": time.perf_counter() - tic}
+
+
+def describe_choice(info: dict) -> str:
+    """One line of what the graph chose (for ``train.log``)."""
+    compared = ", ".join(f"{c['features']}" + (f" blur {c['blur_sigma']:g}" if c["features"] == "pixels" else "")
+                         + f": {c['modularity']:.3f}" for c in info["candidates"])
+    pieces = (f"; its {info['pieces']} pieces bridged to {info['pieces_bridged']}"
+              if info["pieces"] != info["pieces_bridged"] else f"; {info['pieces']} connected piece(s)")
+    return (f"{info['neighbours']} neighbours, {info['search_poses']} search poses, "
+            f"{'images averaged down ' + str(info['downsample']) + 'x, ' if info['downsample'] > 1 else ''}"
+            f"{info['features']} features (blur {info['blur_sigma']:g}, "
+            f"{'PCA ' + str(info['pca_dim']) if info['pca_dim'] else 'no PCA'}){pieces}; modularity of the "
+            f"candidates: {compared}; clusters of sizes {info['cluster_sizes']}")
 
 
 def _pose_range_centre(group) -> float:

@@ -5,7 +5,7 @@ dataset plugin shares with the built-in datasets (config fields ``limit``, ``tra
 A plugin imports from here (and from :mod:`mcvae_framework`), never from another plugin.
 """
 
-from .data import ALL, SPLITS, ImageDataset, sizes_with_all
+from .data import ALL, SPLITS, ImageDataset, ParticleStack, sizes_with_all
 from .datasets import (
     DatasetConfig,
     InMemoryImageDataset,
@@ -30,7 +30,8 @@ from .transform import TransformConfig, draw_poses, pose_generator, transform_im
 
 __all__ = [
     # the interfaces
-    "AffineGroup2D", "Decoder", "Encoder", "ImageDataset", "LieGroup", "MixturePrior", "PoseReadout",
+    "AffineGroup2D", "Decoder", "Encoder", "ImageDataset", "LieGroup", "MixturePrior", "ParticleStack",
+    "PoseReadout",
     "assignment_moments", "validate_latents",
     # what a dataset plugin shares with the built-ins
     "ALL", "SPLITS", "DatasetConfig", "InMemoryImageDataset", "ScaleToUnit", "SeededSplitConfig", "SourceReader",

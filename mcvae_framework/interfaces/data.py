@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -55,6 +58,9 @@ class ImageDataset(Dataset):
     source_indices: list[int] | None = None
     #: optional split of each item (``"train"``/``"test"``) for the ``all`` split.
     item_splits: list[str] | None = None
+    #: optional :class:`ParticleStack` the items were read from (a cryo-EM particle stack):
+    #: ``mcvae predict --out FILE.star`` then points to its particles, in its pixels.
+    particle_stack: "ParticleStack | None" = None
 
     def split_sizes(self) -> dict[str, int]:
         """Number of items of every split as this dataset's config yields them (after any
@@ -74,3 +80,33 @@ class ImageDataset(Dataset):
             held in memory and must be read item by item.
         """
         return None
+
+
+@dataclass
+class ParticleStack:
+    """Where a dataset's items come from when they are sections of an MRC particle stack:
+    what a STAR file (``mcvae predict --out FILE.star``) and the class averages' ``.mrcs``
+    need to know about the source.
+
+    :param path: the ``.mrcs`` file; item ``i`` is its section ``source_indices[i]``.
+    :param side: the side of its particles in pixels (before any downsampling).
+    :param pixel_size: Angstrom per pixel of its particles (``None``: unknown).
+    :param columns: optional per-particle columns (one array per column, indexed by the
+        item's source position) carried into written STAR files: the columns of a user's
+        own particle STAR file (its ``rlnImageName`` then names each particle).
+    :param optics: optional optics table (one array per column) written instead of the
+        framework's minimal one.
+    """
+
+    path: str
+    side: int
+    pixel_size: float | None = None
+    columns: dict | None = None
+    optics: dict | None = None
+
+    def columns_for(self, positions) -> dict:
+        """The carried columns of the particles at ``positions`` (``{}`` without any)."""
+        if not self.columns:
+            return {}
+        positions = np.asarray(positions, dtype=np.int64)
+        return {name: np.asarray(values)[positions] for name, values in self.columns.items()}

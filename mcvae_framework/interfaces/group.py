@@ -169,7 +169,11 @@ class LieGroup(abc.ABC):
         The default is the identity and ``n - 1`` seeded draws of :meth:`sample`: a
         sensible grid for any pose distribution. Override it with a regular grid where
         the group has one (the built-in groups search a range of rotations).
+
+        :param n: how many; 0 asks for the group's own choice (``graph.search_size: auto``;
+            the default: 13).
         """
+        n = n if n > 0 else 13
         generator = torch.Generator().manual_seed(0)
         draws = self.sample(max(n - 1, 0), generator, dtype=torch.float32)
         return torch.cat([torch.zeros(1, self.dim), draws])

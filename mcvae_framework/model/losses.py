@@ -33,9 +33,9 @@ import torch
 from torch import nn
 
 from .guide import Guide
+from .likelihood import reconstruction_nll
 from .mcevae import MCEVAE, Encoding, Posterior
 
-_EPS = 1e-6
 
 
 def ramp(epoch: int, warmup_epochs: int) -> float:
@@ -43,19 +43,6 @@ def ramp(epoch: int, warmup_epochs: int) -> float:
     if warmup_epochs <= 0:
         return 1.0
     return min(1.0, (epoch + 1) / (warmup_epochs + 1))
-
-
-def reconstruction_nll(prediction: torch.Tensor, target: torch.Tensor, loss_config) -> torch.Tensor:
-    """``(N,)`` negative log-likelihood of ``target`` under the decoder's ``prediction``."""
-    if loss_config.likelihood == "bernoulli":
-        # Written out rather than F.binary_cross_entropy, which raises on a NaN input:
-        # a NaN must reach the trainer's check, which names the term.
-        p = prediction.clamp(_EPS, 1 - _EPS)
-        nll = -(target * torch.log(p) + (1 - target) * torch.log1p(-p))
-    else:
-        std = loss_config.gaussian_std
-        nll = 0.5 * ((prediction - target) / std).pow(2) + torch.log(torch.tensor(std * (2 * torch.pi) ** 0.5))
-    return nll.flatten(1).sum(-1)
 
 
 def _invariant_means(enc: Encoding) -> torch.Tensor:
@@ -124,7 +111,7 @@ class _ComponentLogDensity(nn.Module):
         return self.prior.log_prob_per_component(z)
 
 
-def _fixed_prior_log_q(prior, z: torch.Tensor) -> torch.Tensor:
+def fixed_prior_log_q(prior, z: torch.Tensor) -> torch.Tensor:
     """``log q(c | z)`` through the prior with its parameters held fixed: the gradient
     reaches ``z`` (the encoder) only. Letting a cross-entropy train the prior too lets it
     sharpen the components instead of moving the latents (the mixture KL then explodes)."""
@@ -203,7 +190,7 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
         total = total + loss_config.pose_guide_weight * terms["pose_guide"]
     if not (self_label or "neighbour" in on or loss_config.balance_weight > 0):
         return terms, total
-    log_q = _fixed_prior_log_q(model.prior, enc.z_cluster.mean)
+    log_q = fixed_prior_log_q(model.prior, enc.z_cluster.mean)
     if self_label:
         index = batch["index"]
         labels = guide.labels[index]
@@ -215,7 +202,7 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
             keep = trusted.bool()
             x = batch["image"][keep].repeat_interleave(copies, dim=0)
             h = model.group.exp(model.group.sample(len(x), generator=generator).to(device=x.device, dtype=x.dtype))
-            log_q_moved = _fixed_prior_log_q(model.prior, model.encode(model.group.act(x, h)).z_cluster.mean)
+            log_q_moved = fixed_prior_log_q(model.prior, model.encode(model.group.act(x, h)).z_cluster.mean)
             moved_labels = labels[keep].repeat_interleave(copies).unsqueeze(1)
             terms["self_label_moved"] = -log_q_moved.gather(1, moved_labels).mean()
             terms["self_label"] = 0.5 * (terms["self_label"] + terms["self_label_moved"])
@@ -225,7 +212,7 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
         column = torch.randint(neighbours.shape[1], (len(neighbours), 1), generator=generator,
                                device=generator.device if generator is not None else None).to(neighbours.device)
         partner = guide.images[neighbours.gather(1, column).squeeze(1)]
-        log_q_partner = _fixed_prior_log_q(model.prior, model.encode(partner).z_cluster.mean)
+        log_q_partner = fixed_prior_log_q(model.prior, model.encode(partner).z_cluster.mean)
         terms["neighbour"] = neighbour_disagreement(log_q, log_q_partner)
         total = total + loss_config.neighbour_weight * terms["neighbour"]
     if loss_config.balance_weight > 0:
@@ -255,7 +242,7 @@ def _extra_terms(model, batch, x, enc, canonical, loss_config, generator, weight
         if "canonical" not in batch:
             raise KeyError("loss.mode 'supervised' needs a dataset that yields canonical images "
                            "(use a data section whose items carry `canonical`, or loss.mode: unsupervised)")
-        terms["canonical"] = reconstruction_nll(canonical, batch["canonical"], loss_config).mean()
+        terms["canonical"] = reconstruction_nll(canonical, batch["canonical"], loss_config, model.noise_std).mean()
         total = total + loss_config.supervised_weight * terms["canonical"]
     return terms, total
 
@@ -267,7 +254,7 @@ def _elbo(model: MCEVAE, batch: dict, loss_config, epoch: int, generator, cluste
     enc = out.encoding
     warm = ramp(epoch, loss_config.warmup_epochs)
 
-    terms = {"reconstruction": reconstruction_nll(out.reconstruction, x, loss_config).mean()}
+    terms = {"reconstruction": reconstruction_nll(out.reconstruction, x, loss_config, model.noise_std).mean()}
     terms["cluster_kl"] = cluster_kl(enc.z_cluster, out.z_cluster).mean()
     total = terms["reconstruction"] + loss_config.cluster_weight * terms["cluster_kl"]
     if enc.z_style is not None:

@@ -44,6 +44,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from ..config.components import build
 from .inference import load_trained_model, predict_dataset
 from ..model.losses import elbo_terms
+from ..runtime.checkpoint import load_checkpoint
 from ..runtime.run_layout import RunLayout
 from .pose_evaluation import (  # noqa: F401  (re-exported: the metrics are one import away)
     POSE_MEAN_PATHS,
@@ -257,8 +258,35 @@ def evaluate_run(run_dir, split: str = "test", *, device: str = "cpu", batch_siz
     report = evaluate_model(model, config, dataset, batch_size=batch_size, n_actions=n_actions, seed=seed,
                             pose_mean=pose_mean)
     report = {"run_dir": str(run_dir), **report, "collapse": collapse_summary(report, run_dir)}
+    graph = graph_summary(run_dir)
+    if graph is not None:
+        report["graph"] = graph
     write_report(report, run_dir)
     return report
+
+
+def graph_summary(run_dir) -> dict | None:
+    """What the invariant graph chose and how the model kept to it, from the run's last
+    checkpoint: the graph's settings (with the candidates it compared and their label-free
+    criterion, where it chose), its cluster sizes, and the checks of the model against it
+    (``train/graph_check``: agreement on the graph's unanimous images, empty components,
+    repairs). ``None`` for a run without the graph."""
+    checkpoint = load_checkpoint(RunLayout(run_dir).last)
+    graph = checkpoint.get("graph")
+    if graph is None:
+        return None
+    summary = dict(graph["info"])
+    summary["seconds"] = graph["seconds"]
+    check = checkpoint.get("graph_check")
+    if check is not None:
+        checks = check["checks"]
+        summary["model_checks"] = {
+            "repairs": check["repairs"],
+            "restored": any(c["action"] == "restored" for c in checks),
+            "last": checks[-1] if checks else None,
+            "checks": checks,
+        }
+    return summary
 
 
 def collapse_summary(report: dict, run_dir) -> dict:

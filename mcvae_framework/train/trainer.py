@@ -51,6 +51,7 @@ from .epochs import EpochRunner
 from ..errors import ConfigError, McvaeError, RunFolderError, TrainingError
 from .guidance import ClusterGuidance
 from ..report.inference import load_trained_model
+from ..model.likelihood import estimate_noise_std
 from ..model.losses import LossModule
 from ..model.mcevae import build_model
 from .run_folder import RunFolder
@@ -246,13 +247,12 @@ class Trainer:
         self.epochs = EpochRunner(cfg, self.context, self.device, self.loss_module, self.trained_module,
                                   self.optimizer, self.loss_generator, self.checkpoint_path)
         self.scheduler = make_scheduler(self.optimizer, training, self.epochs.total_epochs)
-        n_params = sum(p.numel() for p in self.model.parameters())
-        log.info(
-            "run folder %s | data %s: %d train / %s test images of shape %s | %d parameters | device %s%s",
-            self.run_dir, cfg.data.type, len(train_data), len(test_data) if test_data is not None else 0,
-            self.image_shape, n_params, self.device,
-            f" x {self.context.world_size} processes" if self.context.enabled else "",
-        )
+        log.info("%s", run_line(self, cfg))
+        if self.model.noise_std is not None and not self.resume:  # loss.gaussian_std: auto (a resumed run keeps its)
+            self.model.noise_std.fill_(estimate_noise_std(self.guidance.training_images(torch.arange(
+                min(len(train_data), 1000)))))
+            log.info("loss.gaussian_std: auto: noise level %.4f, estimated from the training images",
+                     float(self.model.noise_std))
 
     def _restore(self) -> None:
         checkpoint, path = self.folder.read_resume_checkpoint(self.config_dict, self.image_shape)
@@ -321,6 +321,7 @@ class Trainer:
                 train_terms["reseeded_components"] = float(self.guidance.reseed_small_components(epoch))
             if self.guidance.relabels(epoch):
                 train_terms["relabel_changed"] = self.guidance.relabel(epoch)
+            self.guidance.keep_graph(epoch, self.epochs)
             if self.scheduler is not None:
                 self.scheduler.step()
             test_terms = self.epochs.evaluate(epoch, self.test_batches) if self._evaluates(epoch) else {}
@@ -352,6 +353,15 @@ class Trainer:
         every = self.config.training.eval_every
         last = epoch + 1 == self.epochs.total_epochs
         return bool(self.test_batches is not None and every and ((epoch + 1) % every == 0 or last))
+
+
+def run_line(trainer, cfg) -> str:
+    """The run's first line in ``train.log``: folder, data, parameters, device."""
+    test_data = trainer.test_data
+    return (f"run folder {trainer.run_dir} | data {cfg.data.type}: {len(trainer.train_data)} train / "
+            f"{len(test_data) if test_data is not None else 0} test images of shape {trainer.image_shape} | "
+            f"{sum(p.numel() for p in trainer.model.parameters())} parameters | device {trainer.device}"
+            + (f" x {trainer.context.world_size} processes" if trainer.context.enabled else ""))
 
 
 def train(config, resume: bool = False, **options) -> Path:
