@@ -20,12 +20,13 @@ sys.path.insert(0, str(BENCHMARKS))
 import _report  # noqa: E402
 import run_quality  # noqa: E402
 
-SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
+#: the scripts that write a block of the page (each named by its result files)
+BLOCK_SCRIPTS = sorted({Path(result["script"]).stem for result in _report.results()})
 
 
 def test_every_block_of_the_page_is_its_result_file_rendered():
     assert _report.regenerate(check=True) == []
-    assert len(_report.results()) >= 12  # the check looked at something
+    assert len(_report.results()) >= 12 and len(BLOCK_SCRIPTS) >= 9  # the check looked at something
 
 
 def test_a_changed_figure_is_caught(tmp_path, monkeypatch):
@@ -36,11 +37,19 @@ def test_a_changed_figure_is_caught(tmp_path, monkeypatch):
     assert any("'groups'" in problem for problem in _report.regenerate(check=True))
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_every_script_takes_the_shared_flags_and_renders_from_json_alone(script):
+@pytest.mark.parametrize("path", sorted(BENCHMARKS.glob("*.py")), ids=lambda p: p.name)
+def test_no_script_reads_the_page_or_writes_it_but_through_a_result(path):
+    if path.name == "_report.py":
+        return
+    text = path.read_text(encoding="utf-8")
+    assert "doc_blocks" not in text and "DOC" not in text, f"{path.name} reads the page"
+    assert "write_block(" not in text, f"{path.name} writes a block without its result file: use publish()"
+
+
+@pytest.mark.parametrize("script", BLOCK_SCRIPTS)
+def test_every_block_script_takes_the_shared_flags(script):
     text = (BENCHMARKS / f"{script}.py").read_text(encoding="utf-8")
-    assert "benchmark_parser(" in text and "publish(" in text, f"{script} does not use the shared module"
-    assert "doc_blocks" not in text and "DOC" not in text, f"{script} reads the page"
+    assert "benchmark_parser(" in text and "publish(" in text and "def render(" in text, script
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
         __import__(script).main(["--help"])

@@ -99,7 +99,7 @@ def case_too_few_images(tmp_path, run_dir):
     config["graph"] = {"enabled": True}
     f = write(tmp_path, config)
     return ["config", "validate", f], [f, "data: 8 training images are too few for the invariant graph",
-                                       "graph.neighbours (10)", "at least 11 images"]
+                                       "graph.neighbours (5)", "at least 11 images"]
 
 
 def case_malformed_set(tmp_path, run_dir):
