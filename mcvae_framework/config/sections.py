@@ -131,6 +131,13 @@ class GraphConfig(Section):
     balanced: bool = Field(
         False, description="hold the graph's clusters to equal sizes (an optimal-transport assignment after "
         "k-means); for data whose classes are about equally frequent, where k-means merges similar classes")
+    neighbour_search: Literal["auto", "exact", "approximate"] = Field(
+        "auto", description="how every image's neighbours are found: 'exact' compares every pair (work grows as "
+        "N^2), 'approximate' asks an inverted-file index over the moved copies (faiss, or pynndescent; the "
+        "'large' extra), 'auto' is exact up to approximate_above images and approximate above")
+    approximate_above: int = Field(
+        20_000, ge=1, description="with neighbour_search: auto, the number of images above which the search "
+        "is approximate")
     relabel_every: int = Field(
         0, ge=0, description="self-labelling: every N epochs of ELBO training, the model's own clusters of the "
         "training images replace the labels the self-labelling term learns from, its most probable "
@@ -154,7 +161,7 @@ class GraphConfig(Section):
         them, so that a new option reaches both."""
         names = ("neighbours", "embedding_dim", "diffusion_time", "blur_sigma", "features",
                  "wavelet_orientations", "search_size", "pca_dim",
-                 "balanced", "confident_fraction", "kmeans_restarts")
+                 "balanced", "confident_fraction", "kmeans_restarts", "neighbour_search", "approximate_above")
         return {name: getattr(self, name) for name in names}
 
 

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 
 class ImageChunks:
@@ -22,17 +23,24 @@ class ImageChunks:
     :param read: sorted positions (an int64 numpy array) to a ``(k, C, H, W)`` tensor.
     :param length: ``N``.
     :param image_shape: ``(C, H, W)``.
+    :param progress: a progress bar of this title counts the images read by slices (the
+        graph's pass over all of them); ``None``: no bar.
 
     Indexing with an int, a slice (step 1) or a sorted 1-D index array returns float32 CPU
     tensors, as indexing a tensor of all the images would.
     """
 
     ndim = 4
+    dtype = torch.float32
+    device = torch.device("cpu")
 
-    def __init__(self, read: Callable[[np.ndarray], torch.Tensor], length: int, image_shape):
+    def __init__(self, read: Callable[[np.ndarray], torch.Tensor], length: int, image_shape,
+                 progress: str | None = None):
         self.read = read
         self.length = int(length)
         self.image_shape = tuple(int(s) for s in image_shape)
+        self.progress = progress
+        self._bar = None
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -52,7 +60,19 @@ class ImageChunks:
         else:
             positions = np.asarray(torch.as_tensor(key).cpu(), dtype=np.int64).reshape(-1)
         images = self.read(positions) if len(positions) else torch.empty(0, *self.image_shape)
+        if isinstance(key, slice):
+            self._count(len(positions))
         return torch.as_tensor(images).detach().to("cpu", torch.float32)
+
+    def _count(self, read: int) -> None:
+        if self.progress is None:
+            return
+        if self._bar is None:
+            self._bar = tqdm(total=self.length, desc=self.progress, unit="img", leave=False)
+        self._bar.update(read)
+        if self._bar.n >= self.length:
+            self._bar.close()
+            self._bar = None
 
     def __repr__(self) -> str:
         return f"ImageChunks({self.length} images of shape {self.image_shape})"

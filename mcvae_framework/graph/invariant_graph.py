@@ -43,12 +43,11 @@ from scipy.spatial.distance import cdist
 import torch
 import torch.nn.functional as F
 from sklearn.decomposition import PCA
-from tqdm.auto import tqdm
 
 from .chunks import as_image_source
 from .neighbours import APPROXIMATE_ABOVE, exact_neighbours as nearest_neighbours
 from .neighbours import neighbour_search as search_neighbours
-from .solvers import fit_kmeans, leading_eigenvectors
+from .solvers import fit_kmeans, leading_eigenvectors, solver_choices
 from .wavelets import wavelet_features
 
 log = logging.getLogger("mcvae_framework.graph.invariant_graph")
@@ -394,7 +393,8 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, *, ne
         angles = synchronise_angles(index, relative, labels, centre=_pose_range_centre(group), seed=seed)
     seconds = time.perf_counter() - start
     info = {"search_poses": int(poses.shape[0]), "features": features, "feature_dim": int(reference.shape[1]),
-            "embedding_dim": dim, "cluster_sizes": np.bincount(labels, minlength=n_clusters).tolist(), **search_info}
+            "embedding_dim": dim, "cluster_sizes": np.bincount(labels, minlength=n_clusters).tolist(), **search_info,
+            **solver_choices(len(labels))}
     return GraphClusters(torch.as_tensor(labels), torch.as_tensor(confident), index, similarity, angles,
                          seconds, info)
 

@@ -30,34 +30,36 @@ MINIBATCH_ABOVE = 100_000
 MINIBATCH_SIZE = 4096
 
 
-def leading_eigenvectors(normalised: scipy.sparse.spmatrix, dim: int, *, seed: int,
-                         info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+def solver_choices(n: int) -> dict:
+    """Which eigensolver and which k-means :func:`leading_eigenvectors` and :func:`fit_kmeans`
+    use for ``n`` images (for the graph's log and its ``info``)."""
+    return {"eigensolver": "arpack" if n <= LOBPCG_ABOVE else "lobpcg+amg",
+            "kmeans": "k-means" if n <= MINIBATCH_ABOVE else f"mini-batch k-means (batches of {MINIBATCH_SIZE})"}
+
+
+def leading_eigenvectors(normalised: scipy.sparse.spmatrix, dim: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``dim`` largest eigenvalues of the symmetric ``normalised`` adjacency
     ``D^-1/2 A D^-1/2`` and their eigenvectors, largest first.
 
-    :param info: a dict that receives the solver used (``eigensolver``).
     :returns: ``(values (dim,), vectors (N, dim))``.
     """
     n = normalised.shape[0]
     if n <= LOBPCG_ABOVE:
         start = np.random.default_rng(seed).random(n)
         values, vectors = scipy.sparse.linalg.eigsh(normalised, k=dim, which="LA", v0=start)
-        solver = "arpack"
     else:
-        values, vectors, solver = _lobpcg(normalised, dim, seed)
-    if info is not None:
-        info["eigensolver"] = solver
+        values, vectors = _lobpcg(normalised, dim, seed)
     order = np.argsort(-values)
     return values[order], vectors[:, order]
 
 
-def _lobpcg(normalised, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+def _lobpcg(normalised, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Smallest eigenpairs of the Laplacian ``I - normalised`` by LOBPCG (eigenvalues of the
     adjacency ``1 - lambda``)."""
     n = normalised.shape[0]
     identity = scipy.sparse.identity(n, format="csr")
     laplacian = (identity - normalised).tocsr()
-    preconditioner, solver = None, "lobpcg"
+    preconditioner = None
     try:
         from pyamg import smoothed_aggregation_solver
     except ImportError:
@@ -67,34 +69,27 @@ def _lobpcg(normalised, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, st
         # the Laplacian is singular (constant vectors of each component): a tiny shift makes the
         # multigrid hierarchy well defined without moving the eigenvectors
         hierarchy = smoothed_aggregation_solver((laplacian + 1e-5 * identity).tocsr())
-        preconditioner, solver = hierarchy.aspreconditioner(), "lobpcg+amg"
+        preconditioner = hierarchy.aspreconditioner()
     rng = np.random.default_rng(seed)
     start = rng.standard_normal((n, dim + 1))
     start[:, 0] = np.sqrt(np.asarray(normalised.sum(1)).ravel())  # near the leading eigenvector
     values, vectors = scipy.sparse.linalg.lobpcg(laplacian, start, M=preconditioner, tol=1e-5, maxiter=400,
                                                  largest=False)
     order = np.argsort(values)[:dim]
-    return 1.0 - values[order], vectors[:, order], solver
+    return 1.0 - values[order], vectors[:, order]
 
 
-def fit_kmeans(rows: np.ndarray, n_clusters: int, *, restarts: int, seed: int,
-               info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+def fit_kmeans(rows: np.ndarray, n_clusters: int, *, restarts: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """k-means of ``rows`` (see the module doc for the choice of algorithm).
 
-    :param info: a dict that receives the algorithm used (``kmeans``).
     :returns: ``(labels (N,), centres (K, D))``.
     """
     if len(rows) <= MINIBATCH_ABOVE:
         model = KMeans(n_clusters=n_clusters, n_init=restarts, random_state=seed)
-        name = "k-means"
     else:
-        model = MiniBatchKMeans(n_clusters=n_clusters, n_init=restarts, random_state=seed,
-                                batch_size=MINIBATCH_SIZE)
-        name = f"mini-batch k-means (batches of {MINIBATCH_SIZE})"
+        model = MiniBatchKMeans(n_clusters=n_clusters, n_init=restarts, random_state=seed, batch_size=MINIBATCH_SIZE)
     model.fit(rows)
-    if info is not None:
-        info["kmeans"] = name
     return model.labels_, model.cluster_centers_
 
 
-__all__ = ["LOBPCG_ABOVE", "MINIBATCH_ABOVE", "fit_kmeans", "leading_eigenvectors"]
+__all__ = ["LOBPCG_ABOVE", "MINIBATCH_ABOVE", "fit_kmeans", "leading_eigenvectors", "solver_choices"]

@@ -17,7 +17,8 @@ from sklearn.cluster import KMeans
 from .batching import STREAM_EVAL, STREAM_REFINE, derive_seed
 from ..runtime.data import dataset_tensors
 from ..errors import TrainingError
-from ..graph.invariant_graph import GraphClusters, central_members, invariant_graph_clusters
+from ..graph.invariant_graph import GraphClusters, central_members
+from .graph_build import build_invariant_graph
 from .refinement import refine_labels
 
 log = logging.getLogger("mcvae_framework.train.trainer")
@@ -106,21 +107,11 @@ class ClusterGuidance:
     # ------------------------------------------------------------------ the invariant graph
 
     def build_graph(self) -> None:
-        """The invariant graph of the training images (rank 0 computes, every process gets it)."""
-        graph = None
-        if self.context.is_main:
-            cfg = self.config.graph
-            images = self.training_images()
-            log.info("building the invariant graph of %d training images (%s compared, %d search poses, "
-                     "%d neighbours)", len(images), cfg.features, cfg.search_size, cfg.neighbours)
-            graph = invariant_graph_clusters(
-                images, self.model.group, self.model.prior.n_components, **cfg.clustering_options(),
-                seed=self.config.training.seed, progress=self.config.training.progress,
-            )
-            log.info("invariant graph: %d clusters of sizes %s, %d confident images, %.1f s",
-                     len(graph.info["cluster_sizes"]), graph.info["cluster_sizes"], int(graph.confident.sum()),
-                     graph.seconds)
-        graph = self.context.all_gather_objects(graph)[0]
+        """The invariant graph of the training images (rank 0 computes, every process gets it;
+        :func:`~mcvae_framework.train.graph_build.build_invariant_graph`, as ``mcvae graph``)."""
+        images = self.training_images() if self.context.is_main else None
+        graph = build_invariant_graph(self.config, images, self.model.group, self.model.prior.n_components,
+                                      context=self.context, progress=self.config.training.progress)
         self.use_graph(graph)
 
     def refine_labels(self) -> None:
