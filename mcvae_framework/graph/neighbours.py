@@ -76,30 +76,33 @@ def neighbour_search(reference: torch.Tensor, moved: torch.Tensor, k: int, *, me
 
 
 def exact_neighbours(reference: torch.Tensor, moved: torch.Tensor, k: int, *, chunk_size: int = 1024,
-                     progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                     progress: bool = False, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``k`` most similar other images of every image, every pair compared.
 
     ``similarity(i, j) = max_m <reference_i, moved_{m, j}>``, computed one chunk of rows at
     a time; only the chunk's ``(rows, N)`` running maximum and its top-k are held.
 
-    :returns: ``(indices (N, k) int64, similarities (N, k) float32)``.
+    :param rows: only these images' lists (default: every image's), e.g. a sample against
+        which an approximate search is checked.
+    :returns: ``(indices (R, k) int64, similarities (R, k) float32)``, ``R`` rows.
     """
     n = reference.shape[0]
     k = min(k, n - 1)
-    indices = torch.empty(n, k, dtype=torch.int64)
-    values = torch.empty(n, k, dtype=torch.float32)
-    bar = tqdm(total=n, desc="invariant graph", unit="img", leave=False, disable=None if progress else True)
-    for start in range(0, n, chunk_size):
-        rows = reference[start:start + chunk_size]
-        best = rows @ moved[0].T
+    rows = torch.arange(n) if rows is None else torch.as_tensor(rows, dtype=torch.int64)
+    indices = torch.empty(len(rows), k, dtype=torch.int64)
+    values = torch.empty(len(rows), k, dtype=torch.float32)
+    bar = tqdm(total=len(rows), desc="invariant graph", unit="img", leave=False, disable=None if progress else True)
+    for start in range(0, len(rows), chunk_size):
+        own = rows[start:start + chunk_size]
+        chunk = reference[own]
+        best = chunk @ moved[0].T
         for m in range(1, moved.shape[0]):
-            torch.maximum(best, rows @ moved[m].T, out=best)
-        own = torch.arange(start, start + rows.shape[0])
-        best[torch.arange(rows.shape[0]), own] = -float("inf")  # an image is not its own neighbour
+            torch.maximum(best, chunk @ moved[m].T, out=best)
+        best[torch.arange(len(own)), own] = -float("inf")  # an image is not its own neighbour
         top = best.topk(k, dim=1)
-        indices[start:start + rows.shape[0]] = top.indices
-        values[start:start + rows.shape[0]] = top.values.float()
-        bar.update(rows.shape[0])
+        indices[start:start + len(own)] = top.indices
+        values[start:start + len(own)] = top.values.float()
+        bar.update(len(own))
     bar.close()
     return indices, values
 
@@ -124,22 +127,26 @@ def approximate_neighbours(reference: torch.Tensor, moved: torch.Tensor, k: int,
     settings = settings if settings is not None else {}
     ids, similarities = _faiss_candidates(reference, moved, want, chunk_size, progress, seed, nprobe, settings) \
         if _has_faiss() else _nndescent_candidates(reference, moved, want, seed, settings)
-    return best_distinct(ids % n, similarities, k, invalid=ids < 0)
+    parts = [best_distinct(ids[start:start + 64 * chunk_size] % n, similarities[start:start + 64 * chunk_size], k,
+                           invalid=ids[start:start + 64 * chunk_size] < 0, first_row=start)
+             for start in range(0, n, 64 * chunk_size)]  # in chunks: the sorts need several copies of their rows
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def best_distinct(candidates: np.ndarray, similarities: np.ndarray, k: int, *,
-                  invalid: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  invalid: np.ndarray | None = None, first_row: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` most similar distinct images of every row's candidates.
 
     :param candidates: ``(N, C)`` image indices; repeats, the row itself and the entries
         marked ``invalid`` are allowed (a repeat counts with its largest similarity, the
         others never count).
     :param similarities: ``(N, C)`` their similarities.
+    :param first_row: the image index of the first row (its own index is never a neighbour).
     :returns: ``(indices (N, k), similarities (N, k))``, best first.
     """
     candidates = torch.as_tensor(candidates, dtype=torch.int64)
     values = torch.as_tensor(similarities, dtype=torch.float32).clone()
-    rows = torch.arange(len(candidates))[:, None]
+    rows = torch.arange(first_row, first_row + len(candidates))[:, None]
     bad = candidates == rows
     if invalid is not None:
         bad |= torch.as_tensor(invalid)
