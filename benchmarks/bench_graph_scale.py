@@ -16,6 +16,9 @@ as one uint8 memory-mapped ``.npy`` under ``--data-dir``, clustered by the code 
 row of the ``graph_scale_n`` block. Run each size in its own process: the peak memory is the
 process's (``getrusage``'s ``ru_maxrss``).
 
+``--prepare-only`` writes the ``.npy`` and ``DATA_DIR/graph_N.yaml`` only: the config that
+``mcvae graph DATA_DIR/graph_N.yaml --out FILE`` runs as a command.
+
 Either way, ``--recall-sample S`` also finds the exact neighbours of ``S`` seeded images
 (against all images, on the same features, by wrapping the graph's search) and reports the
 share of them the graph's lists hold: the recall of an approximate search.
@@ -33,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -128,7 +132,12 @@ def run_images(args):
     from mcvae_framework.train.graph_build import build_invariant_graph, dataset_images
 
     path, labels = rotated_copies(args.images, args.data_dir)
-    config = validate_config(graph_config(path, args))
+    raw = graph_config(path, args)
+    # the same experiment as a file, for `mcvae graph DATA_DIR/graph_N.yaml`
+    (args.data_dir / f"graph_{args.images}.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    if args.prepare_only:
+        raise SystemExit(f"wrote {path} and {args.data_dir / f'graph_{args.images}.yaml'}")
+    config = validate_config(raw)
     start = time.perf_counter()
     images = dataset_images(graph_dataset(config, None), progress="features")
     graph = build_invariant_graph(config, images, build("group", config.group), CLUSTERS, progress=True)
@@ -155,6 +164,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--images", type=int, default=None, help="this many rotated copies instead (memory-mapped)")
     parser.add_argument("--data-dir", type=Path, default=Path("/tmp/mcvae_graph_scale"),
                         help="where --images writes its .npy (kept for the next run)")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="with --images: write the .npy and DATA_DIR/graph_N.yaml (its mcvae graph config), then stop")
     parser.add_argument("--pca-dim", type=int, default=64, help="compare in a PCA space of this size")
     parser.add_argument("--features", choices=("pixels", "wavelets"), default="pixels", help="what images are compared by")
     parser.add_argument("--embedding-dim", type=int, default=0, help="spectral dimensions (0: twice the clusters)")
