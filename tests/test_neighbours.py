@@ -119,6 +119,20 @@ def test_best_distinct_keeps_each_image_once_with_its_best_similarity_never_the_
     assert torch.allclose(values, torch.tensor([[0.95, 0.7, 0.5], [0.8, 0.3, 0.2]]))
     shifted, _ = nb.best_distinct(candidates, similarity, 3, invalid=invalid, first_row=2)
     assert shifted[0].tolist() == [0, 3, 5], "row 0 of a chunk starting at image 2 is image 2"
+    _, short = nb.best_distinct(candidates, similarity, 4, invalid=invalid)
+    assert torch.isinf(short[:, 3]).all() and torch.isfinite(short[:, :3]).all(), "each row names three images"
+
+
+def test_an_image_whose_candidates_name_too_few_images_gets_its_exact_list(features, monkeypatch):
+    pytest.importorskip("faiss")
+    _, _, reference, moved, _ = features
+    monkeypatch.setattr(nb, "OVERSAMPLE", 0)  # as many candidates as poses: mostly the image's own copies
+    settings = {}
+    found, values = nb.approximate_neighbours(reference, moved, 8, settings=settings)
+    exact, exact_values = nb.exact_neighbours(reference, moved, 8)
+    assert settings["exact_rows"] > 0 and torch.isfinite(values).all()
+    short = torch.as_tensor([i for i in range(len(found)) if torch.equal(values[i], exact_values[i])])
+    assert len(short) >= settings["exact_rows"]
 
 
 def test_the_graph_of_images_read_in_chunks_equals_the_graph_of_the_tensor(features):

@@ -119,7 +119,9 @@ def approximate_neighbours(reference: torch.Tensor, moved: torch.Tensor, k: int,
 
     :param settings: a dict that receives the index's settings (backend, cells, probes).
     :returns: as :func:`exact_neighbours`; a list may miss a neighbour the index did not
-        return, or hold one whose best pose it missed (then with a lower similarity).
+        return, or hold one whose best pose it missed (then with a lower similarity). An
+        image whose candidates name fewer than ``k`` other images is searched exactly
+        (``settings["exact_rows"]`` counts them).
     """
     n, (poses, _, dim) = reference.shape[0], moved.shape
     k = min(k, n - 1)
@@ -130,7 +132,14 @@ def approximate_neighbours(reference: torch.Tensor, moved: torch.Tensor, k: int,
     parts = [best_distinct(ids[start:start + 64 * chunk_size] % n, similarities[start:start + 64 * chunk_size], k,
                            invalid=ids[start:start + 64 * chunk_size] < 0, first_row=start)
              for start in range(0, n, 64 * chunk_size)]  # in chunks: the sorts need several copies of their rows
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    indices, values = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    # An image whose candidates name fewer than k other images (its own copies and a few
+    # images at many poses filled them: near-blank or much repeated images) gets its exact list.
+    short = torch.nonzero(torch.isinf(values).any(dim=1)).squeeze(1)
+    if len(short):
+        indices[short], values[short] = exact_neighbours(reference, moved, k, rows=short, chunk_size=64)
+    settings["exact_rows"] = len(short)
+    return indices, values
 
 
 def best_distinct(candidates: np.ndarray, similarities: np.ndarray, k: int, *,
@@ -142,7 +151,8 @@ def best_distinct(candidates: np.ndarray, similarities: np.ndarray, k: int, *,
         others never count).
     :param similarities: ``(N, C)`` their similarities.
     :param first_row: the image index of the first row (its own index is never a neighbour).
-    :returns: ``(indices (N, k), similarities (N, k))``, best first.
+    :returns: ``(indices (N, k), similarities (N, k))``, best first; where a row has fewer
+        than ``k`` distinct valid candidates, its last similarities are ``-inf``.
     """
     candidates = torch.as_tensor(candidates, dtype=torch.int64)
     values = torch.as_tensor(similarities, dtype=torch.float32).clone()
@@ -160,9 +170,9 @@ def best_distinct(candidates: np.ndarray, similarities: np.ndarray, k: int, *,
     repeat[:, 1:] = grouped[:, 1:] == grouped[:, :-1]
     drop = torch.empty_like(repeat).scatter_(1, by_image, repeat)
     kept = values.gather(1, by_value).masked_fill(drop, -float("inf"))
-    if int((kept > -float("inf")).sum(1).min()) < k:
-        raise RuntimeError(f"approximate neighbour search: fewer than {k} distinct neighbours found for some "
-                           "images; use graph.neighbour_search: exact, or fewer graph.neighbours")
+    if kept.shape[1] < k:  # fewer candidates than places: the rest stay empty
+        kept = torch.cat([kept, kept.new_full((len(kept), k - kept.shape[1]), -float("inf"))], dim=1)
+        ordered = torch.cat([ordered, ordered.new_zeros((len(ordered), k - ordered.shape[1]))], dim=1)
     top = kept.topk(k, dim=1)
     return ordered.gather(1, top.indices), top.values
 
