@@ -45,6 +45,7 @@ from _report import machine_line, write_block  # noqa: E402
 from mcvae_framework import build, build_model, load_config, validate_config  # noqa: E402
 from mcvae_framework.config.experiment import read_config_file  # noqa: E402
 from mcvae_framework.runtime.acceleration import configure_acceleration  # noqa: E402
+from mcvae_framework.model.guide import Guide  # noqa: E402
 from mcvae_framework.model.losses import LossModule, elbo_terms, invariance_terms  # noqa: E402
 from mcvae_framework.train.trainer import make_optimizer  # noqa: E402
 
@@ -244,8 +245,8 @@ def device_speed(args) -> None:
     images = build("data", base.data, split="train").as_tensors()["image"].to(device)
     n_train, n_components = len(images), base.prior.n_components
     # the self-labelling pass runs as in a guided run: every image carries a (here random) label
-    guide = {"labels": torch.randint(n_components, (n_train,), device=device),
-             "confident": torch.ones(n_train, dtype=torch.bool, device=device)}
+    guide = Guide(labels=torch.randint(n_components, (n_train,), device=device),
+                  confident=torch.ones(n_train, dtype=torch.bool, device=device))
     rows = []
     sizes = [int(b) for b in _csv(args.batch_sizes)]
     # every batch size eager; the compiled modes (each costs a compilation) at the largest only

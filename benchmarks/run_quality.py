@@ -63,13 +63,9 @@ from _report import machine_line, write_block  # noqa: E402
 
 from mcvae_framework import build, validate_config  # noqa: E402
 from mcvae_framework.config.experiment import read_config_file  # noqa: E402
-from mcvae_framework.report.evaluation import (  # noqa: E402
-    clustering_metrics,
-    dataset_tensors,
-    evaluate_model,
-    json_safe,
-    model_outputs,
-)
+from mcvae_framework.report.evaluation import clustering_metrics, evaluate_model, json_safe  # noqa: E402
+from mcvae_framework.report.inference import predict_images  # noqa: E402
+from mcvae_framework.runtime.data import dataset_tensors  # noqa: E402
 from mcvae_framework.config.sections import without_graph  # noqa: E402
 
 PROTOCOLS = {
@@ -226,8 +222,8 @@ def gmm_on_latents(model, datasets, n_clusters: int, seed: int) -> dict:
     """A Gaussian mixture fitted to the training latents' means, scored on the test split."""
     from sklearn.mixture import GaussianMixture
 
-    train = model_outputs(model, datasets["train_tensors"]["image"])["z_cluster"].double().numpy()
-    test = model_outputs(model, datasets["test_tensors"]["image"])["z_cluster"].double().numpy()
+    train = predict_images(model, datasets["train_tensors"]["image"])["z_cluster"].double().numpy()
+    test = predict_images(model, datasets["test_tensors"]["image"])["z_cluster"].double().numpy()
     gmm = GaussianMixture(n_components=n_clusters, covariance_type="full", n_init=3, random_state=seed).fit(train)
     labels = datasets["test_tensors"]["label"].numpy()
     return clustering_metrics(labels, gmm.predict(test), n_clusters=n_clusters)

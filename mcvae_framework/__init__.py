@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .config.components import build
 from .config.experiment import component_config, load_config, validate_config
-from .errors import ConfigError, DataError, McvaeError, PluginError, TrainingError
+from .errors import CheckpointError, ConfigError, DataError, McvaeError, PluginError, RunFolderError, TrainingError
 from .hookspecs import hookimpl
 from .model.mcevae import MCEVAE, build_model
 from .config.plugins import create_plugin_manager, plugin_manager
@@ -24,10 +24,12 @@ __version__ = "0.1.0"
 __all__ = [
     "ComponentConfig",
     "MCEVAE",
+    "CheckpointError",
     "ConfigError",
     "DataError",
     "McvaeError",
     "PluginError",
+    "RunFolderError",
     "TrainingError",
     "build",
     "build_model",

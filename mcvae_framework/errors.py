@@ -51,6 +51,20 @@ class RunFolderError(McvaeError):
 
 
 class TrainingError(McvaeError):
-    """Training had to stop (non-finite loss, unreadable checkpoint, ...)."""
+    """Training had to stop (non-finite loss, a component that misbehaves, ...)."""
 
     exit_code = 1
+
+
+class CheckpointError(RunFolderError, TrainingError):
+    """A checkpoint file cannot be used: missing, truncated, corrupt, not an mcvae checkpoint,
+    of another format version or incomplete. ``path`` is the file, ``reason`` the short
+    why. (Also a :class:`TrainingError`, the type unusable checkpoints had before: code
+    that catches that still catches them.)"""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path=None, reason: str = ""):
+        self.path = path
+        self.reason = reason or message
+        super().__init__(message)

@@ -107,6 +107,22 @@ def test_the_core_never_names_a_plugin_tag():
     assert not named, "the core goes through the plugin interfaces, never a tag:\n" + "\n".join(named)
 
 
+#: the run folder's file names as path parts (prose in messages may name them), spelled once:
+#: mcvae_framework/runtime/run_layout.py.
+RUN_FOLDER_NAMES = re.compile(r"^(last|best|previous)\.pt$|^(config\.json|metrics\.csv|train\.log|report\.json|"
+                              r"report\.md|checkpoints|tensorboard|plots|predictions)$|^checkpoints/")
+
+
+def test_the_run_folder_layout_is_spelled_once():
+    layout = CORE / "runtime" / "run_layout.py"
+    spelled = [f"{path.relative_to(ROOT)}:{node.lineno} spells {node.value!r}"
+               for path in CORE.rglob("*.py") if path != layout
+               for node in _code_strings(ast.parse(path.read_text(encoding="utf-8")))
+               if RUN_FOLDER_NAMES.search(node.value)]
+    assert not spelled, "use runtime.run_layout.RunLayout for the run folder's paths:\n" + "\n".join(spelled)
+    assert any(RUN_FOLDER_NAMES.search(node.value) for node in _code_strings(ast.parse(layout.read_text())))
+
+
 def package_of(module: str) -> str:
     """The layer a core module belongs to: its sub-package, or the top."""
     parts = module.split(".")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..runtime.run_layout import RunLayout
 from . import cli
 
 
@@ -37,4 +38,5 @@ def evaluate_command(run_dir, split, device, batch_size, n_actions, pose_mean):
     report = evaluate_run(run_dir, split=split, device=device, batch_size=batch_size, n_actions=n_actions,
                           pose_mean=pose_mean)
     click.echo(report_markdown(json_safe(report)))
-    click.echo(f"wrote {run_dir}/report.json and {run_dir}/report.md")
+    layout = RunLayout(run_dir)
+    click.echo(f"wrote {layout.report_json} and {layout.report_md}")

@@ -8,6 +8,7 @@ the core and are the same for every experiment.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -35,6 +36,35 @@ class ModelConfig(Section):
         "size), so the encoder need not learn those parts of the invariance; a second encoder pass "
         "where the normal form differs from the image; ignored when canonicalize is on",
     )
+
+
+@dataclass(frozen=True)
+class GuidedTerm:
+    """A loss term that learns from the invariant graph, declared once here. The config
+    validator refuses its weight without ``graph.enabled``, :func:`without_graph` zeroes its
+    fields, the trainer fills the parts of the guide (:class:`~mcvae_framework.model.guide.Guide`)
+    it reads, and the loss runs it when the guide holds them."""
+
+    #: the term's name in the loss terms (and ``train_<name>`` in metrics.csv).
+    name: str
+    #: the ``loss`` field that switches it on (> 0).
+    weight: str
+    #: every ``loss`` field of the term, its weight first.
+    fields: tuple[str, ...]
+    #: the :class:`~mcvae_framework.model.guide.Guide` fields it reads.
+    reads: tuple[str, ...]
+    #: what of the graph it learns from (for messages).
+    learns_from: str
+
+
+#: The loss terms that learn from the invariant graph.
+GUIDED_TERMS = (
+    GuidedTerm("self_label", "self_label_weight", ("self_label_weight", "self_label_copies"),
+               ("labels", "confident"), "clusters"),
+    GuidedTerm("neighbour", "neighbour_weight", ("neighbour_weight",), ("neighbours", "images"), "neighbours"),
+    GuidedTerm("pose_guide", "pose_guide_weight", ("pose_guide_weight",), ("angles", "angle_clusters", "confident"),
+               "synchronised angles"),
+)
 
 
 class LossConfig(Section):
@@ -101,6 +131,10 @@ class LossConfig(Section):
         "(logged, and counted in metrics.csv as reseeded_components); 0 disables",
     )
 
+    def guided_terms(self) -> tuple[GuidedTerm, ...]:
+        """The graph-guided terms this section switches on (weight > 0)."""
+        return tuple(term for term in GUIDED_TERMS if getattr(self, term.weight) > 0)
+
 
 class GraphConfig(Section):
     """The training-free invariant graph (:mod:`mcvae_framework.graph.invariant_graph`): built over the
@@ -165,17 +199,13 @@ class GraphConfig(Section):
         return {name: getattr(self, name) for name in names}
 
 
-#: The ``loss`` fields of the terms that learn from the invariant graph: with the graph off
-#: they have nothing to learn from (and the positive weights do not validate).
-GRAPH_LOSS_FIELDS = ("self_label_weight", "self_label_copies", "neighbour_weight", "pose_guide_weight")
-
-
 def without_graph(raw: dict) -> dict:
     """A copy of the raw config dict ``raw`` with the invariant graph switched off, and with it
-    every loss term that learns from the graph (:data:`GRAPH_LOSS_FIELDS`)."""
+    every loss term that learns from the graph (every field of :data:`GUIDED_TERMS`)."""
     config = copy.deepcopy(raw)
     config["graph"] = {**(config.get("graph") or {}), "enabled": False}
-    config["loss"] = {**(config.get("loss") or {}), **dict.fromkeys(GRAPH_LOSS_FIELDS, 0)}
+    config["loss"] = {**(config.get("loss") or {}),
+                      **dict.fromkeys((name for term in GUIDED_TERMS for name in term.fields), 0)}
     return config
 
 
@@ -277,12 +307,14 @@ class ExperimentBase(Section):
 
     @model_validator(mode="after")
     def _graph_guided_terms_need_the_graph(self):
-        for weight, learned_from in (("self_label_weight", "clusters"), ("pose_guide_weight", "synchronised angles")):
-            if getattr(self.loss, weight) > 0 and not self.graph.enabled:
-                raise ValueError(
-                    f"loss.{weight} > 0 learns from the invariant graph's {learned_from}: set "
-                    f"graph.enabled: true, or loss.{weight}: 0"
-                )
+        terms = self.loss.guided_terms()
+        if terms and not self.graph.enabled:
+            weights = " and ".join(f"loss.{term.weight}" for term in terms)
+            learned = " and ".join(term.learns_from for term in terms)
+            raise ValueError(
+                f"{weights} > 0 {'learns' if len(terms) == 1 else 'learn'} from the invariant graph's {learned}, "
+                f"but graph.enabled is false: set graph.enabled: true, or {weights}: 0"
+            )
         if self.graph.enabled and getattr(self, "group", None) is None:
             raise ValueError(
                 "graph.enabled needs a group to search over: set the `group` section "

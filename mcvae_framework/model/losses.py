@@ -32,6 +32,7 @@ import math
 import torch
 from torch import nn
 
+from .guide import Guide
 from .mcevae import MCEVAE, Encoding, Posterior
 
 _EPS = 1e-6
@@ -165,46 +166,48 @@ def pose_guidance(theta: torch.Tensor, target: torch.Tensor, clusters: torch.Ten
     return (weight * (1 - torch.cos(difference - offset))).sum() / weight.sum().clamp_min(1.0)
 
 
-def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide: dict | None,
+def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide: Guide | None,
                    generator: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | float]:
     """The cluster-guidance terms on the prior's responsibilities ``q(c|x)``.
 
     Both act on the encoder only (the prior's parameters are held fixed here; the mixture
-    KL fits the prior):
+    KL fits the prior). A graph-guided term (``loss_config.guided_terms()``) runs when the
+    batch carries each image's ``index`` and ``guide`` holds what the term reads:
 
-    * ``self_label`` (when ``guide`` holds the graph's ``labels`` and ``confident`` mask
-      for the training set and the batch carries each image's ``index``):
+    * ``self_label`` (the graph's ``labels`` and ``confident`` mask for the training set):
       ``-log q(c = label(x) | x)`` averaged over the batch's confident images (with
       ``self_label_copies``, the mean of that and the same cross-entropy on moved copies
       ``h . x``, encoded with gradients: the label holds at every pose);
-    * ``neighbour`` (when ``guide`` also holds the graph's ``neighbours`` and the training
-      ``images``): ``-log sum_k q(k|x) q(k|x_n)`` with ``x_n`` a random neighbour of ``x``
+    * ``neighbour`` (the graph's ``neighbours`` and the training ``images``):
+      ``-log sum_k q(k|x) q(k|x_n)`` with ``x_n`` a random neighbour of ``x``
       in the invariant graph, both encoded with gradients (SCAN's consistency term);
-    * ``balance``: ``sum_k m_k log(K m_k)`` with ``m`` the batch mean of ``q(c|x)``, the KL
-      from ``m`` to the uniform distribution: 0 when every component is used equally,
-      ``log K`` when one component takes every image;
-    * ``pose_guide`` (when ``guide`` also holds the graph's synchronised ``angles`` and
-      their ``angle_clusters``): :func:`pose_guidance` of the pose head's first angle, on
-      the pose head rather than on ``q(c|x)``.
+    * ``pose_guide`` (the graph's synchronised ``angles`` and their ``angle_clusters``):
+      :func:`pose_guidance` of the pose head's first angle, on the pose head rather than on
+      ``q(c|x)``;
+    * ``balance``, which needs no graph: ``sum_k m_k log(K m_k)`` with ``m`` the batch mean of
+      ``q(c|x)``, the KL from ``m`` to the uniform distribution: 0 when every component is
+      used equally, ``log K`` when one component takes every image.
     """
     terms, total = {}, 0.0
-    self_label = loss_config.self_label_weight > 0 and guide is not None and "index" in batch
-    if loss_config.pose_guide_weight > 0 and guide is not None and "angles" in guide and "index" in batch \
-            and enc.tau is not None:
+    on = set()
+    if guide is not None and "index" in batch:
+        on = {term.name for term in loss_config.guided_terms() if guide.serves(term)}
+    self_label = "self_label" in on
+    if "pose_guide" in on and enc.tau is not None:
         index = batch["index"]
         angle = model.group.angle_coordinates[0]
-        terms["pose_guide"] = pose_guidance(enc.tau.mean[:, angle], guide["angles"][index],
-                                            guide["angle_clusters"][index],
-                                            guide["confident"][index].to(enc.tau.mean.dtype),
+        terms["pose_guide"] = pose_guidance(enc.tau.mean[:, angle], guide.angles[index],
+                                            guide.angle_clusters[index],
+                                            guide.confident[index].to(enc.tau.mean.dtype),
                                             model.prior.n_components)
         total = total + loss_config.pose_guide_weight * terms["pose_guide"]
-    if not (self_label or loss_config.balance_weight > 0 or loss_config.neighbour_weight > 0):
+    if not (self_label or "neighbour" in on or loss_config.balance_weight > 0):
         return terms, total
     log_q = _fixed_prior_log_q(model.prior, enc.z_cluster.mean)
     if self_label:
         index = batch["index"]
-        labels = guide["labels"][index]
-        trusted = guide["confident"][index].to(log_q.dtype)
+        labels = guide.labels[index]
+        trusted = guide.confident[index].to(log_q.dtype)
         cross_entropy = -log_q.gather(1, labels.unsqueeze(1)).squeeze(1)
         terms["self_label"] = (cross_entropy * trusted).sum() / trusted.sum().clamp_min(1.0)
         copies = loss_config.self_label_copies
@@ -217,11 +220,11 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
             terms["self_label_moved"] = -log_q_moved.gather(1, moved_labels).mean()
             terms["self_label"] = 0.5 * (terms["self_label"] + terms["self_label_moved"])
         total = total + loss_config.self_label_weight * terms["self_label"]
-    if loss_config.neighbour_weight > 0 and guide is not None and "images" in guide and "index" in batch:
-        neighbours = guide["neighbours"][batch["index"]]
+    if "neighbour" in on:
+        neighbours = guide.neighbours[batch["index"]]
         column = torch.randint(neighbours.shape[1], (len(neighbours), 1), generator=generator,
                                device=generator.device if generator is not None else None).to(neighbours.device)
-        partner = guide["images"][neighbours.gather(1, column).squeeze(1)]
+        partner = guide.images[neighbours.gather(1, column).squeeze(1)]
         log_q_partner = _fixed_prior_log_q(model.prior, model.encode(partner).z_cluster.mean)
         terms["neighbour"] = neighbour_disagreement(log_q, log_q_partner)
         total = total + loss_config.neighbour_weight * terms["neighbour"]
@@ -258,7 +261,7 @@ def _extra_terms(model, batch, x, enc, canonical, loss_config, generator, weight
 
 
 def _elbo(model: MCEVAE, batch: dict, loss_config, epoch: int, generator, cluster_kl,
-          guide: dict | None = None) -> dict[str, torch.Tensor]:
+          guide: Guide | None = None) -> dict[str, torch.Tensor]:
     x = batch["image"]
     out = model(x, sample=True, generator=generator)
     enc = out.encoding
@@ -282,15 +285,15 @@ def _elbo(model: MCEVAE, batch: dict, loss_config, epoch: int, generator, cluste
 
 
 def elbo_terms(model: MCEVAE, batch: dict, loss_config, *, epoch: int = 0,
-               generator: torch.Generator | None = None, guide: dict | None = None) -> dict[str, torch.Tensor]:
+               generator: torch.Generator | None = None, guide: Guide | None = None) -> dict[str, torch.Tensor]:
     """The modified ELBO on one batch.
 
     :param batch: a dict with ``image`` (and ``canonical`` in supervised mode).
     :param loss_config: the experiment's ``loss`` section.
     :param epoch: 0-based epoch, for the warm-up of ``beta`` and the invariance weight.
     :param generator: random source for the reparameterisation and the random moves.
-    :param guide: the invariant graph's ``labels`` and ``confident`` mask of the training
-        set (indexed by the batch's ``index``), for the self-labelling term.
+    :param guide: the invariant graph's results for the graph-guided terms (a
+        :class:`~mcvae_framework.model.guide.Guide`, indexed by the batch's ``index``).
     :returns: ``loss`` (scalar to minimise) and every term, each a per-image mean.
     """
     def mixture_kl(posterior: Posterior, z: torch.Tensor) -> torch.Tensor:
@@ -300,7 +303,7 @@ def elbo_terms(model: MCEVAE, batch: dict, loss_config, *, epoch: int = 0,
 
 
 def pretrain_terms(model: MCEVAE, batch: dict, loss_config, *, epoch: int = 0,
-                   generator: torch.Generator | None = None, guide: dict | None = None) -> dict[str, torch.Tensor]:
+                   generator: torch.Generator | None = None, guide: Guide | None = None) -> dict[str, torch.Tensor]:
     """The warm-up before the mixture prior is fitted (``loss.pretrain_epochs``): the same
     objective with ``N(0, I)`` in place of the mixture prior on ``z_c`` -- a plain VAE with
     the pose and invariance terms -- so that the latents the prior is then fitted to
@@ -326,7 +329,7 @@ class LossModule(nn.Module):
         self.model = model
         self.loss_config = loss_config
         #: the invariant graph's labels and confident mask of the training set (or None).
-        self.guide: dict | None = None
+        self.guide: Guide | None = None
 
     def forward(self, batch: dict, epoch: int = 0, generator: torch.Generator | None = None,
                 pretrain: bool = False) -> dict[str, torch.Tensor]:

@@ -42,10 +42,9 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from ..config.components import build
-from ..runtime.data import dataset_tensors  # noqa: F401  (re-exported: benchmarks/run_quality.py imports it from here)
 from .inference import load_trained_model, predict_dataset
-from .inference import predict_images as model_outputs  # noqa: F401  (the name benchmarks/run_quality.py uses)
 from ..model.losses import elbo_terms
+from ..runtime.run_layout import RunLayout
 from .pose_evaluation import (  # noqa: F401  (re-exported: the metrics are one import away)
     POSE_MEAN_PATHS,
     PoseMean,
@@ -268,7 +267,7 @@ def collapse_summary(report: dict, run_dir) -> dict:
     ``metrics.csv``; see ``loss.reseed_below``)."""
     sizes = report.get("clustering", {}).get("cluster_sizes", [])
     reseeded = 0.0
-    metrics = Path(run_dir) / "metrics.csv"
+    metrics = RunLayout(run_dir).metrics
     if metrics.is_file():
         with metrics.open(newline="", encoding="utf-8") as handle:
             reseeded = sum(float(row.get("train_reseeded_components") or 0) for row in csv.DictReader(handle))

@@ -33,6 +33,7 @@ import torch
 from ..config.components import build
 from ..config.experiment import component_config, read_config_file
 from ..runtime.data import ConcatenatedSplits
+from ..runtime.run_layout import RunLayout
 from ..errors import ConfigError, DataError
 from ..geomstats_bridge import pose_fields
 from .inference import load_run, predict_dataset, run_checkpoint  # noqa: F401  (run_checkpoint: re-exported)
@@ -230,7 +231,7 @@ def default_output(run_dir, data, split: str | None = None) -> Path:
     source = Path(data)
     stem = source.name if source.is_dir() else source.stem
     stem = stem or "data"
-    return Path(run_dir) / "predictions" / (f"{stem}_{split}.csv" if split else f"{stem}.csv")
+    return RunLayout(run_dir).predictions / (f"{stem}_{split}.csv" if split else f"{stem}.csv")
 
 
 def predict_run(run_dir, data, out=None, *, split: str | None = None, device: str = "cpu", batch_size: int = 256,

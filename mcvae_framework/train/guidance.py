@@ -3,7 +3,8 @@ pretraining, the invariant graph and its refined labels (``graph``), self-labell
 (``graph.relabel_every``) and the re-seeding of collapsed components (``loss.reseed_below``).
 
 :class:`ClusterGuidance` holds what these share: the invariant graph of the training
-images and the self-labelling guide the loss reads (``loss_module.guide``). Rank 0
+images and the :class:`~mcvae_framework.model.guide.Guide` the graph-guided loss terms read
+(``loss_module.guide``). Rank 0
 computes; every process receives the result, so a DDP run stays in step.
 """
 
@@ -18,6 +19,7 @@ from .batching import STREAM_EVAL, STREAM_REFINE, derive_seed
 from ..runtime.data import dataset_tensors
 from ..errors import TrainingError
 from ..graph.invariant_graph import GraphClusters, central_members
+from ..model.guide import Guide
 from .graph_build import build_invariant_graph
 from .refinement import refine_labels
 
@@ -79,7 +81,7 @@ class ClusterGuidance:
                 # KL starts huge).
                 noise = torch.Generator().manual_seed(derive_seed(self.config.training.seed, STREAM_EVAL))
                 draws = torch.cat([p.sample(noise) for p in posteriors])
-            if self.graph is not None and self._init_from_assignments(draws, self.loss_module.guide["labels"].cpu()):
+            if self.graph is not None and self._init_from_assignments(draws, self.loss_module.guide.labels.cpu()):
                 log.info("fitted the %s prior to %d encoded training images, one component per invariant-graph "
                          "cluster", self.config.prior.type, len(latents))
             else:
@@ -137,8 +139,12 @@ class ClusterGuidance:
         self.context.broadcast_module_state(self.model.encoder)
         self.set_guide(refined.labels, torch.ones_like(refined.labels, dtype=torch.bool))
 
+    def _guide_reads(self) -> set[str]:
+        """The guide fields that the switched-on graph-guided terms read."""
+        return {name for term in self.config.loss.guided_terms() for name in term.reads}
+
     def use_graph(self, graph: GraphClusters) -> None:
-        if self.config.loss.pose_guide_weight > 0 and graph.angles is None:
+        if "angles" in self._guide_reads() and graph.angles is None:
             raise TrainingError(
                 f"loss.pose_guide_weight > 0 learns the pose from the invariant graph's synchronised angles, but "
                 f"the group {self.config.group.type!r} has no rotation angle to synchronise (its "
@@ -148,22 +154,21 @@ class ClusterGuidance:
         self.set_guide(graph.labels, graph.confident)
 
     def set_guide(self, labels: torch.Tensor, confident: torch.Tensor) -> None:
-        """The labels the self-labelling term learns and which of them it trusts; for the
-        neighbour-consistency term also the graph's neighbours and the training images, which
-        it reads from memory."""
-        self.loss_module.guide = {"labels": labels.to(self.device), "confident": confident.to(self.device)}
-        if self.config.loss.pose_guide_weight > 0:
+        """The labels the self-labelling term learns and which of them it trusts, and whatever
+        else of the graph the switched-on guided terms read: the synchronised angles, or the
+        graph's neighbours and the training images (read from memory)."""
+        guide = Guide(labels=labels, confident=confident)
+        reads = self._guide_reads()
+        if "angles" in reads:
             # the angles' frames belong to the graph's clusters, whatever labels the guide holds later
-            self.loss_module.guide["angles"] = self.graph.angles.to(self.device)
-            self.loss_module.guide["angle_clusters"] = self.graph.labels.to(self.device)
-        if self.config.loss.neighbour_weight <= 0:
-            return
-        tensors = getattr(self.train_batches, "tensors", None)
-        if tensors is None:
-            log.warning("loss.neighbour_weight is ignored: the training set is not held in memory")
-            return
-        self.loss_module.guide["neighbours"] = self.graph.neighbours.to(self.device)
-        self.loss_module.guide["images"] = tensors["image"].to(self.device)
+            guide.angles, guide.angle_clusters = self.graph.angles, self.graph.labels
+        if "neighbours" in reads:
+            tensors = getattr(self.train_batches, "tensors", None)
+            if tensors is None:
+                log.warning("loss.neighbour_weight is ignored: the training set is not held in memory")
+            else:
+                guide.neighbours, guide.images = self.graph.neighbours, tensors["image"]
+        self.loss_module.guide = guide.to(self.device)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -171,7 +176,7 @@ class ClusterGuidance:
         """The graph and the labels self-labelling has reached, for a checkpoint."""
         guide = self.loss_module.guide
         return {"graph": self.graph.state_dict() if self.graph is not None else None,
-                "guide": {k: guide[k].cpu() for k in ("labels", "confident")} if guide else None}
+                "guide": {"labels": guide.labels.cpu(), "confident": guide.confident.cpu()} if guide else None}
 
     def load_state_dict(self, checkpoint: dict) -> None:
         """Take the graph and the guide back from a checkpoint (when the run uses the graph)."""
@@ -209,7 +214,7 @@ class ClusterGuidance:
             if count and self.loss_module.guide is not None:
                 # Guided training: the components go back to the clusters the self-labelling
                 # term teaches, rather than to an arbitrary split.
-                clusters = self.loss_module.guide["labels"].cpu()[pick]
+                clusters = self.loss_module.guide.labels.cpu()[pick]
                 log.warning("epoch %d: re-seeded from the self-labelling term's clusters instead", epoch + 1)
             if count and not self._init_from_assignments(latents.cpu(), clusters):
                 count = 0
@@ -238,10 +243,10 @@ class ClusterGuidance:
                 self.model.train()
             confidence, labels = probabilities.max(-1)
             confident = central_members(labels.numpy(), -confidence.numpy(), self.config.graph.confident_fraction)
-            guide = {"labels": labels, "confident": torch.as_tensor(confident)}
+            guide = Guide(labels=labels, confident=torch.as_tensor(confident))
         guide = self.context.all_gather_objects(guide)[0]
-        changed = float((guide["labels"] != self.loss_module.guide["labels"].cpu()).double().mean())
-        self.set_guide(guide["labels"], guide["confident"])
+        changed = float((guide.labels != self.loss_module.guide.labels.cpu()).double().mean())
+        self.set_guide(guide.labels, guide.confident)
         log.info("epoch %d: self-labelling from the model's clusters (%.1f%% of the labels changed)",
                  epoch + 1, 100 * changed)
         return changed
