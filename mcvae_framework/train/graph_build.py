@@ -60,8 +60,8 @@ def build_invariant_graph(config, images, group, n_clusters: int, *, context=Non
                  ", ".join(f"{key} {value}" for key, value in options.items()))
         graph = invariant_graph_clusters(images, group, n_clusters, **options, seed=config.training.seed,
                                          progress=progress)
-        chosen = ("neighbour_search", "backend", "nprobe", "candidates", "neighbour_seconds", "eigensolver", "kmeans",
-                  "feature_dim", "search_poses")
+        chosen = ("neighbour_search", "backend", "nprobe", "candidates", "exact_rows", "neighbour_seconds",
+                  "eigensolver", "kmeans", "feature_dim", "search_poses")
         log.info("invariant graph: %d clusters of sizes %s, %d confident images, %.1f s; chosen: %s",
                  len(graph.info["cluster_sizes"]), graph.info["cluster_sizes"], int(graph.confident.sum()),
                  graph.seconds, ", ".join(f"{key} {graph.info[key]}" for key in chosen if key in graph.info))
