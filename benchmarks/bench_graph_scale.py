@@ -1,7 +1,8 @@
 """The invariant graph at full size: all 70,000 Fashion-MNIST images, rotated in [-90, 90].
 
     python benchmarks/bench_graph_scale.py [--limit N] [--pca-dim 64] [--features pixels|wavelets]
-        [--embedding-dim 0] [--balanced] [--out FILE] [--no-doc]
+        [--embedding-dim 0] [--balanced] [--neighbour-search auto|exact|approximate]
+        [--out FILE] [--no-doc]
 
 Builds the training-free invariant graph (``mcvae_framework.graph.invariant_graph``) of the
 train and test images together, comparing them (blurred pixels, or the oriented edge maps
@@ -42,6 +43,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--features", choices=("pixels", "wavelets"), default="pixels", help="what images are compared by")
     parser.add_argument("--embedding-dim", type=int, default=0, help="spectral dimensions (0: twice the clusters)")
     parser.add_argument("--balanced", action="store_true", help="clusters held to equal sizes")
+    parser.add_argument("--neighbour-search", choices=("auto", "exact", "approximate"), default="auto",
+                        help="how the neighbours are found (graph.neighbour_search)")
     args = parser.parse_args(argv)
     data = {"type": "fashion_mnist", "limit": args.limit, "transform": {"group": "so2", "angle_deg": [-90, 90], "seed": 0}}
     splits = [build("data", data, split=split).as_tensors() for split in ("train", "test")]
@@ -50,11 +53,12 @@ def main(argv=None) -> dict:
     group = build("group", {"type": "so2", "angle_deg": [-90, 90]})
     start = time.perf_counter()
     graph = invariant_graph_clusters(images, group, CLUSTERS, pca_dim=args.pca_dim, features=args.features,
-                                     embedding_dim=args.embedding_dim, balanced=args.balanced, progress=True)
+                                     embedding_dim=args.embedding_dim, balanced=args.balanced,
+                                     neighbour_search=args.neighbour_search, progress=True)
     row = {"images": len(images),
            "settings": f"{args.features}, PCA {graph.info['feature_dim']}, {graph.info['search_poses']} poses, "
                        f"{graph.neighbours.shape[1]} neighbours, {args.embedding_dim or 2 * CLUSTERS} spectral dims, "
-                       f"{'balanced' if args.balanced else 'k-means'}",
+                       f"{'balanced' if args.balanced else 'k-means'}, {graph.info['neighbour_search']} search",
            "seconds": time.perf_counter() - start,
            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "accuracy": clustering_metrics(labels, graph.labels.numpy())["accuracy"],

@@ -322,8 +322,10 @@ def test_pose_guidance_needs_the_graph_and_angles_to_learn_from(tmp_path, monkey
     with pytest.raises(Exception, match="pose_guide_weight"):
         validate_config(config)
     # a group without a rotation: the graph has no synchronised angles, and the run says so
-    real = guidance_module.invariant_graph_clusters
-    monkeypatch.setattr(guidance_module, "invariant_graph_clusters",
+    from mcvae_framework.train import graph_build  # the trainer's graph is built there (as mcvae graph's)
+
+    real = graph_build.invariant_graph_clusters
+    monkeypatch.setattr(graph_build, "invariant_graph_clusters",
                         lambda *args, **kwargs: replace(real(*args, **kwargs), angles=None))
     with pytest.raises(TrainingError, match=r"pose_guide_weight > 0 .* no rotation angle .* loss.pose_guide_weight: 0"):
         Trainer(guided_config(tmp_path / "run2", pose_guide_weight=1.0), console=False).run()

@@ -11,12 +11,13 @@ import torch
 
 from mcvae_framework import build
 from mcvae_framework.report.evaluation import clustering_metrics
+from mcvae_framework.graph.neighbours import exact_neighbours
 from mcvae_framework.graph.invariant_graph import (
     balanced_kmeans,
     central_members,
     gaussian_blur,
     invariant_graph_clusters,
-    nearest_neighbours,
+
 )
 from mcvae_framework.interfaces import LieGroup
 
@@ -81,7 +82,7 @@ def test_chunked_neighbours_equal_the_full_computation():
     full = torch.stack([reference @ m.T for m in moved]).amax(0)
     full.fill_diagonal_(-float("inf"))
     expected = full.topk(4, dim=1)
-    index, values = nearest_neighbours(reference, moved, 4, chunk_size=7)
+    index, values = exact_neighbours(reference, moved, 4, chunk_size=7)
     assert torch.equal(index, expected.indices)
     assert torch.allclose(values, expected.values)
 

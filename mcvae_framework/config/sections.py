@@ -192,6 +192,13 @@ class GraphConfig(Section):
         3, ge=1, description="a model whose clusters never matched the graph's (checked after every epoch from the end "
         "of pretraining: agreement on the graph's unanimous images, empty components) gets its prior re-seeded apart "
         "and the graph's clusters taught directly for this many passes")
+    neighbour_search: Literal["auto", "exact", "approximate"] = Field(
+        "auto", description="how every image's neighbours are found: 'exact' compares every pair (work grows as "
+        "N^2), 'approximate' asks an inverted-file index over the moved copies (faiss, or pynndescent; the "
+        "'large' extra), 'auto' is exact up to approximate_above images and approximate above")
+    approximate_above: int = Field(
+        20_000, ge=1, description="with neighbour_search: auto, the number of images above which the search "
+        "is approximate")
     relabel_every: int = Field(
         0, ge=0, description="self-labelling: every N epochs of ELBO training, the model's own clusters of the "
         "training images replace the labels the self-labelling term learns from, its most probable "

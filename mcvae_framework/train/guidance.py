@@ -18,8 +18,9 @@ from sklearn.cluster import KMeans
 from .batching import STREAM_EVAL, STREAM_REFINE, derive_seed
 from ..runtime.data import dataset_tensors
 from ..errors import TrainingError
-from ..graph.invariant_graph import GraphClusters, central_members, describe_choice, invariant_graph_clusters
+from ..graph.invariant_graph import GraphClusters, central_members
 from ..model.guide import Guide
+from .graph_build import build_invariant_graph
 from .graph_check import GraphKeeper, cluster_probabilities, separated_latents
 from .refinement import refine_labels
 
@@ -115,21 +116,11 @@ class ClusterGuidance:
     # ------------------------------------------------------------------ the invariant graph
 
     def build_graph(self) -> None:
-        """The invariant graph of the training images (rank 0 computes, every process gets it)."""
-        graph = None
-        if self.context.is_main:
-            cfg = self.config.graph
-            images = self.training_images()
-            log.info("building the invariant graph of %d training images", len(images))
-            graph = invariant_graph_clusters(
-                images, self.model.group, self.model.prior.n_components, cfg,
-                seed=self.config.training.seed, progress=self.config.training.progress,
-            )
-            log.info("invariant graph: %s", describe_choice(graph.info))
-            log.info("invariant graph: %d clusters of sizes %s, %d confident images, %.1f s",
-                     len(graph.info["cluster_sizes"]), graph.info["cluster_sizes"], int(graph.confident.sum()),
-                     graph.seconds)
-        graph = self.context.all_gather_objects(graph)[0]
+        """The invariant graph of the training images (rank 0 computes, every process gets it;
+        :func:`~mcvae_framework.train.graph_build.build_invariant_graph`, as ``mcvae graph``)."""
+        images = self.training_images() if self.context.is_main else None
+        graph = build_invariant_graph(self.config, images, self.model.group, self.model.prior.n_components,
+                                      context=self.context, progress=self.config.training.progress)
         self.use_graph(graph)
 
     def refine_labels(self) -> None:
