@@ -4,7 +4,7 @@ half (settings may be tuned on it) and a held-out half (reported untouched).
 
 Each family makes one data set per seed in a folder and says how a new user would read it:
 the ``data`` section, the group, the number of classes, and which ready config a user would
-start from (``configs/quickstart.yaml`` for images, ``configs/particles.yaml`` for cryo-EM
+start from (``configs/quickstart.yaml`` for images, ``configs/templates/particles.yaml`` for cryo-EM
 particle stacks). Labels are written beside the images only so that clusters can be scored.
 
 =================  ===========  ==========================================================
@@ -221,7 +221,7 @@ def simulate_particles(folder: Path, *, side: int, n_volumes: int, views_per_vol
         mrc.voxel_size = 3.0
     np.save(folder / "labels.npy", labels)
     data = {"type": "mrc", "path": str(folder / "particles.mrcs"), "labels": str(folder / "labels.npy")}
-    return DataSet(data, {"type": "se2", "angle_deg": [-180, 180], "shift": 0.1}, n_classes, "particles.yaml",
+    return DataSet(data, {"type": "se2", "angle_deg": [-180, 180], "shift": 0.1}, n_classes, "templates/particles.yaml",
                    labels, images=images, notes={"snr": snr, "side": side})
 
 

@@ -273,7 +273,8 @@ def components_markdown(registry) -> str:
 
 
 def ready_configs_markdown(root: Path) -> str:
-    files = sorted(p for p in (root / "configs").glob("*") if p.suffix in (".yaml", ".yml", ".json"))
+    files = [p for folder in (root / "configs", root / "configs" / "templates")  # templates: a file to supply
+             for p in sorted(folder.glob("*")) if p.suffix in (".yaml", ".yml", ".json")]
     if not files:
         return "*No ready configs yet.*\n"
     out = ["| file | what it runs |\n| --- | --- |"]

@@ -19,7 +19,7 @@ from mcvae_framework.config.experiment import apply_overrides, config_to_dict, r
 
 ROOT = Path(__file__).resolve().parent.parent
 #: ready configs; a template (first line "# template: ...") names a file the user supplies
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "configs" / "templates").glob("*.yaml"))
 TEMPLATES = [p for p in CONFIGS if p.read_text().startswith("# template:")]
 READY = [p for p in CONFIGS if p not in TEMPLATES]
 BAD = sorted((Path(__file__).parent / "bad_configs").glob("*.*"))

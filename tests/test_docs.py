@@ -267,8 +267,9 @@ def test_configuration_reference_covers_every_component_and_field(site):
 
 def test_every_ready_config_is_in_the_configuration_reference(site):
     text = page_text(site, "configuration")
-    for path in sorted((ROOT / "configs").glob("*.y*ml")):
-        assert f"configs/{path.name}" in text, f"configs/{path.name} is not shown"
+    for path in sorted((ROOT / "configs").glob("*.y*ml")) + sorted((ROOT / "configs" / "templates").glob("*.y*ml")):
+        name = path.relative_to(ROOT).as_posix()
+        assert name in text, f"{name} is not shown"
 
 
 def test_plugin_page_shows_the_example_distributions(site):

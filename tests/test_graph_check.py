@@ -143,3 +143,21 @@ def test_a_drift_forced_during_training_is_repaired_and_reported(tmp_path, monke
     assert checks[-1]["healthy"] or checks[-1]["action"] == "restored"  # the run ends at or near its graph
     assert report["collapse"]["empty_components"] == 0
     json.loads((run / "report.json").read_text())["graph"]["model_checks"]
+
+
+def test_the_neighbour_consensus_averages_an_image_with_its_graph_neighbours():
+    from mcvae_framework.report.consensus import neighbour_consensus
+
+    probabilities = torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.8, 0.2], [0.1, 0.9]])
+    neighbours = torch.tensor([[0, 2], [0, 2], [0, 1], [1, 2]])  # image 1 sits among cluster 0
+    agreed = neighbour_consensus(probabilities, neighbours)
+    torch.testing.assert_close(agreed[1], (probabilities[1] + probabilities[0] + probabilities[2]) / 3)
+    assert agreed.argmax(1).tolist() == [0, 0, 0, 1]
+    torch.testing.assert_close(agreed.sum(1), torch.ones(4))
+
+
+def test_the_neighbour_consensus_refuses_a_graph_of_other_images():
+    from mcvae_framework.report.consensus import neighbour_consensus
+
+    with pytest.raises(ValueError, match="3 rows of probabilities for a graph of 4 images"):
+        neighbour_consensus(torch.full((3, 2), 0.5), torch.zeros(4, 2, dtype=torch.long))

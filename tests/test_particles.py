@@ -1,4 +1,4 @@
-"""configs/particles.yaml, the ready start for a cryo-EM particle stack: a template that
+"""configs/templates/particles.yaml, the ready start for a cryo-EM particle stack: a template that
 validates once its stack is named, trains a tiny stack end to end with the noise level read
 from the data, and the noise estimator it relies on."""
 
@@ -20,10 +20,10 @@ from mcvae_framework.report.evaluation import evaluate_run
 from mcvae_framework.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = ROOT / "configs" / "particles.yaml"
+TEMPLATE = ROOT / "configs" / "templates" / "particles.yaml"
 
 
-def tiny_stack(path: Path, n: int = 48, side: int = 24, noise: float = 0.5, seed: int = 0) -> np.ndarray:
+def tiny_stack(path: Path, n: int = 48, side: int = 40, noise: float = 0.5, seed: int = 0) -> np.ndarray:
     """Two blob shapes (a bar, an L) turned at random, with white noise; written as an MRC stack."""
     import mrcfile
 
@@ -83,6 +83,9 @@ def test_a_tiny_stack_trains_end_to_end_with_its_noise_level_read_from_the_data(
     assert report["graph"]["features"] == "pixels" and report["graph"]["search_poses"] == 36
     assert [c["features"] for c in report["graph"]["candidates"]] == ["pixels", "pixels"]
     assert report["graph"]["model_checks"]["checks"]
+    # the test images are nodes of the transductive run's graph: the consensus reading is reported
+    assert report["consensus"]["neighbours"] == report["graph"]["neighbours"]
+    assert 0.0 <= report["consensus"]["accuracy"] <= 1.0
     json.dumps(report["graph"])  # what report.json holds
 
 

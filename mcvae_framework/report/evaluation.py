@@ -42,9 +42,11 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from ..config.components import build
+from .consensus import consensus_report
 from .inference import load_trained_model, predict_dataset
 from ..model.losses import elbo_terms
 from ..runtime.checkpoint import load_checkpoint
+from ..runtime.data import dataset_tensors
 from ..runtime.run_layout import RunLayout
 from .pose_evaluation import (  # noqa: F401  (re-exported: the metrics are one import away)
     POSE_MEAN_PATHS,
@@ -261,6 +263,10 @@ def evaluate_run(run_dir, split: str = "test", *, device: str = "cpu", batch_siz
     graph = graph_summary(run_dir)
     if graph is not None:
         report["graph"] = graph
+        labels = np.asarray(dataset_tensors(dataset, keys=("label",))["label"]) if "accuracy" in report else None
+        consensus = consensus_report(model, config, run_dir, split, labels, batch_size=batch_size)
+        if consensus is not None:
+            report["consensus"] = consensus
     write_report(report, run_dir)
     return report
 

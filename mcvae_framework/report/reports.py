@@ -48,6 +48,12 @@ def report_markdown(report: dict) -> str:
                   f"{clus.get('clusters_used', '-')} of {clus.get('n_clusters', '-')} |", ""]
     if "cluster_sizes" in clus:
         lines += [f"Cluster sizes: {clus['cluster_sizes']}", ""]
+    consensus = report.get("consensus") or {}
+    if "accuracy" in consensus:
+        lines += [f"With the invariant graph (every image's cluster probabilities averaged with those of its "
+                  f"{consensus['neighbours']} graph neighbours; {consensus['moved_images']} images change cluster): "
+                  f"accuracy {_fmt(consensus['accuracy'])}, NMI {_fmt(consensus['nmi'])}, ARI "
+                  f"{_fmt(consensus['ari'])}.", ""]
     collapse = report.get("collapse") or {}
     if collapse.get("empty_components") or collapse.get("reseeded_during_training"):
         lines += [f"**Mixture collapse:** {collapse.get('empty_components', 0)} empty component(s) on this split; "
