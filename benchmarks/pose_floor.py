@@ -11,14 +11,14 @@ similarity over rotations in [-45, 45] degrees in 1-degree steps (the group's ow
 moves the images); the median absolute deviation from the class's mean angle is what the
 per-cluster-offset rotation error keeps when a model aligns every image of a cluster to one
 template. (A model shown the true upright images, as the supervised one is, can learn the
-slant as style and go below it.) Writes the ``pose_floor`` block.
+slant as style and go below it.) Writes ``benchmarks/results/pose_floor.json`` and the
+``pose_floor`` block.
 
-    python benchmarks/pose_floor.py [--no-write]
+    python benchmarks/pose_floor.py [--out FILE] [--no-doc]
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _report import machine_line, write_block  # noqa: E402
+from _report import benchmark_parser, publish  # noqa: E402
 
 from mcvae_framework import build  # noqa: E402
 
@@ -47,10 +47,8 @@ def slant_from_template(images: torch.Tensor, group, grid: torch.Tensor, rounds:
     return best - best.mean()
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    args = parser.parse_args(argv)
+def main(argv=None) -> dict:
+    args = benchmark_parser(__file__, __doc__, "pose_floor").parse_args(argv)
     data = build("data", {"type": "mnist5k"}, split="test").as_tensors()
     images, labels = data["image"].float(), data["label"]
     group = build("group", {"type": "so2", "angle_deg": [-180, 180]})
@@ -59,17 +57,20 @@ def main(argv=None) -> None:
     for digit in labels.unique().tolist():
         deviation = torch.rad2deg(slant_from_template(images[labels == digit], group, grid)).abs()
         every.append(deviation)
-        rows.append(f"| {digit} | {len(deviation)} | {deviation.median():.1f} |")
-    overall = torch.cat(every).median()
-    text = "\n".join([
-        f"`python benchmarks/pose_floor.py` on {machine_line()}.", "",
+        rows.append({"digit": digit, "images": len(deviation), "median_deviation_deg": float(deviation.median())})
+    every = torch.cat(every)
+    return publish({"rows": rows, "all": {"images": len(every), "median_deviation_deg": float(every.median())}},
+                   args, argv)
+
+
+def render(result: dict) -> str:
+    rows = [f"| {r['digit']} | {r['images']} | {r['median_deviation_deg']:.1f} |"
+            for r in [*result["rows"], {**result["all"], "digit": "all"}]]
+    return "\n".join([
+        f"`{result['command']}` on {result['machine']}.", "",
         "Unrotated mnist5k test digits, each registered to its class template by rotation; the median "
         "absolute deviation of each digit's angle from its class's mean angle (degrees).", "",
-        "| digit | images | median deviation (deg) |", "| --- | ---: | ---: |", *rows,
-        f"| all | {len(torch.cat(every))} | {overall:.1f} |"])
-    print(text)
-    if not args.no_write:
-        write_block("pose_floor", text)
+        "| digit | images | median deviation (deg) |", "| --- | ---: | ---: |", *rows])
 
 
 if __name__ == "__main__":

@@ -35,22 +35,23 @@ transductive ones, which see the test images, unlabelled, beside the training im
 
 Every MCE-VAE and baseline config is derived from the protocol's ready config in
 ``configs/`` (same encoder, decoder, latent sizes, epochs), so tuning those configs tunes
-the benchmark. Results go to ``benchmarks/results/quality.json`` and to the ``quality``
-block of ``docs/benchmarks.md``.
+the benchmark; :data:`METHODS` is the one table of what each method changes and how it
+runs. Results go to ``benchmarks/results/quality.json`` and to the ``quality`` block of
+``docs/benchmarks.md``, which is rendered from that file (``render``).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import platform
 import resource
-import shlex
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -59,17 +60,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _report import machine_line, write_block  # noqa: E402
+from _report import benchmark_parser, command_line, load_result, publish, seed_list  # noqa: E402
 
 from mcvae_framework import build, validate_config  # noqa: E402
 from mcvae_framework.config.experiment import read_config_file  # noqa: E402
-from mcvae_framework.report.evaluation import (  # noqa: E402
-    clustering_metrics,
-    dataset_tensors,
-    evaluate_model,
-    json_safe,
-    model_outputs,
-)
+from mcvae_framework.report.evaluation import clustering_metrics, evaluate_model, json_safe  # noqa: E402
+from mcvae_framework.report.inference import predict_images  # noqa: E402
+from mcvae_framework.runtime.data import dataset_tensors  # noqa: E402
 from mcvae_framework.config.sections import without_graph  # noqa: E402
 
 PROTOCOLS = {
@@ -79,18 +76,6 @@ PROTOCOLS = {
           "config": "configs/se2_mnist.yaml"},
     "d": {"title": "(d) Fashion-MNIST (10k training images), SO(2), [-90, 90]",
           "config": "configs/fashion_mnist_student_t.yaml"},
-}
-METHODS = ("kmeans", "invariant_graph", "plain_vae_gmm", "vade", "mce_supervised", "mce_unsupervised_no_graph",
-           "mce_unsupervised_inductive", "mce_unsupervised")
-METHOD_NAMES = {
-    "kmeans": "k-means on pixels",
-    "invariant_graph": "invariant graph (no training; transductive)",
-    "mce_unsupervised_no_graph": "MCE-VAE, unsupervised, without the graph",
-    "plain_vae_gmm": "plain VAE + GMM",
-    "vade": "VaDE-style (mixture prior, no group)",
-    "mce_supervised": "MCE-VAE, supervised",
-    "mce_unsupervised_inductive": "MCE-VAE, unsupervised, inductive",
-    "mce_unsupervised": "MCE-VAE, unsupervised (transductive, like the graph)",
 }
 #: the issue's goals for the unsupervised MCE-VAE (clustering accuracy on the test split).
 TARGETS = {"a": 0.93, "b": 0.85, "c": 0.85, "d": 0.62}
@@ -114,31 +99,28 @@ def protocol_config(protocol: str, *, epochs: int | None, quick: bool, device: s
     return config
 
 
-def method_config(base: dict, method: str, seed: int) -> dict:
-    """The experiment config of one method, derived from the protocol's config."""
-    guided = method in ("mce_unsupervised", "mce_unsupervised_inductive")
+def method_config(base: dict, name: str, seed: int) -> dict:
+    """The experiment config of one method (:data:`METHODS`), derived from the protocol's config."""
+    method = METHODS[name]
     # the baselines as they were published: no graph, nor the terms that learn from it
-    config = copy.deepcopy(base) if guided else without_graph(base)
+    config = copy.deepcopy(base) if method.guided else without_graph(base)
     config["training"]["seed"] = seed
-    loss = config.setdefault("loss", {})
-    if method != "mce_unsupervised":  # only the graph's rival sees the test images, as the graph does
+    if not method.transductive:  # only the graph and its rival see the test images
         config["training"]["transductive"] = False
-    if method in ("mce_unsupervised", "mce_unsupervised_inductive", "mce_unsupervised_no_graph"):
-        loss["mode"] = "unsupervised"
-    elif method == "mce_supervised":
-        loss["mode"] = "supervised"
-    elif method == "vade":
+    if method.mode:
+        config.setdefault("loss", {})["mode"] = method.mode
+    if not method.group:
         config["group"] = None
-        loss["mode"] = "plain"
-    elif method == "plain_vae_gmm":
-        config["group"] = None
-        config["prior"] = {"type": "standard_normal"}
-        config.setdefault("model", {})["z_style_dim"] = 0
-        loss["mode"] = "plain"
-        loss["pretrain_epochs"] = 0
-    else:
-        raise ValueError(f"unknown method {method!r}")
+    if method.changes:
+        method.changes(config)
     return config
+
+
+def plain_vae(config: dict) -> None:
+    """A plain VAE: the standard-normal prior, no style latent, no pretraining."""
+    config["prior"] = {"type": "standard_normal"}
+    config.setdefault("model", {})["z_style_dim"] = 0
+    config["loss"]["pretrain_epochs"] = 0
 
 
 # ------------------------------------------------------------------------- runs
@@ -152,10 +134,11 @@ def peak_memory_mib(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def run_kmeans(train, test, n_clusters: int, seed: int) -> dict:
+def run_kmeans(method, config: dict, datasets: dict, n_clusters: int, work_dir: Path) -> dict:
     """k-means (scikit-learn, 10 restarts) fitted on the training pixels, scored on test."""
     from sklearn.cluster import KMeans
 
+    train, test, seed = datasets["train_tensors"], datasets["test_tensors"], config["training"]["seed"]
     start = time.perf_counter()
     x_train = train["image"].flatten(1).numpy()
     km = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed).fit(x_train)
@@ -166,16 +149,17 @@ def run_kmeans(train, test, n_clusters: int, seed: int) -> dict:
             "train_seconds": wall}
 
 
-def run_invariant_graph(config_dict: dict, train, test, n_clusters: int, seed: int) -> dict:
+def run_invariant_graph(method, config_dict: dict, datasets: dict, n_clusters: int, work_dir: Path) -> dict:
     """The training-free invariant graph over the train and test images together
     (transductive: the test images are clustered with the training images as context),
     scored on the test images; the protocol config's ``graph`` section sets its options."""
     from mcvae_framework.graph.invariant_graph import invariant_graph_clusters
 
+    train, test, seed = datasets["train_tensors"], datasets["test_tensors"], config_dict["training"]["seed"]
     config = validate_config(config_dict, source="invariant_graph config")
     group = build("group", config.group)
     images = torch.cat([train["image"], test["image"]])
-    graph = invariant_graph_clusters(images, group, n_clusters, **config.graph.clustering_options(), seed=seed)
+    graph = invariant_graph_clusters(images, group, n_clusters, config.graph, seed=seed)
     n_train = len(train["image"])  # the test images follow the training images
     clusters = graph.labels[n_train:].numpy()
     report = {"clustering": clustering_metrics(test["label"].numpy(), clusters, n_clusters=n_clusters),
@@ -205,18 +189,18 @@ def graph_rotation_error(group, angles: torch.Tensor, true_pose: torch.Tensor, c
     return metrics
 
 
-def run_model(config_dict: dict, method: str, datasets, work_dir: Path, n_clusters: int) -> dict:
+def run_model(method, config_dict: dict, datasets: dict, n_clusters: int, work_dir: Path) -> dict:
     """Train one method with the trainer's API and score it on the test split."""
     from mcvae_framework.train.trainer import Trainer
 
-    config = validate_config(config_dict, source=f"{method} config")
+    config = validate_config(config_dict, source=f"{method.title} config")
     trainer = Trainer(config, out_dir=work_dir, overwrite=True, console=False,
                       train_dataset=datasets["train"], test_dataset=datasets["test"])
     trainer.run()
     model = trainer.model.eval()
     report = evaluate_model(model, config, datasets["test"], n_actions=2, with_elbo=False,
                             seed=config.training.seed)
-    if method == "plain_vae_gmm":
+    if method.clusters_from_latents:
         report["clustering"] = gmm_on_latents(model, datasets, n_clusters, config.training.seed)
     return {**report, "train_seconds": trainer.summary["wall_seconds"],
             "images_per_second": trainer.summary["images_per_second"]}
@@ -226,11 +210,51 @@ def gmm_on_latents(model, datasets, n_clusters: int, seed: int) -> dict:
     """A Gaussian mixture fitted to the training latents' means, scored on the test split."""
     from sklearn.mixture import GaussianMixture
 
-    train = model_outputs(model, datasets["train_tensors"]["image"])["z_cluster"].double().numpy()
-    test = model_outputs(model, datasets["test_tensors"]["image"])["z_cluster"].double().numpy()
+    train = predict_images(model, datasets["train_tensors"]["image"])["z_cluster"].double().numpy()
+    test = predict_images(model, datasets["test_tensors"]["image"])["z_cluster"].double().numpy()
     gmm = GaussianMixture(n_components=n_clusters, covariance_type="full", n_init=3, random_state=seed).fit(train)
     labels = datasets["test_tensors"]["label"].numpy()
     return clustering_metrics(labels, gmm.predict(test), n_clusters=n_clusters)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of the benchmark: its row's title, how its config differs from the
+    protocol's, and how it runs (``run(method, config, datasets, n_clusters, work_dir)``)."""
+
+    title: str
+    run: Callable[..., dict]
+    #: ``loss.mode`` of the model (``None``: the protocol config's).
+    mode: str | None = None
+    #: keeps the protocol config's invariant graph and the loss terms that learn from it.
+    guided: bool = False
+    #: trains on the test images too, unlabelled, as the protocol config says (else never).
+    transductive: bool = False
+    #: keeps the group (``False``: no pose latent, as a plain VAE or VaDE).
+    group: bool = True
+    #: further changes of the config.
+    changes: Callable[[dict], None] | None = None
+    #: clusters by a Gaussian mixture fitted to the training latents, not by the prior.
+    clusters_from_latents: bool = False
+
+
+#: Every method, in the order of the tables.
+METHODS = {
+    "kmeans": Method("k-means on pixels", run_kmeans),
+    "invariant_graph": Method("invariant graph (no training; transductive)", run_invariant_graph,
+                              mode="unsupervised", guided=True, transductive=True),
+    "plain_vae_gmm": Method("plain VAE + GMM", run_model, mode="plain", group=False, changes=plain_vae,
+                            clusters_from_latents=True),
+    "vade": Method("VaDE-style (mixture prior, no group)", run_model, mode="plain", group=False),
+    "mce_supervised": Method("MCE-VAE, supervised", run_model, mode="supervised"),
+    "mce_unsupervised_no_graph": Method("MCE-VAE, unsupervised, without the graph", run_model, mode="unsupervised"),
+    "mce_unsupervised_inductive": Method("MCE-VAE, unsupervised, inductive", run_model, mode="unsupervised",
+                                         guided=True),
+    "mce_unsupervised": Method("MCE-VAE, unsupervised (transductive, like the graph)", run_model,
+                               mode="unsupervised", guided=True, transductive=True),
+}
+#: the method the protocol's goal is checked on, and the one it should beat.
+GOAL_METHOD, GRAPH_METHOD = "mce_unsupervised", "invariant_graph"
 
 
 def record(protocol: str, method: str, seed: int, report: dict, peak_mib: float, wall: float) -> dict:
@@ -269,24 +293,19 @@ def run_protocol(protocol: str, methods, seeds, args, work_root: Path) -> list[d
     datasets = protocol_datasets(base)
     n_clusters = int(datasets["train"].n_classes)
     rows = []
-    for method in methods:
+    for name in methods:
         for seed in seeds:
             if args.device.startswith("cuda") and torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
-            if method == "kmeans":
-                report = run_kmeans(datasets["train_tensors"], datasets["test_tensors"], n_clusters, seed)
-            elif method == "invariant_graph":
-                report = run_invariant_graph(method_config(base, "mce_unsupervised", seed), datasets["train_tensors"],
-                                             datasets["test_tensors"], n_clusters, seed)
-            else:
-                config = method_config(base, method, seed)
-                report = run_model(config, method, datasets, work_root / f"{protocol}_{method}_{seed}", n_clusters)
+            config = method_config(base, name, seed)
+            report = METHODS[name].run(METHODS[name], config, datasets, n_clusters,
+                                       work_root / f"{protocol}_{name}_{seed}")
             wall = time.perf_counter() - start
-            rows.append(record(protocol, method, seed, report, peak_memory_mib(args.device), wall))
-            if method.startswith("mce_"):  # how it used the test images: kept with the row for later runs
-                rows[-1]["transductive"] = bool(config["training"].get("transductive"))
-            print(f"[{protocol}] {method:17s} seed {seed}: accuracy {rows[-1]['accuracy']:.3f}, "
+            rows.append(record(protocol, name, seed, report, peak_memory_mib(args.device), wall))
+            # how it used the test images: kept with the row for later runs
+            rows[-1]["transductive"] = bool(config["training"].get("transductive"))
+            print(f"[{protocol}] {name:17s} seed {seed}: accuracy {rows[-1]['accuracy']:.3f}, "
                   f"NMI {rows[-1]['nmi']:.3f}, {wall:.0f} s", flush=True)
     return rows
 
@@ -302,31 +321,19 @@ COLUMNS = [
 ]
 
 
-def earlier_rows(path: Path, rerun: set) -> list[dict]:
-    """Rows of an earlier results file for (protocol, method) pairs not rerun now, each
-    tagged with the earlier run's command and machine line (``earlier``)."""
-    if not path.is_file():
+def earlier_rows(earlier: dict | None) -> list[dict]:
+    """The rows of an earlier result, each tagged with its command and machine line
+    (``earlier``) unless it already carries one."""
+    if not earlier:
         return []
-    earlier = json.loads(path.read_text(encoding="utf-8"))
-    tag = earlier.get("earlier_tag") or f"`{earlier.get('command', '?')}` ({earlier.get('machine', '?')})"
-    kept = []
-    methods_then = earlier.get("options", {}).get("methods", [])
-    before_graph = "invariant_graph" not in methods_then
-    before_transductive = "mce_unsupervised_inductive" not in methods_then
-    for row in earlier.get("runs", []):
-        if before_graph and row["method"] == "mce_unsupervised":
-            row = {**row, "method": "mce_unsupervised_no_graph"}  # that model had no graph to learn from
-        elif row["method"] == "mce_unsupervised" and row.get("transductive", not before_transductive) is False:
-            row = {**row, "method": "mce_unsupervised_inductive"}  # it trained on the training images only
-        if (row["protocol"], row["method"]) not in rerun and row["method"] in METHODS:
-            kept.append({**row, "earlier": row.get("earlier") or tag})
-    return kept
+    tag = f"`{earlier.get('command', '?')}` ({earlier.get('machine', '?')})"
+    return [{**row, "earlier": row.get("earlier") or tag} for row in earlier.get("runs", []) if row["method"] in METHODS]
 
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean and standard deviation (ddof 1) over seeds per (protocol, method)."""
     out = []
-    keys = sorted({(r["protocol"], r["method"]) for r in rows}, key=lambda k: (k[0], METHODS.index(k[1])))
+    keys = sorted({(r["protocol"], r["method"]) for r in rows}, key=lambda k: (k[0], list(METHODS).index(k[1])))
     for protocol, method in keys:
         group = [r for r in rows if r["protocol"] == protocol and r["method"] == method]
         entry = {"protocol": protocol, "method": method, "seeds": [r["seed"] for r in group]}
@@ -349,8 +356,10 @@ def mean_sd_cell(stat: dict | None, digits: int) -> str:
     return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
 
 
-def markdown(summary: list[dict], command: str, options: dict) -> str:
-    lines = [f"Command: `{command}`", "", f"Machine: {machine_line()}", "",
+def render(result: dict) -> str:
+    """The ``quality`` block, from a result file."""
+    summary, options = result["summary"], result["options"]
+    lines = [f"Command: `{result['command']}`", "", f"Machine: {result['machine']}", "",
              f"Mean ± standard deviation over seeds {options['seeds']}; every method is scored on the "
              "protocol's test split; the transductive rows (the graph, and the MCE-VAE row that says so) "
              "also see the test images, unlabelled, beside the training images, the others train on "
@@ -372,11 +381,11 @@ def markdown(summary: list[dict], command: str, options: dict) -> str:
             cells = [mean_sd_cell(entry.get(key), digits) for key, _, digits in COLUMNS]
             mark = " (earlier)" if entry.get("earlier") else ""
             earlier.update([entry["earlier"]] if entry.get("earlier") else [])
-            lines.append(f"| {METHOD_NAMES[entry['method']]}{mark} | " + " | ".join(cells) + " |")
+            lines.append(f"| {METHODS[entry['method']].title}{mark} | " + " | ".join(cells) + " |")
         for tag in sorted(earlier):
             lines += ["", f"(earlier): not rerun; from {tag}, with the configs of that time."]
-        unsup = next((s for s in summary if s["protocol"] == protocol and s["method"] == "mce_unsupervised"), None)
-        graph = next((s for s in summary if s["protocol"] == protocol and s["method"] == "invariant_graph"), None)
+        unsup = next((s for s in summary if s["protocol"] == protocol and s["method"] == GOAL_METHOD), None)
+        graph = next((s for s in summary if s["protocol"] == protocol and s["method"] == GRAPH_METHOD), None)
         if unsup and "accuracy" in unsup:
             reached = unsup["accuracy"]["mean"]
             verdict = "reached" if reached >= TARGETS[protocol] else "not reached"
@@ -402,58 +411,49 @@ def _list(text: str, allowed=None, kind: str = "value") -> list[str]:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__file__, __doc__, "quality", seeds="0,1,2")
     parser.add_argument("--protocols", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (at least 3 for a table)")
     parser.add_argument("--epochs", type=int, default=None, help="ELBO epochs (default: the protocol config's)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 500 images per split, 2 epochs")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--out", default=str(HERE / "results" / "quality.json"), help="JSON results file")
     parser.add_argument("--keep-runs", default=None, help="keep the run folders here (default: a temporary folder)")
-    parser.add_argument("--no-doc", action="store_true", help="do not rewrite the quality block of docs/benchmarks.md")
     parser.add_argument("--merge", default=None,
                         help="comma-separated result files of runs made apart (e.g. one seed per process, each "
-                        "with its own --out and --no-doc): their rows are written to --out and the docs block "
-                        "as if this run had measured them; nothing is trained")
+                        "with its own --out and --no-doc): their rows are written as if this run had measured "
+                        "them; nothing is trained")
     parser.add_argument("--keep-earlier", action="store_true",
-                        help="keep the rows of methods not rerun from the existing --out file in the table, "
-                        "marked as earlier results with their command and date")
+                        help="keep the rows of methods not rerun from the earlier result (--out, else the "
+                        "committed one) in the table, marked as earlier results with their command and date")
     args = parser.parse_args(argv)
     args.protocol_list = _list(args.protocols, PROTOCOLS, "protocol")
     args.method_list = _list(args.methods, METHODS, "method")
-    try:
-        args.seed_list = [int(s) for s in _list(args.seeds)]
-    except ValueError:
-        raise SystemExit(f"--seeds {args.seeds!r}: give comma-separated integers, e.g. 0,1,2") from None
+    args.seed_list = seed_list(args)
     return args
 
 
-def write_results(rows, earlier, args, command: str, options: dict, started: float, out: Path):
-    """Write the JSON results and (unless --no-doc) the docs block; returns (result, markdown)."""
+def save(rows: list[dict], earlier: list[dict], args, argv, command: str, options: dict, started: float) -> dict:
+    """The result of ``rows`` (and the earlier rows of methods not rerun), written by
+    :func:`_report.publish`: JSON, and the docs block unless ``--no-doc``."""
     rerun = {(r["protocol"], r["method"]) for r in rows}
     kept = [r for r in earlier if (r["protocol"], r["method"]) not in rerun]
-    summary = summarise(rows + kept)
-    result = json_safe({"command": command.strip(), "machine": machine_line(), "python": platform.python_version(),
-                        "options": options, "total_seconds": time.perf_counter() - started,
-                        "summary": summary, "runs": rows + kept})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    text = markdown(summary, command.strip(), options)
-    if not args.no_doc:
-        write_block("quality", text)
-    return result, text
+    result = json_safe({"command": command, "python": platform.python_version(), "options": options,
+                        "total_seconds": time.perf_counter() - started, "summary": summarise(rows + kept),
+                        "runs": rows + kept})
+    return publish(result, args, argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    command = "python benchmarks/run_quality.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    command = command_line(__file__, argv)
     options = {"protocols": args.protocol_list, "methods": args.method_list, "seeds": args.seed_list,
                "epochs": args.epochs, "quick": args.quick, "device": args.device}
     started = time.perf_counter()
-    out = Path(args.out)
-    earlier = earlier_rows(out, set()) if args.keep_earlier else []
+    if args.keep_earlier:
+        earlier = earlier_rows(json.loads(Path(args.out).read_text(encoding="utf-8")) if args.out and
+                               Path(args.out).is_file() else load_result("quality"))
+    else:
+        earlier = []
     rows: list[dict] = []
     if args.merge:
         commands = []
@@ -461,19 +461,14 @@ def main(argv=None) -> dict:
             part = json.loads(Path(path).read_text(encoding="utf-8"))
             rows += part["runs"]
             commands.append(part["command"])
-        command = " ; ".join(commands)
-        options = {**options, "merged": _list(args.merge)}
-        result, text = write_results(rows, earlier, args, command, options, started, out)
-        print(text)
-        return result
+        return save(rows, earlier, args, argv, " ; ".join(commands), {**options, "merged": _list(args.merge)}, started)
+    result = None
     with tempfile.TemporaryDirectory(prefix="mcvae_quality_") as tmp:
         work_root = Path(args.keep_runs) if args.keep_runs else Path(tmp)
         for protocol in args.protocol_list:
             rows += run_protocol(protocol, args.method_list, args.seed_list, args, work_root)
             # written after every protocol, so that a long run that is stopped keeps what it measured
-            result, text = write_results(rows, earlier, args, command, options, started, out)
-    print(text)
-    print(f"wrote {out}" + ("" if args.no_doc else " and the quality block of docs/benchmarks.md"))
+            result = save(rows, earlier, args, argv, command, options, started)
     return result
 
 

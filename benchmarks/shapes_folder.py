@@ -1,21 +1,19 @@
 """A new user's own folder: a few clearly different shapes, rotated and shifted, clustered
 with the quickstart's settings (only the data, the group and the component count changed).
 
-    python benchmarks/shapes_folder.py [--shapes 3] [--per-shape 100] [--seeds 0,1,2] [--no-write]
+    python benchmarks/shapes_folder.py [--shapes 3] [--per-shape 100] [--seeds 0,1,2] [--out FILE] [--no-doc]
 
 It draws filled shapes (ellipse, triangle, cross, ...) on 40x40 canvases with PIL, each at
 a random angle over the full circle, shifted by up to 6 pixels and slightly resized, into
 one sub-folder per shape (``image_folder`` reads the sub-folders as labels, which only the
 scoring uses); then trains ``configs/quickstart.yaml`` on it with ``image_folder``, ``se2``
-and as many components as shapes, and scores the clusters of the test split. The table
-goes to the ``shapes`` block of ``docs/benchmarks.md``.
+and as many components as shapes, and scores the clusters of the test split. The figures
+go to ``benchmarks/results/shapes.json`` and the ``shapes`` block of ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import shlex
 import sys
 import tempfile
 import time
@@ -28,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from _report import machine_line, write_block  # noqa: E402
+from _report import benchmark_parser, publish, seed_list  # noqa: E402
 
 from mcvae_framework.config.experiment import read_config_file  # noqa: E402
 from mcvae_framework.report.evaluation import evaluate_run  # noqa: E402
@@ -83,19 +81,17 @@ def config_for(folder: Path, n_shapes: int, seed: int, out_dir: Path) -> dict:
     return config
 
 
-def main(argv=None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None) -> dict:
+    parser = benchmark_parser(__file__, __doc__, "shapes", seeds="0,1,2")
     parser.add_argument("--shapes", type=int, default=3, help=f"how many shapes (2..{len(SHAPES)})")
     parser.add_argument("--per-shape", type=int, default=100, help="images of each shape")
-    parser.add_argument("--seeds", default="0,1,2", help="training seeds (the folder is drawn with seed 0)")
-    parser.add_argument("--no-write", action="store_true", help="do not rewrite the shapes block of docs/benchmarks.md")
     args = parser.parse_args(argv)
     shapes = SHAPES[:args.shapes]
     rows = []
     with tempfile.TemporaryDirectory(prefix="mcvae_shapes_") as tmp:
         folder = Path(tmp) / "shapes"
-        make_folder(folder, shapes, args.per_shape, seed=0)
-        for seed in (int(s) for s in args.seeds.split(",")):
+        make_folder(folder, shapes, args.per_shape, seed=0)  # the folder is drawn with seed 0 whatever --seeds
+        for seed in seed_list(args):
             run = Path(tmp) / f"run_{seed}"
             start = time.perf_counter()
             Trainer(config_for(folder, len(shapes), seed, run), console=False).run()
@@ -104,18 +100,19 @@ def main(argv=None) -> list[dict]:
                          "sizes": report["clustering"]["cluster_sizes"], "seconds": time.perf_counter() - start})
             print(f"seed {seed}: accuracy {rows[-1]['accuracy']:.3f}, cluster sizes {rows[-1]['sizes']}, "
                   f"{rows[-1]['seconds']:.0f} s", flush=True)
-    command = "python benchmarks/shapes_folder.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    lines = [f"`{command.strip()}` -- {machine_line()}.", "",
-             f"{len(shapes)} shapes ({', '.join(shapes)}), {args.per_shape} images each, 40x40, rotated over the "
+    return publish({"shapes": list(shapes), "per_shape": args.per_shape, "rows": rows}, args, argv)
+
+
+def render(result: dict) -> str:
+    shapes = result["shapes"]
+    lines = [f"`{result['command']}` -- {result['machine']}.", "",
+             f"{len(shapes)} shapes ({', '.join(shapes)}), {result['per_shape']} images each, 40x40, rotated over the "
              "full circle and shifted by up to 6 px; `configs/quickstart.yaml` with `image_folder`, `se2` and "
              f"{len(shapes)} components; accuracy on the test split (20%).", "",
              "| seed | accuracy | NMI | cluster sizes | seconds |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['seed']} | {r['accuracy']:.3f} | {r['nmi']:.3f} | {r['sizes']} | {r['seconds']:.0f} |" for r in rows]
-    text = "\n".join(lines)
-    if not args.no_write:
-        write_block("shapes", text)
-    print(text)
-    return rows
+    lines += [f"| {r['seed']} | {r['accuracy']:.3f} | {r['nmi']:.3f} | {r['sizes']} | {r['seconds']:.0f} |"
+              for r in result["rows"]]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

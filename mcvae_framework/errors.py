@@ -12,12 +12,17 @@ class McvaeError(Exception):
 class ConfigError(McvaeError, ValueError):
     """A config file (or a config dict) is invalid.
 
-    ``problems`` holds ``(field_path, message)`` pairs; ``source`` names the file.
+    ``problems`` is one clear paragraph (a string: ``ConfigError("data.path: ... ; set
+    ...")``) or ``(field_path, message)`` pairs; ``source`` names the file. A plugin's
+    factory may raise it with no ``source``: the command that built the component adds
+    the config file before it prints the message (exit code 2).
     """
 
     exit_code = 2
 
     def __init__(self, problems, source: str | None = None):
+        if isinstance(problems, str):
+            problems = [("", problems)]
         self.problems = [(str(path), str(msg)) for path, msg in problems]
         self.source = source
         super().__init__(self._render())
@@ -51,6 +56,20 @@ class RunFolderError(McvaeError):
 
 
 class TrainingError(McvaeError):
-    """Training had to stop (non-finite loss, unreadable checkpoint, ...)."""
+    """Training had to stop (non-finite loss, a component that misbehaves, ...)."""
 
     exit_code = 1
+
+
+class CheckpointError(RunFolderError, TrainingError):
+    """A checkpoint file cannot be used: missing, truncated, corrupt, not an mcvae checkpoint,
+    of another format version or incomplete. ``path`` is the file, ``reason`` the short
+    why. (Also a :class:`TrainingError`, the type unusable checkpoints had before: code
+    that catches that still catches them.)"""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, path=None, reason: str = ""):
+        self.path = path
+        self.reason = reason or message
+        super().__init__(message)

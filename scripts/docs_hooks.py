@@ -14,15 +14,17 @@ block by a fresh one, so the site never shows a stale reference. The blocks:
   register, with its fields, types, defaults, constraints and descriptions (taken from
   ``Field(description=...)``);
 * ``ready-configs``: every ready experiment config under ``configs/``;
-* ``cli`` (CLI page): every command of ``mcvae``, its usage, help and options.
+* ``cli`` (CLI page): every command of ``mcvae``, its usage, help and options;
+* ``figure-NAME`` (home, quickstart and own-images pages): a figure made by
+  ``scripts/docs_figures.py`` and its caption, from ``docs/images/figures.json`` (the
+  manifest that script writes from its runs).
 
 Only the plugins shipped in the ``mcvae-framework`` distribution are listed, so the page
 is the same whichever third-party plugins happen to be installed where the site builds.
 
-The home page holds a ``<!-- HOME-PICTURE ... -->`` marker: once
-``scripts/docs_home_figure.py RUN_DIR`` has written ``docs/images/quickstart.png`` (from a
-real run), the marker becomes that picture with a caption naming the run; until then it
-stays an invisible comment.
+Every figure of the docs is made by ``scripts/docs_figures.py`` from runs of the current
+code; a figure block whose caption no longer matches the manifest is stale like any other
+block, and ``tests/test_docs.py`` also checks the manifest's configs against today's.
 """
 
 from __future__ import annotations
@@ -47,9 +49,11 @@ from pydantic_core import PydanticUndefined, to_jsonable_python
 CONFIG_PAGE = "configuration.md"
 CLI_PAGE = "cli.md"
 #: generated blocks of each page, in the order they appear.
-BLOCKS = {CONFIG_PAGE: ("core-sections", "components", "ready-configs"), CLI_PAGE: ("cli",)}
-HOME_PAGE = "index.md"
-HOME_PICTURE = "images/quickstart.png"
+BLOCKS = {CONFIG_PAGE: ("core-sections", "components", "ready-configs"), CLI_PAGE: ("cli",),
+          "index.md": ("figure-home",), "quickstart.md": ("figure-class-averages", "figure-gallery"),
+          "own-images.md": ("figure-cryo-gallery",)}
+#: the manifest of the figures (written by scripts/docs_figures.py), relative to docs/.
+FIGURES = "images/figures.json"
 DISTRIBUTION = "mcvae-framework"
 
 #: what each component kind is for, shown above its components.
@@ -74,8 +78,6 @@ def on_config(config):
 
 
 def on_page_markdown(markdown, page, config, files):
-    if page.file.src_uri == HOME_PAGE:
-        return home_picture(markdown, Path(config["docs_dir"]))
     if page.file.src_uri not in BLOCKS:
         return markdown
     return fill_blocks(markdown, page.file.src_uri, _root or Path.cwd())
@@ -85,6 +87,8 @@ def block_markdown(name: str, root: Path) -> str:
     """The freshly generated Markdown of one block."""
     if name == "cli":
         return cli_markdown()
+    if name.startswith("figure-"):
+        return figure_markdown(name[len("figure-"):], root)
     registry = builtin_registry()
     if name == "core-sections":
         return core_sections_markdown(registry)
@@ -179,25 +183,15 @@ def cli_markdown() -> str:
     return "\n".join(out)
 
 
-def home_picture(markdown: str, docs_dir: Path) -> str:
-    """Replace the home page's picture marker by the picture, when it has been made."""
-    marker = re.search(r"<!-- HOME-PICTURE.*?-->", markdown, re.S)
-    picture = docs_dir / HOME_PICTURE
-    if marker is None or not picture.is_file():
-        return markdown
-    about = picture.with_suffix(".json")
-    facts = json.loads(about.read_text(encoding="utf-8")) if about.is_file() else {}
-    run = ", ".join(f"{key} `{facts[key]}`" for key in ("data", "group", "prior") if facts.get(key))
-    scores = ", ".join(f"{key} {facts[key]:.2f}" for key in ("accuracy", "nmi", "ari") if key in facts)
-    caption = (
-        "From a real run of `mcvae train configs/quickstart.yaml`"
-        + (f" ({run})" if run else "")
-        + (f"; test {scores}" if scores else "")
-        + ". Top: test images, their reconstructions, the canonical reconstructions and the "
-        "true canonical images. Bottom: the decoded cluster prototypes under a sweep of poses."
-    )
-    figure = f"![Input, reconstruction, canonical reconstruction and cluster prototypes]({HOME_PICTURE})\n\n*{caption}*"
-    return markdown[: marker.start()] + figure + markdown[marker.end():]
+def figure_markdown(name: str, root: Path) -> str:
+    """A figure of the manifest and its caption (as scripts/docs_figures.py wrote them)."""
+    manifest = root / "docs" / FIGURES
+    if not manifest.is_file():
+        raise PluginError(f"docs/{FIGURES} is missing: run `python scripts/docs_figures.py`")
+    entry = json.loads(manifest.read_text(encoding="utf-8")).get(name)
+    if entry is None:
+        raise PluginError(f"docs/{FIGURES} has no figure {name!r}: run `python scripts/docs_figures.py`")
+    return f"![{entry['alt']}]({entry['file']})\n\n*{entry['caption']}*"
 
 
 # ---------------------------------------------------------------- the registry to document
@@ -279,7 +273,8 @@ def components_markdown(registry) -> str:
 
 
 def ready_configs_markdown(root: Path) -> str:
-    files = sorted(p for p in (root / "configs").glob("*") if p.suffix in (".yaml", ".yml", ".json"))
+    files = [p for folder in (root / "configs", root / "configs" / "templates")  # templates: a file to supply
+             for p in sorted(folder.glob("*")) if p.suffix in (".yaml", ".yml", ".json")]
     if not files:
         return "*No ready configs yet.*\n"
     out = ["| file | what it runs |\n| --- | --- |"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -42,3 +43,44 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def mrc_run(tmp_path_factory):
+    """A run trained for one epoch on a tiny MRC particle stack (see tests/tiny_runs.py)."""
+    from tiny_runs import mrc_run as make
+
+    return make(tmp_path_factory.mktemp("mrc"))
+
+
+@pytest.fixture(scope="session")
+def folder_run(tmp_path_factory):
+    """A run trained for one epoch on a tiny folder of PNGs whose names hold markup."""
+    from tiny_runs import folder_run as make
+
+    return make(tmp_path_factory.mktemp("folder"))
+
+
+@pytest.fixture(scope="session")
+def folder_page(folder_run):
+    """``mcvae report --split all --members 30`` of :func:`folder_run`: its report.html."""
+    from click.testing import CliRunner
+
+    from mcvae_framework.cli import cli
+
+    result = CliRunner().invoke(cli, ["report", str(folder_run), "--split", "all", "--members", "30"])
+    assert result.exit_code == 0, result.output
+    # a copy: other tests write the run's report.html again, for other splits
+    return Path(shutil.copy(folder_run / "report.html", folder_run / "report_all.html"))
+
+
+@pytest.fixture(scope="session")
+def mrc_page(mrc_run):
+    """``mcvae report --split all`` of :func:`mrc_run`: its report.html."""
+    from click.testing import CliRunner
+
+    from mcvae_framework.cli import cli
+
+    result = CliRunner().invoke(cli, ["report", str(mrc_run), "--split", "all"])
+    assert result.exit_code == 0, result.output
+    return Path(shutil.copy(mrc_run / "report.html", mrc_run / "report_all.html"))

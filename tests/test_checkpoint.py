@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mcvae_framework import TrainingError
+from mcvae_framework import CheckpointError
 from mcvae_framework.runtime.checkpoint import (
     atomic_write,
     capture_rng_state,
@@ -87,13 +87,13 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path, damage, messa
     path = tmp_path / "run" / "checkpoints" / "last.pt"
     save_checkpoint(minimal_checkpoint(), path)
     damage(path)
-    with pytest.raises(TrainingError, match=message) as info:
+    with pytest.raises(CheckpointError, match=message) as info:
         load_checkpoint(path)
-    assert str(path) in str(info.value)
+    assert str(path) in str(info.value) and info.value.exit_code == 2
 
 
 def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
     path = tmp_path / "last.pt"
     torch.save({"format": "mcvae-checkpoint", "format_version": 1, "payload": np.float64(1.0)}, path)
-    with pytest.raises(TrainingError, match="weights_only"):
+    with pytest.raises(CheckpointError, match="weights_only"):
         load_checkpoint(path)

@@ -88,6 +88,20 @@ def case_invalid_value(tmp_path, run_dir):
     return ["config", "validate", f], [f, "training.lr", "greater than 0", "-1"]
 
 
+def case_guided_term_without_graph(tmp_path, run_dir):
+    f = write(tmp_path, with_(loss__neighbour_weight=5))  # CONFIG has no graph section: the graph is off
+    return ["train", f, "--out-dir", str(tmp_path / "r")], [f, "loss.neighbour_weight > 0", "graph.enabled: true",
+                                                            "loss.neighbour_weight: 0"]
+
+
+def case_too_few_images(tmp_path, run_dir):
+    config = with_(data__limit=8, prior__n_components=10)
+    config["graph"] = {"enabled": True}
+    f = write(tmp_path, config)
+    return ["config", "validate", f], [f, "data: 8 training images are too few for the invariant graph",
+                                       "graph.neighbours (5)", "at least 11 images"]
+
+
 def case_malformed_set(tmp_path, run_dir):
     f = write(tmp_path, CONFIG)
     return ["config", "show", f, "--set", "training.epochs"], [f, "--set", "section.field=value"]
@@ -132,6 +146,24 @@ def case_no_best(tmp_path, run_dir):
                                                                          "--checkpoint last"]
 
 
+def damaged_copy(tmp_path, run_dir, *names):
+    """A copy of the run with the named checkpoints truncated."""
+    import shutil
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(run_dir, copy)
+    for name in names:
+        path = copy / "checkpoints" / name
+        path.write_bytes(path.read_bytes()[:2000])
+    return copy
+
+
+def case_damaged_checkpoint(tmp_path, run_dir):
+    copy = damaged_copy(tmp_path, run_dir, "last.pt")
+    last = copy / "checkpoints" / "last.pt"
+    return ["evaluate", str(copy)], [str(last), "truncated", str(copy / "checkpoints" / "previous.pt"), "--resume"]
+
+
 def case_unknown_output_format(tmp_path, run_dir):
     f = write(tmp_path, CONFIG)
     out = tmp_path / "pred.xlsx"
@@ -156,6 +188,8 @@ CASES = {
     "missing section": case_missing_section,
     "misspelled field": case_misspelled_field,
     "invalid value": case_invalid_value,
+    "too few images for the graph or the prior": case_too_few_images,
+    "graph-guided loss term without the graph": case_guided_term_without_graph,
     "malformed `--set`": case_malformed_set,
     "missing data file or folder": case_missing_data,
     "run folder already holds a run": case_run_folder_holds_a_run,
@@ -163,6 +197,7 @@ CASES = {
     "`--resume` with another model's config": case_resume_another_model,
     "not a run folder": case_not_a_run_folder,
     "no `best.pt` in the run": case_no_best,
+    "damaged checkpoint": case_damaged_checkpoint,
     "unknown output format": case_unknown_output_format,
     "images of another shape than the model's": case_wrong_image_shape,
     "`--data` of an unknown kind": case_unknown_data_kind,
@@ -183,6 +218,55 @@ def test_each_documented_mistake_exits_2_with_a_message(mistake, tmp_path, run_d
     for piece in wanted:
         assert " ".join(piece.split()) in message, (mistake, piece, result.output)
     assert re.search(r"^Error: |^Usage: ", result.output, re.M), result.output
+
+
+def test_a_guided_term_without_the_graph_is_refused_by_config_validate_too(tmp_path):
+    f = write(tmp_path, with_(loss__neighbour_weight=5))
+    result = CliRunner().invoke(cli, ["config", "validate", f])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "loss.neighbour_weight > 0 learns from the invariant graph's neighbours" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("command", ["predict", "plot", "train --resume"])
+def test_a_damaged_checkpoint_is_refused_by_every_command(command, tmp_path, run_dir):
+    if command == "train --resume":  # with last.pt alone damaged, --resume goes on from previous.pt
+        copy = damaged_copy(tmp_path, run_dir, "last.pt", "previous.pt")
+        args = ["train", write(tmp_path, CONFIG), "--out-dir", str(copy), "--resume"]
+    else:
+        copy = damaged_copy(tmp_path, run_dir, "last.pt")
+        args = [command, str(copy)] + (["--data", write(tmp_path, CONFIG)] if command == "predict" else [])
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "Traceback" not in result.output and "truncated" in result.output
+    assert str(copy / "checkpoints" / "last.pt") in " ".join(result.output.split())
+
+
+def test_train_resume_goes_on_from_the_previous_checkpoint_when_last_is_damaged(tmp_path, run_dir):
+    copy = damaged_copy(tmp_path, run_dir, "last.pt")
+    config = write(tmp_path, with_(training__epochs=2))
+    result = CliRunner().invoke(cli, ["train", config, "--out-dir", str(copy), "--resume"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    said = " ".join(result.output.split())
+    assert f"{copy / 'checkpoints' / 'last.pt'} cannot be read" in said  # on stderr
+    assert "resuming from the previous checkpoint" in (copy / "train.log").read_text()
+    from mcvae_framework.runtime.checkpoint import load_checkpoint
+
+    assert load_checkpoint(copy / "checkpoints" / "last.pt")["epoch"] == 2
+
+
+@pytest.mark.parametrize("graph", [True, False])
+def test_too_few_images_are_refused_before_the_run_folder_is_made(graph, tmp_path):
+    config = with_(data__limit=8, prior__n_components=10)
+    config["graph"] = {"enabled": graph}
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["train", write(tmp_path, config), "--out-dir", str(out)])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "Traceback" not in result.output and not out.exists()
+    said = " ".join(result.output.split())
+    assert "8 training images are too few for the " + ("invariant graph" if graph else "prior's 10 components") in said
+    # enough images: the same config validates
+    config["data"]["limit"] = 40
+    assert CliRunner().invoke(cli, ["config", "validate", write(tmp_path, config)]).exit_code == 0
 
 
 def test_a_refused_train_leaves_the_run_alone(run_dir, tmp_path):

@@ -18,7 +18,10 @@ from mcvae_framework.cli import cli
 from mcvae_framework.config.experiment import apply_overrides, config_to_dict, read_config_file
 
 ROOT = Path(__file__).resolve().parent.parent
-READY = sorted((ROOT / "configs").glob("*.yaml"))
+#: ready configs; a template (first line "# template: ...") names a file the user supplies
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml")) + sorted((ROOT / "configs" / "templates").glob("*.yaml"))
+TEMPLATES = [p for p in CONFIGS if p.read_text().startswith("# template:")]
+READY = [p for p in CONFIGS if p not in TEMPLATES]
 BAD = sorted((Path(__file__).parent / "bad_configs").glob("*.*"))
 
 
@@ -197,12 +200,14 @@ def test_encoder_variant_differs_from_its_base_only_in_encoder_and_run_folder(pa
 
 
 def test_without_graph_switches_off_the_graph_and_the_terms_that_learn_from_it():
-    from mcvae_framework.config.sections import GRAPH_LOSS_FIELDS, without_graph
+    from mcvae_framework.config.sections import GUIDED_TERMS, without_graph
 
     raw = read_config_file(ROOT / "configs" / "quickstart.yaml")
     assert raw["graph"]["enabled"] and raw["loss"]["self_label_weight"] > 0 and raw["loss"]["pose_guide_weight"] > 0
     off = without_graph(raw)
     assert off["graph"] == {**raw["graph"], "enabled": False}
-    assert off["loss"] == {**raw["loss"], **dict.fromkeys(GRAPH_LOSS_FIELDS, 0)}
+    fields = [name for term in GUIDED_TERMS for name in term.fields]
+    assert {"self_label_weight", "self_label_copies", "neighbour_weight", "pose_guide_weight"} <= set(fields)
+    assert off["loss"] == {**raw["loss"], **dict.fromkeys(fields, 0)}
     assert raw["graph"]["enabled"] and raw["loss"]["pose_guide_weight"] > 0  # the input is not changed
     validate_config(off, source="quickstart without its graph")

@@ -18,7 +18,7 @@ from PIL import Image
 from mcvae_framework import ConfigError, DataError, build, validate_config
 from mcvae_framework.config.plugins import current_registry
 from mcvae_framework.testing import DatasetContract
-from mcvae_builtins.datasets.base import balanced_first
+from mcvae_framework.interfaces import balanced_first
 from mcvae_builtins.datasets.idx import DEBIAN_FASHION_MNIST
 
 SE2 = {"group": "se2", "angle_deg": [-90, 90], "shift": 0.15, "seed": 3, "canvas": 40}
@@ -97,10 +97,12 @@ class TestMNIST5kSE2Contract(DatasetContract):
 
 class TestDigitsSO2Contract(DatasetContract):
     dataset_config = {"type": "digits", "limit": 50, "transform": {"group": "so2", "canvas": 12}}
+    splits = ("train", "test", "all")  # split_sizes() counts `all` whichever split is built
 
 
 class TestFashionMNISTContract(DatasetContract):
     dataset_config = {"type": "fashion_mnist", "limit": 50}
+    splits = ("train", "test", "all")
 
 
 class TestImageFolderContract(DatasetContract):
@@ -124,7 +126,7 @@ def test_all_tags_registered():
 def test_mnist5k_is_5000_real_digits_500_per_class_split_80_20():
     train, test = (build("data", {"type": "mnist5k"}, split=s) for s in ("train", "test"))
     assert (len(train), len(test)) == (4000, 1000)
-    assert train.split_sizes() == {"train": 4000, "test": 1000}
+    assert train.split_sizes() == {"train": 4000, "test": 1000, "all": 5000}
     counts = {d.split: np.bincount(d.as_tensors()["label"].numpy(), minlength=10) for d in (train, test)}
     assert (counts["train"] == 400).all() and (counts["test"] == 100).all()  # stratified
     assert train.image_shape == (1, 28, 28) and train.n_classes == 10
@@ -141,7 +143,7 @@ def test_fashion_mnist_reads_the_debian_idx_files_60000_10000():
     train = build("data", {"type": "fashion_mnist"}, split="train")
     test = build("data", {"type": "fashion_mnist"}, split="test")
     assert (len(train), len(test)) == (60000, 10000)
-    assert train.split_sizes() == {"train": 60000, "test": 10000}
+    assert train.split_sizes() == {"train": 60000, "test": 10000, "all": 70000}
     assert (np.bincount(train.as_tensors()["label"].numpy()) == 6000).all()
     assert train.class_names[0] == "T-shirt/top" and train.image_shape == (1, 28, 28)
     assert train.as_tensors()["image"].max() == 1.0
@@ -151,7 +153,7 @@ def test_limit_is_class_balanced_and_keeps_source_order():
     ds = build("data", {"type": "mnist5k", "limit": 25}, split="train")
     counts = np.bincount(ds.as_tensors()["label"].numpy(), minlength=10)
     assert sorted(counts.tolist()) == [2] * 5 + [3] * 5
-    assert ds.split_sizes() == {"train": 25, "test": 25}
+    assert ds.split_sizes() == {"train": 25, "test": 25, "all": 50}
     labels = np.array([0, 0, 0, 0, 1, 2, 2])
     assert balanced_first(labels, 7, 5).tolist() == [0, 1, 4, 5, 6]  # class 1 runs out; 0 and 2 fill in
     assert balanced_first(None, 7, 3).tolist() == [0, 1, 2]
@@ -160,7 +162,7 @@ def test_limit_is_class_balanced_and_keeps_source_order():
 
 def test_digits_seeded_split_covers_all_1797():
     sizes = build("data", {"type": "digits", "test_fraction": 0.5}, split="test").split_sizes()
-    assert sum(sizes.values()) == 1797 and abs(sizes["train"] - sizes["test"]) <= 10
+    assert sizes["train"] + sizes["test"] == sizes["all"] == 1797 and abs(sizes["train"] - sizes["test"]) <= 10
 
 
 @pytest.mark.parametrize("layout,gz", [("flat", True), ("flat", False), ("torchvision", False)])
@@ -287,7 +289,7 @@ def test_bad_split_and_bad_common_fields():
 def test_image_folder_labels_from_subfolders(png_folder):
     ds = build("data", {"type": "image_folder", "path": str(png_folder), "test_fraction": 0.25}, split="train")
     assert ds.class_names == ["cat", "dog"] and ds.image_shape == (1, 10, 10)
-    assert ds.split_sizes() == {"train": 18, "test": 6}
+    assert ds.split_sizes() == {"train": 18, "test": 6, "all": 24}
     rgb = build("data", {"type": "image_folder", "path": str(png_folder), "grayscale": False, "resize": 16},
                 split="test")
     assert rgb.image_shape == (3, 16, 16)

@@ -74,6 +74,63 @@ def test_every_hook_is_documented_on_the_plugin_page(hook):
     )
 
 
+def kit_knobs() -> dict[str, list[str]]:
+    """Every knob (public class attribute that is not a test) of every contract kit."""
+    knobs = {}
+    for name in testing.__all__:
+        kit = getattr(testing, name)
+        knobs[name] = sorted({key for cls in kit.__mro__ for key, value in vars(cls).items()
+                              if not key.startswith(("_", "test")) and not callable(value)
+                              and not isinstance(value, (classmethod, staticmethod, property))})
+    return knobs
+
+
+def test_the_plugin_page_names_everything_a_plugin_meets():
+    import mcvae_framework.errors as errors
+
+    text = (DOCS / "plugins.md").read_text(encoding="utf-8")
+    wanted = ["item_names", "source_indices", "item_splits", "class_names", 'split="all"', "missing_resources()",
+              '{"config_dir":', "--set 'encoder={type:", f"now `{mcvae_framework.PLUGIN_API_VERSION}`",
+              "DeprecationWarning"]
+    wanted += [name for name, obj in vars(errors).items() if isinstance(obj, type) and issubclass(obj, Exception)
+               and obj.__module__ == errors.__name__]
+    missing = [piece for piece in wanted if piece not in text]
+    missing += [knob for knobs in kit_knobs().values() for knob in knobs if not re.search(rf"`{knob}\b", text)]
+    assert not missing, f"docs/plugins.md does not mention {missing}"
+    assert kit_knobs()["DatasetContract"] == ["dataset_config", "n_checked", "splits"]  # the check can fail
+
+
+def test_the_epoch_counts_in_the_docs_are_the_quickstarts():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "configs" / "quickstart.yaml").read_text(encoding="utf-8"))
+    pretrain, epochs = config["loss"]["pretrain_epochs"], config["training"]["epochs"]
+    found = 0
+    for path in (ROOT / "README.md", DOCS / "quickstart.md", DOCS / "configuration.md"):
+        text = " ".join(path.read_text(encoding="utf-8").split())
+        for said in re.findall(r"(\d+) pretraining \+ (\d+) training epochs(?: \((\d+) in all)?", text):
+            found += 1
+            assert said[:2] == (str(pretrain), str(epochs)), f"{path.name} says {said}, the quickstart has " \
+                f"{pretrain} + {epochs}"
+            assert not said[2] or int(said[2]) == pretrain + epochs, f"{path.name} says {said}"
+        for said in re.findall(r"`pretrain_epochs: (\d+)` and `epochs: (\d+)` make (\d+)", text):
+            found += 1
+            assert said == (str(pretrain), str(epochs), str(pretrain + epochs)), f"{path.name} says {said}"
+    assert found >= 4
+
+
+@pytest.mark.parametrize("path", sorted((DOCS / "api").glob("*.md")), ids=lambda p: p.name)
+def test_every_api_section_has_prose_before_its_directives(path):
+    # on GitHub a `::: module` directive shows as it is: each section says in words what it holds
+    sections = re.split(r"^#+ .*$", path.read_text(encoding="utf-8"), flags=re.M)
+    for section in sections:
+        before = section.split("\n::: ", 1)[0] if "\n::: " in "\n" + section else None
+        if before is None:
+            continue
+        prose = [line for line in before.splitlines() if line.strip() and not line.startswith(("```", "    "))]
+        assert prose, f"{path.name}: a section starts with a `:::` directive and no sentence:\n{section[:200]}"
+
+
 def test_every_nav_page_exists_and_every_page_is_in_the_nav():
     import yaml
 
@@ -108,6 +165,37 @@ def test_the_committed_reference_pages_are_not_stale():
     )
     text = (DOCS / "cli.md").read_text(encoding="utf-8")
     assert "## `mcvae`" in text.split("<!-- mcvae:cli -->", 1)[1], "docs/cli.md has an empty CLI block"
+
+
+def test_every_figure_comes_from_a_run_of_todays_configs():
+    """Every figure under docs/images is in the manifest scripts/docs_figures.py writes, sits
+    in a page's figure block (whose caption the stale-page test above compares with the
+    manifest), and was made from a run of the config that is current today: change
+    configs/quickstart.yaml (or the cryo demo's config) and this fails until the script is
+    run again."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import docs_figures
+        import docs_hooks
+    finally:
+        sys.path.pop(0)
+    manifest = json.loads((DOCS / docs_hooks.FIGURES).read_text(encoding="utf-8"))
+    in_blocks = {name[len("figure-"):] for blocks in docs_hooks.BLOCKS.values() for name in blocks
+                 if name.startswith("figure-")}
+    assert set(manifest) == in_blocks, "a figure of the manifest is in no page, or a page names a missing one"
+    pictures = {p.relative_to(DOCS).as_posix() for p in (DOCS / "images").glob("*.png")}
+    assert pictures == {entry["file"] for entry in manifest.values()}, (
+        "every picture under docs/images must be made by scripts/docs_figures.py (and only those)")
+    for name, entry in manifest.items():
+        assert (DOCS / entry["file"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", entry["file"]
+        run = entry["run"]
+        assert run["config"] == docs_figures.todays_config(run["config_file"]), (
+            f"figure {name!r} was made from a run of another config than today's {run['config_file']}: "
+            "run `python scripts/docs_figures.py` and commit docs/images")
+        if "accuracy" in run:
+            assert f"{run['accuracy']:.3f}" in entry["caption"], f"the caption of {name!r} does not quote its run"
 
 
 # ---------------------------------------------------------------- the built site
@@ -179,8 +267,9 @@ def test_configuration_reference_covers_every_component_and_field(site):
 
 def test_every_ready_config_is_in_the_configuration_reference(site):
     text = page_text(site, "configuration")
-    for path in sorted((ROOT / "configs").glob("*.y*ml")):
-        assert f"configs/{path.name}" in text, f"configs/{path.name} is not shown"
+    for path in sorted((ROOT / "configs").glob("*.y*ml")) + sorted((ROOT / "configs" / "templates").glob("*.y*ml")):
+        name = path.relative_to(ROOT).as_posix()
+        assert name in text, f"{name} is not shown"
 
 
 def test_plugin_page_shows_the_example_distributions(site):

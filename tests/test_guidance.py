@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from mcvae_framework import build, validate_config
+from mcvae_framework import ConfigError, build, validate_config
+from mcvae_framework.config.sections import GUIDED_TERMS
 from mcvae_framework.report.evaluation import clustering_metrics
 from mcvae_framework.train.guidance import ClusterGuidance
+from mcvae_framework.model.guide import Guide
 from mcvae_framework.model.losses import LossModule, guidance_terms
 from mcvae_framework.model.mcevae import build_model
 from mcvae_framework.train.trainer import Trainer
@@ -68,7 +70,7 @@ def test_self_label_is_the_cross_entropy_of_the_prior_responsibilities_on_truste
     config, data, model = small_model(guided_config(tmp_path / "run", self_label_copies=0))
     images = data.as_tensors()["image"][:6]
     batch = {"image": images, "index": torch.arange(6)}
-    guide = {"labels": torch.tensor([0, 1, 2, 0, 1, 2]), "confident": torch.tensor([1, 1, 0, 1, 0, 1]).bool()}
+    guide = Guide(labels=torch.tensor([0, 1, 2, 0, 1, 2]), confident=torch.tensor([1, 1, 0, 1, 0, 1]).bool())
     enc = model.encode(images)
     terms, total = guidance_terms(model, batch, enc, config.loss, guide)
     log_q = torch.log_softmax(model.prior.log_prob_per_component(enc.z_cluster.mean), -1)
@@ -84,7 +86,7 @@ def test_self_label_on_moved_copies_reaches_the_encoder_through_the_copies(tmp_p
     config, data, model = small_model(guided_config(tmp_path / "run", self_label_copies=2))
     images = data.as_tensors()["image"][:4]
     batch = {"image": images, "index": torch.arange(4)}
-    guide = {"labels": torch.tensor([0, 1, 2, 0]), "confident": torch.ones(4, dtype=torch.bool)}
+    guide = Guide(labels=torch.tensor([0, 1, 2, 0]), confident=torch.ones(4, dtype=torch.bool))
     terms, _ = guidance_terms(model, batch, model.encode(images), config.loss, guide,
                               torch.Generator().manual_seed(0))
     assert {"self_label", "self_label_moved"} <= set(terms)
@@ -112,11 +114,25 @@ def test_balance_is_zero_for_even_use_and_log_k_for_one_component(tmp_path):
     assert math.isclose(float(terms["balance"].detach()), math.log(3), rel_tol=1e-4)
 
 
-def test_self_labelling_needs_the_graph(tmp_path):
-    config = guided_config(tmp_path / "run")
+@pytest.mark.parametrize("term", GUIDED_TERMS, ids=lambda term: term.name)
+def test_every_graph_guided_term_needs_the_graph(tmp_path, term):
+    config = guided_config(tmp_path / "run", **{"self_label_weight": 0.0, term.weight: 5.0})
     config["graph"]["enabled"] = False
-    with pytest.raises(Exception, match="graph.enabled"):
+    with pytest.raises(ConfigError, match=rf"loss.{term.weight} > 0 learns from the invariant graph's "
+                                          rf"{term.learns_from}.*graph.enabled: true"):
         validate_config(config)
+    config["graph"]["enabled"] = True
+    validate_config(config)
+
+
+def test_the_guide_holds_what_the_switched_on_terms_read(tmp_path):
+    trainer = Trainer(guided_config(tmp_path / "run", epochs=1, neighbour_weight=1.0), console=False)
+    trainer.run()
+    guide, term = trainer.loss_module.guide, {term.name: term for term in GUIDED_TERMS}
+    assert guide.serves(term["self_label"]) and guide.serves(term["neighbour"])
+    assert guide.neighbours.shape == (len(guide.labels), 8) and len(guide.images) == len(guide.labels)
+    assert guide.angles is None and not guide.serves(term["pose_guide"])  # pose guidance is off
+    assert "train_neighbour" in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
 
 
 # ------------------------------------------------------------------ priors from clusters
@@ -195,8 +211,8 @@ def test_neighbour_term_is_minus_the_log_agreement_with_a_graph_neighbour(tmp_pa
     config, data, model = small_model(guided_config(tmp_path / "run", self_label_weight=0.0, neighbour_weight=1.0))
     model.eval()  # no batch-norm statistics: the two encodings below must match exactly
     images = data.as_tensors()["image"][:5]
-    guide = {"labels": torch.zeros(5, dtype=torch.int64), "confident": torch.ones(5, dtype=torch.bool),
-             "neighbours": torch.tensor([[1], [0], [3], [2], [0]]), "images": images}
+    guide = Guide(labels=torch.zeros(5, dtype=torch.int64), confident=torch.ones(5, dtype=torch.bool),
+                  neighbours=torch.tensor([[1], [0], [3], [2], [0]]), images=images)
     batch = {"image": images, "index": torch.arange(5)}
     enc = model.encode(images)
     terms, total = guidance_terms(model, batch, enc, config.loss, guide, torch.Generator().manual_seed(0))
@@ -285,9 +301,9 @@ def test_pose_guidance_reaches_the_pose_head_and_pulls_angles_to_their_clusters_
     images = data.as_tensors()["image"][:6]
     enc = model.encode(images)
     theta = enc.tau.mean[:, 0].detach()
-    guide = {"labels": torch.zeros(6, dtype=torch.int64), "confident": torch.ones(6, dtype=torch.bool),
-             "angles": theta + torch.tensor([0.0, 0.0, 0.0, 0.5, -0.5, 1.0]),
-             "angle_clusters": torch.tensor([0, 0, 0, 1, 1, 2])}
+    guide = Guide(labels=torch.zeros(6, dtype=torch.int64), confident=torch.ones(6, dtype=torch.bool),
+                  angles=theta + torch.tensor([0.0, 0.0, 0.0, 0.5, -0.5, 1.0]),
+                  angle_clusters=torch.tensor([0, 0, 0, 1, 1, 2]))
     terms, total = guidance_terms(model, {"image": images, "index": torch.arange(6)}, enc, config.loss, guide)
     assert terms["pose_guide"] > 0  # cluster 1's two images disagree by 1 rad; cluster 2 has one image: no cost
     assert torch.allclose(total, 2.0 * terms["pose_guide"])
@@ -306,8 +322,10 @@ def test_pose_guidance_needs_the_graph_and_angles_to_learn_from(tmp_path, monkey
     with pytest.raises(Exception, match="pose_guide_weight"):
         validate_config(config)
     # a group without a rotation: the graph has no synchronised angles, and the run says so
-    real = guidance_module.invariant_graph_clusters
-    monkeypatch.setattr(guidance_module, "invariant_graph_clusters",
+    from mcvae_framework.train import graph_build  # the trainer's graph is built there (as mcvae graph's)
+
+    real = graph_build.invariant_graph_clusters
+    monkeypatch.setattr(graph_build, "invariant_graph_clusters",
                         lambda *args, **kwargs: replace(real(*args, **kwargs), angles=None))
     with pytest.raises(TrainingError, match=r"pose_guide_weight > 0 .* no rotation angle .* loss.pose_guide_weight: 0"):
         Trainer(guided_config(tmp_path / "run2", pose_guide_weight=1.0), console=False).run()

@@ -11,12 +11,13 @@ import torch
 
 from mcvae_framework import build
 from mcvae_framework.report.evaluation import clustering_metrics
+from mcvae_framework.graph.neighbours import exact_neighbours
 from mcvae_framework.graph.invariant_graph import (
     balanced_kmeans,
     central_members,
     gaussian_blur,
     invariant_graph_clusters,
-    nearest_neighbours,
+
 )
 from mcvae_framework.interfaces import LieGroup
 
@@ -81,7 +82,7 @@ def test_chunked_neighbours_equal_the_full_computation():
     full = torch.stack([reference @ m.T for m in moved]).amax(0)
     full.fill_diagonal_(-float("inf"))
     expected = full.topk(4, dim=1)
-    index, values = nearest_neighbours(reference, moved, 4, chunk_size=7)
+    index, values = exact_neighbours(reference, moved, 4, chunk_size=7)
     assert torch.equal(index, expected.indices)
     assert torch.allclose(values, expected.values)
 
@@ -125,16 +126,17 @@ def test_the_balanced_graph_gives_equal_clusters():
     assert graph.info["cluster_sizes"] == [40, 40, 40]
 
 
-def test_the_graph_section_sets_every_clustering_option_the_graph_function_takes():
-    import inspect
-
+def test_the_graph_function_takes_its_settings_and_defaults_from_the_graph_section():
     from mcvae_framework.config.sections import GraphConfig
 
-    options = GraphConfig().clustering_options()
-    parameters = inspect.signature(invariant_graph_clusters).parameters
-    assert set(options) <= set(parameters)  # each option is a keyword the function takes
-    # and every section field the function takes is passed on (a new option reaches both callers)
-    assert set(GraphConfig.model_fields) & set(parameters) == set(options)
+    images, labels = moved_shapes(build("group", {"type": "so2", "angle_deg": [-180, 180]}), per_shape=30)
+    group = build("group", {"type": "so2", "angle_deg": [-180, 180]})
+    by_section = invariant_graph_clusters(images, group, 3, GraphConfig(neighbours=6, blur_sigma=0.5))
+    by_keywords = invariant_graph_clusters(images, group, 3, neighbours=6, blur_sigma=0.5)
+    assert torch.equal(by_section.labels, by_keywords.labels)
+    assert by_section.info["neighbours"] == 6 and by_section.info["blur_sigma"] == 0.5
+    with pytest.raises(Exception, match="neighbours"):
+        invariant_graph_clusters(images, group, 3, neighbours=1)  # validated like the config section
 
 
 def test_central_members_keeps_the_nearest_fraction_of_every_cluster():
@@ -153,6 +155,23 @@ def test_blur_preserves_mass_and_constant_images():
     assert math.isclose(float(blurred.sum()), 1.0, rel_tol=1e-5) and float(blurred.max()) < 0.2
 
 
+def test_volumes_are_blurred_along_every_axis_as_a_separable_convolution():
+    volumes = torch.rand(2, 1, 7, 8, 9, generator=torch.Generator().manual_seed(0))
+    sigma = 1.0
+    radius = max(1, math.ceil(3 * sigma))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1.0) / sigma) ** 2)
+    taps = taps / taps.sum()
+    expected = volumes
+    for axis in (2, 3, 4):  # one 1-D convolution per axis, borders replicated
+        shape = [1, 1, 1, 1, 1]
+        shape[axis] = len(taps)
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (4 - axis)] = pad[2 * (4 - axis) + 1] = radius
+        expected = torch.nn.functional.conv3d(torch.nn.functional.pad(expected, pad, mode="replicate"),
+                                              taps.view(shape[2:]).view(1, 1, *shape[2:]))
+    assert torch.allclose(gaussian_blur(volumes, sigma), expected, atol=1e-6)
+
+
 def test_too_few_images_are_refused_clearly():
     group = build("group", {"type": "so2"})
     with pytest.raises(ValueError, match="too few"):
@@ -162,14 +181,20 @@ def test_too_few_images_are_refused_clearly():
 # ------------------------------------------------------------------ the group hooks
 
 
-def test_builtin_search_poses_cover_a_limited_rotation_range():
+def test_builtin_search_poses_cover_the_configured_rotation_range():
     narrow = build("group", {"type": "so2", "angle_deg": [-30, 30]})
-    wide = build("group", {"type": "se2", "angle_deg": [-180, 180]})
+    half = build("group", {"type": "so2", "angle_deg": [-90, 90]})
+    full = build("group", {"type": "se2", "angle_deg": [-180, 180]})
     assert torch.allclose(narrow.search_poses(7)[:, 0].abs().max(), torch.tensor(math.radians(30)))
-    poses = wide.search_poses(13)
-    assert poses.shape == (13, 3)
-    assert torch.allclose(poses[:, 0].abs().max(), torch.tensor(math.radians(60)))
-    assert bool((poses[:, 1:] == 0).all())  # shifts are left to prealign
+    # a partial range: +-60 degrees at most (the graph chains the rest; a 6 never matches a 9)
+    assert torch.allclose(half.search_poses(13)[:, 0].abs().max(), torch.tensor(math.radians(60)))
+    # the full circle: every relative rotation, in equal steps, the identity included, no duplicate end
+    poses = full.search_poses(12)
+    assert poses.shape == (12, 3) and torch.all(poses[:, 1:] == 0)
+    assert torch.allclose(torch.diff(poses[:, 0]), torch.tensor(math.radians(30)))
+    assert bool((poses[:, 0] == 0).any()) and poses[:, 0].min() >= -math.pi - 1e-6 and poses[:, 0].max() < math.pi
+    # 0: the group's own grid, a rotation every 10 degrees
+    assert len(half.search_poses(0)) == 13 and len(full.search_poses(0)) == 36
 
 
 def test_prealign_removes_shifts_and_scales():

@@ -69,19 +69,19 @@ def test_a_refined_run_learns_the_refined_labels_and_keeps_them_on_resume(tmp_pa
     trainer = Trainer(config, console=False)
     trainer.run()
     guide = trainer.loss_module.guide
-    assert bool(guide["confident"].all())  # every refined label is trusted
-    assert len(guide["labels"]) == len(trainer.graph.labels)
+    assert bool(guide.confident.all())  # every refined label is trusted
+    assert len(guide.labels) == len(trainer.graph.labels)
     log = (tmp_path / "run" / "train.log").read_text()
     assert "refined labels:" in log
     # the same seed refines to the same labels
     again = Trainer({**config, "training": {**config["training"], "out_dir": str(tmp_path / "again")}}, console=False)
     again.run()
-    assert torch.equal(again.loss_module.guide["labels"], guide["labels"])
+    assert torch.equal(again.loss_module.guide.labels, guide.labels)
     resumed = Trainer({**config, "training": {**config["training"], "epochs": 2}}, resume=True, console=False)
     resumed.run()
     assert "refining" not in (tmp_path / "run" / "train.log").read_text().split("resumed from")[-1]
     parsed = validate_config(config)
-    assert len(build("data", parsed.data, split="train")) == len(resumed.loss_module.guide["labels"])
+    assert len(build("data", parsed.data, split="train")) == len(resumed.loss_module.guide.labels)
 
 
 def test_refine_epochs_must_not_be_negative(tmp_path):

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from mcvae_framework import build
 from mcvae_framework.runtime.distributed import DistributedContext
 from mcvae_framework.train.trainer import LoaderBatches, MemoryBatches, Trainer, make_batches
-from mcvae_builtins.datasets import streaming
+from mcvae_framework.interfaces import streaming
 
 SE2 = {"group": "se2", "angle_deg": [-90, 90], "shift": 0.15, "seed": 3, "canvas": 12}
 

@@ -12,7 +12,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from mcvae_framework import TrainingError, build, validate_config
+from mcvae_framework import CheckpointError, RunFolderError, TrainingError, build, validate_config
+from mcvae_framework.runtime.distributed import DistributedContext
+from mcvae_framework.runtime.run_layout import RunLayout
+from mcvae_framework.train.run_folder import RunFolder
 from mcvae_framework.runtime.checkpoint import load_checkpoint
 from mcvae_framework.cli import cli
 from mcvae_framework.train.epochs import EpochRunner
@@ -173,36 +176,71 @@ def test_nan_in_the_data_stops_training_and_keeps_the_last_good_checkpoint(tmp_p
     assert "ERROR training stopped: non-finite" in (tmp_path / "train.log").read_text()
     assert checkpoint_path.read_bytes() == good_bytes
     assert load_checkpoint(checkpoint_path)["epoch"] == 1
-    assert not [p for p in checkpoint_path.parent.iterdir() if p.name not in ("last.pt", "best.pt")]  # no stray temp file
+    kept = ("last.pt", "previous.pt", "best.pt")
+    assert not [p for p in checkpoint_path.parent.iterdir() if p.name not in kept]  # no stray temp file
 
 
-def test_a_truncated_checkpoint_is_refused_with_a_clear_message(tmp_path):
+def test_a_truncated_checkpoint_is_refused_and_resume_goes_on_from_the_previous_one(tmp_path):
+    config = tiny_config(tmp_path, epochs=2, eval_every=0)
+    train(config, console=False)
+    layout = RunLayout(tmp_path)
+    assert load_checkpoint(layout.previous)["epoch"] == 1  # the checkpoint last.pt replaced
+    assert load_checkpoint(layout.last)["epoch"] == 2
+    layout.last.write_bytes(layout.last.read_bytes()[:3000])
+    with pytest.raises(CheckpointError, match="truncated") as info:
+        load_trained_model(tmp_path)
+    message = str(info.value)
+    assert info.value.exit_code == 2 and str(layout.last) in message
+    assert str(layout.previous) in message and "--resume" in message
+    resumed = Trainer(config, resume=True, console=False)
+    resumed.run()
+    assert "resuming from the previous checkpoint" in layout.log.read_text()
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+    assert load_checkpoint(layout.last)["epoch"] == 2
+    assert len(list(csv.DictReader(layout.metrics.open()))) == 2
+    load_trained_model(tmp_path)  # whole again
+
+
+def test_the_damaged_last_checkpoint_never_replaces_the_previous_one(tmp_path):
     config = tiny_config(tmp_path, epochs=1, eval_every=0)
     train(config, console=False)
-    checkpoint_path = tmp_path / "checkpoints" / "last.pt"
-    checkpoint_path.write_bytes(checkpoint_path.read_bytes()[:3000])
-    with pytest.raises(TrainingError, match="truncated") as info:
+    layout = RunLayout(tmp_path)
+    layout.last.write_bytes(b"damaged")
+    previous = layout.previous.read_bytes()
+    config["training"]["epochs"] = 2
+    folder = RunFolder(tmp_path, DistributedContext.from_env(), validate_config(config).training)
+    checkpoint, path = folder.read_resume_checkpoint(json.loads(layout.config.read_text()), (1, 8, 8))
+    assert path == layout.previous and checkpoint["epoch"] == 0
+    folder.write_checkpoint({**checkpoint, "epoch": 1})
+    assert layout.previous.read_bytes() == previous  # the damaged file was overwritten, not kept
+    assert load_checkpoint(layout.last)["epoch"] == 1
+
+
+def test_resume_refuses_when_both_checkpoints_are_damaged(tmp_path):
+    config = tiny_config(tmp_path, epochs=1, eval_every=0)
+    train(config, console=False)
+    layout = RunLayout(tmp_path)
+    layout.last.write_bytes(b"")
+    layout.previous.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="previous checkpoint .* cannot be used either") as info:
         Trainer(config, resume=True, console=False).run()
-    message = str(info.value)
-    assert str(checkpoint_path) in message and "Delete it" in message
-    with pytest.raises(TrainingError, match="truncated"):
-        load_trained_model(tmp_path)
+    assert str(layout.last) in str(info.value) and str(layout.previous) in str(info.value)
 
 
 def test_resuming_with_a_different_model_is_refused(tmp_path):
     config = tiny_config(tmp_path, epochs=1, eval_every=0)
     train(config, console=False)
     config["model"]["z_cluster_dim"] = 4
-    with pytest.raises(TrainingError, match=r"different model.*model\.z_cluster_dim: checkpoint 2, config 4"):
+    with pytest.raises(RunFolderError, match=r"another model.*model\.z_cluster_dim: checkpoint 2, config 4"):
         Trainer(config, resume=True, console=False).run()
 
 
 def test_an_existing_run_is_neither_overwritten_nor_resumed_silently(tmp_path):
     config = tiny_config(tmp_path, epochs=1, eval_every=0)
-    with pytest.raises(TrainingError, match="holds no checkpoint"):
+    with pytest.raises(RunFolderError, match="holds no checkpoint"):
         Trainer(config, resume=True, console=False).run()
     train(config, console=False)
-    with pytest.raises(TrainingError, match="already holds a run.*--resume.*--overwrite"):
+    with pytest.raises(RunFolderError, match="already holds a run.*--resume.*--overwrite"):
         train(config, console=False)
     train(config, overwrite=True, console=False)
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
@@ -230,7 +268,8 @@ def test_mcvae_train_writes_the_run_folder(tmp_path, monkeypatch):
         assert column in rows[0], column
     assert float(rows[1]["images_per_second"]) > 0 and rows[1]["train_cluster_kl"] != ""
     assert "epoch 2/2 (train)" in (run_dir / "train.log").read_text()
-    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "epoch_0001.pt", "epoch_0002.pt", "last.pt"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "epoch_0001.pt", "epoch_0002.pt", "last.pt",
+                                                                          "previous.pt"]
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
     assert checkpoint["epoch"] == 2 and set(checkpoint["versions"]) >= {"torch", "numpy", "python"}
 

@@ -27,7 +27,9 @@ def cli():
 
 
 # Sub-command modules attach themselves to `cli` on import.
-from . import config_cmd, plugins_cmd, evaluate_cmd, predict_cmd, plot_cmd, train_cmd, data_cmd  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    config_cmd, plugins_cmd, evaluate_cmd, predict_cmd, plot_cmd, report_cmd, train_cmd, data_cmd, graph_cmd,
+)
 
 
 def main(argv=None):

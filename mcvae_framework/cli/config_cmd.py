@@ -8,7 +8,8 @@ import click
 import yaml
 
 from ..config.experiment import check_runnable, config_to_dict, experiment_config_class, load_config
-from ..errors import ConfigError
+from ..config.data_size import check_data_size
+from ..errors import ConfigError, DataError
 from . import cli
 
 set_option = click.option(
@@ -24,15 +25,19 @@ def config_group():
 
 @config_group.command("validate")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def validate_command(files):
+@set_option
+def validate_command(files, overrides):
     """Validate each FILE as a whole, check that the data files and folders it names
-    exist on this machine and that its sections can train together (e.g. loss.mode
-    supervised needs data whose items carry canonical images); exit 2 if any is invalid."""
+    exist on this machine, that its sections can train together (e.g. loss.mode
+    supervised needs data whose items carry canonical images) and that its data holds
+    enough images for the prior's components and the invariant graph's neighbours (the
+    training split is built to count them); exit 2 if any is invalid. ``--set`` applies
+    to every FILE (e.g. a template's ``--set data.path=stack.mrcs``)."""
     failed = 0
     for path in files:
         try:
-            check_runnable(load_config(path), source=path)
-        except ConfigError as exc:
+            check_data_size(check_runnable(load_config(path, overrides), source=path), source=path)
+        except (ConfigError, DataError) as exc:
             failed += 1
             click.echo(f"Error: {exc}", err=True)
         else:

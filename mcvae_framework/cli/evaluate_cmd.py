@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ..errors import DataError
+from ..runtime.run_layout import RunLayout
 from . import cli
 
 
@@ -21,12 +23,16 @@ from . import cli
                    "geomstats space, ExponentialBarycenter where the space has no metric), intrinsic (the "
                    "hand-written mean with the group's own exp and log), or auto (geomstats where the group "
                    "names a space, else intrinsic); report.json's pose.offset_mean says which served")
-def evaluate_command(run_dir, split, device, batch_size, n_actions, pose_mean):
+@click.option("--html/--no-html", "with_html", default=True, show_default=True,
+              help="also write the class averages and the cluster gallery report.html (as `mcvae report`)")
+def evaluate_command(run_dir, split, device, batch_size, n_actions, pose_mean, with_html):
     """Score RUN_DIR's trained model on a split; write report.json and report.md there.
 
     Clustering accuracy (Hungarian matching), NMI and ARI; pose errors (raw and after the
     best constant offset per cluster, under the group's own error keys); canonical-reconstruction
     error; invariance of the cluster latent under random group actions; the ELBO terms.
+    Unless --no-html, also the class averages and report.html of the same split (see
+    `mcvae report`).
     """
     # imported here, not at the top: every `mcvae` command would otherwise pay for it at start-up
     from ..report.evaluation import evaluate_run
@@ -37,4 +43,15 @@ def evaluate_command(run_dir, split, device, batch_size, n_actions, pose_mean):
     report = evaluate_run(run_dir, split=split, device=device, batch_size=batch_size, n_actions=n_actions,
                           pose_mean=pose_mean)
     click.echo(report_markdown(json_safe(report)))
-    click.echo(f"wrote {run_dir}/report.json and {run_dir}/report.md")
+    layout = RunLayout(run_dir)
+    click.echo(f"wrote {layout.report_json} and {layout.report_md}")
+    if with_html:
+        from ..report.run_report import write_run_report
+
+        try:
+            written = write_run_report(run_dir, split, device=device, batch_size=batch_size)
+        except DataError as error:  # a model of volumes: the evaluation above is all there is
+            click.echo(f"no class averages or report.html: {error}")
+            written = {}
+        for path in written.values():
+            click.echo(f"wrote {path}")

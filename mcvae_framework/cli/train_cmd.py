@@ -2,52 +2,27 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from ..config.experiment import apply_overrides, check_runnable, config_to_dict, read_config_file, validate_config
-from ..errors import RunFolderError
-from ..train.run_logging import RESUME_MUST_MATCH, config_differences
+from ..runtime.run_layout import RunLayout, check_for_training
 from . import cli
 from .config_cmd import set_option
 
 
 def check_run_folder(config, *, resume: bool, overwrite: bool) -> Path:
     """The run folder of ``config``, checked against ``--resume`` / ``--overwrite`` before
-    anything is built, so that each mistake is one message with exit code 2.
+    anything is built (:func:`~mcvae_framework.runtime.run_layout.check_for_training`), so
+    that each mistake is one message with exit code 2.
 
     :raises RunFolderError: the folder already holds a run (neither flag given), holds no
         checkpoint to resume, or holds a run of another model than ``config`` describes.
     """
-    run_dir = Path(config.training.out_dir)
-    last = run_dir / "checkpoints" / "last.pt"
-    if resume and overwrite:
-        raise RunFolderError("--resume and --overwrite contradict each other: --resume continues the run in "
-                             f"{run_dir}, --overwrite deletes it; give one of them")
-    if resume and not last.exists():
-        raise RunFolderError(f"--resume: the run folder {run_dir} (training.out_dir, or --out-dir) holds no "
-                             f"checkpoint ({last} is missing); start a fresh run without --resume, or give the "
-                             "run's folder with --out-dir")
-    if not resume and last.exists() and not overwrite:
-        raise RunFolderError(f"the run folder {run_dir} (training.out_dir) already holds a run ({last}). Continue "
-                             "it with --resume, start it afresh with --overwrite (its checkpoints, metrics and "
-                             "log are deleted), or choose another folder with --out-dir")
-    saved = run_dir / "config.json"
-    if resume and saved.is_file():
-        try:
-            old = json.loads(saved.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = None
-        if isinstance(old, dict):
-            fatal = [d for d in config_differences(old, config_to_dict(config)) if d[0].startswith(RESUME_MUST_MATCH)]
-            if fatal:
-                listing = "; ".join(f"{key}: run {a!r}, config {b!r}" for key, a, b in fatal)
-                raise RunFolderError(f"--resume: the config describes another model than the run in {run_dir} "
-                                     f"({listing}). Resume with the run's own config ({saved}), or train the new "
-                                     "config into another folder with --out-dir")
-    return run_dir
+    layout = RunLayout(config.training.out_dir)
+    check_for_training(layout, resume=resume, overwrite=overwrite, config_dict=config_to_dict(config))
+    return layout.root
 
 
 @cli.command("train")
@@ -62,7 +37,8 @@ def train_command(config_file, overrides, resume, out_dir, overwrite):
     train.log and checkpoints/ (last.pt, and best.pt by training.best_metric).
 
     The run lasts loss.pretrain_epochs + training.epochs epochs. Ctrl-C keeps the
-    checkpoint of the last finished epoch (exit code 130); --resume goes on from it. Under
+    checkpoint of the last finished epoch (exit code 130); --resume goes on from it (from
+    checkpoints/previous.pt, the epoch before, when last.pt is damaged). Under
     `torchrun --nproc_per_node N` the same command trains with DistributedDataParallel and
     only rank 0 writes files.
     """
@@ -77,7 +53,7 @@ def train_command(config_file, overrides, resume, out_dir, overwrite):
     # imported here, not at the top: every `mcvae` command would otherwise pay for it at start-up
     from ..train.trainer import Trainer
 
-    trainer = Trainer(config, resume=resume, overwrite=overwrite)
+    trainer = Trainer(config, resume=resume, overwrite=overwrite, source=config_file)
     run_dir = trainer.run()
     if trainer.context.is_main:  # on stdout (the log goes to stderr): scripts can read it
         click.echo(f"run folder: {run_dir}")

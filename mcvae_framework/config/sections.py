@@ -8,7 +8,9 @@ the core and are the same for every experiment.
 from __future__ import annotations
 
 import copy
-from typing import Literal
+import math
+from dataclasses import dataclass
+from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -44,6 +46,35 @@ class ModelConfig(Section):
     )
 
 
+@dataclass(frozen=True)
+class GuidedTerm:
+    """A loss term that learns from the invariant graph, declared once here. The config
+    validator refuses its weight without ``graph.enabled``, :func:`without_graph` zeroes its
+    fields, the trainer fills the parts of the guide (:class:`~mcvae_framework.model.guide.Guide`)
+    it reads, and the loss runs it when the guide holds them."""
+
+    #: the term's name in the loss terms (and ``train_<name>`` in metrics.csv).
+    name: str
+    #: the ``loss`` field that switches it on (> 0).
+    weight: str
+    #: every ``loss`` field of the term, its weight first.
+    fields: tuple[str, ...]
+    #: the :class:`~mcvae_framework.model.guide.Guide` fields it reads.
+    reads: tuple[str, ...]
+    #: what of the graph it learns from (for messages).
+    learns_from: str
+
+
+#: The loss terms that learn from the invariant graph.
+GUIDED_TERMS = (
+    GuidedTerm("self_label", "self_label_weight", ("self_label_weight", "self_label_copies"),
+               ("labels", "confident"), "clusters"),
+    GuidedTerm("neighbour", "neighbour_weight", ("neighbour_weight",), ("neighbours", "images"), "neighbours"),
+    GuidedTerm("pose_guide", "pose_guide_weight", ("pose_guide_weight",), ("angles", "angle_clusters", "confident"),
+               "synchronised angles"),
+)
+
+
 class LossConfig(Section):
     """Terms and weights of the modified ELBO."""
 
@@ -53,7 +84,9 @@ class LossConfig(Section):
         "reconstruct the dataset's canonical images; plain: no invariance terms",
     )
     likelihood: Literal["bernoulli", "gaussian"] = Field("bernoulli", description="p(x | ...) of the reconstruction term")
-    gaussian_std: float = Field(0.1, gt=0, description="fixed std of the Gaussian likelihood")
+    gaussian_std: Union[float, Literal["auto"]] = Field(
+        0.1, description="std of the Gaussian likelihood; auto: the noise level of the training images, estimated "
+        "once before training (Immerkaer's estimator: real-valued images with additive noise, e.g. particles)")
     beta: float = Field(1.0, ge=0, description="weight of the style KL")
     cluster_weight: float = Field(1.0, ge=0, description="weight of the mixture KL of z_c")
     pose_weight: float = Field(1.0, ge=0, description="weight of the pose KL / prior term")
@@ -108,6 +141,21 @@ class LossConfig(Section):
         "(logged, and counted in metrics.csv as reseeded_components); 0 disables",
     )
 
+    def guided_terms(self) -> tuple[GuidedTerm, ...]:
+        """The graph-guided terms this section switches on (weight > 0)."""
+        return tuple(term for term in GUIDED_TERMS if getattr(self, term.weight) > 0)
+
+    @field_validator("gaussian_std")
+    @classmethod
+    def _std_or_auto(cls, value):
+        if value != "auto" and value <= 0:
+            raise ValueError("must be 'auto' or a positive number")
+        return value
+
+
+#: ``graph.pca_dim: auto``: features larger than this are projected onto this many PCA axes
+AUTO_PCA_DIM = 128
+
 
 class GraphConfig(Section):
     """The training-free invariant graph (:mod:`mcvae_framework.graph.invariant_graph`): built over the
@@ -115,29 +163,50 @@ class GraphConfig(Section):
     images feed the self-labelling term."""
 
     enabled: bool = Field(False, description="build the invariant graph and let it guide training")
-    neighbours: int = Field(10, ge=2, description="neighbours of every image in the graph")
+    neighbours: Union[int, Literal["auto"]] = Field(
+        "auto", description="neighbours of every image in the graph; auto: round(ln N) for N images, at least 5 "
+        "(a k-NN graph needs about log N neighbours to stay connected)")
     embedding_dim: int = Field(0, ge=0, description="size of the spectral embedding (0: twice the component count)")
     diffusion_time: float = Field(
         5.0, ge=0, description="eigenvector i of the graph is weighted by eigenvalue_i ** diffusion_time (a "
         "diffusion map: the cluster-level directions dominate, so embedding_dim matters little)")
-    features: Literal["pixels", "wavelets"] = Field(
+    features: Literal["pixels", "wavelets", "auto"] = Field(
         "pixels", description="what two images are compared by: 'pixels' (blurred by blur_sigma) or 'wavelets' "
         "(oriented edge maps, the first layer of a scattering transform, each feature standardised; for "
-        "textured or varied objects, where pixels of one class rarely match)")
+        "textured or varied objects, where pixels of one class rarely match); auto: both are clustered and the "
+        "one with the higher modularity is kept")
     wavelet_orientations: int = Field(8, ge=4, description="edge orientations of the 'wavelets' features")
-    blur_sigma: float = Field(1.0, ge=0, description="Gaussian blur in pixels before images are compared "
-                              "(pixels features only)")
-    search_size: int = Field(
-        13, ge=1, description="relative moves tried between two images (the group's search_poses; the "
-        "built-in groups: rotations evenly spaced over +-60 degrees or half the angle range)")
-    pca_dim: int = Field(0, ge=0, description="compare images in a PCA space of this size (0: raw pixels); "
-                         "keeps large datasets in bounded memory and time")
+    blur_sigma: Union[float, Literal["auto"]] = Field(
+        "auto", description="Gaussian blur in pixels (after max_side's averaging) before images are compared "
+        "(pixels features only); auto: 0 and 1 are both clustered and the one with the higher modularity is kept")
+    search_size: Union[int, Literal["auto"]] = Field(
+        "auto", description="relative moves tried between two images (the group's search_poses; o2 also tries "
+        "each mirrored); auto: the group's own grid (the built-in planar groups: a rotation every 10 degrees, over "
+        "the full circle when the angle range is the full circle, else over +-60 degrees or half the range; so3: "
+        "100 rotations within its search_reach_deg)")
+    pca_dim: Union[int, Literal["auto"]] = Field(
+        "auto", description="compare images in a PCA space of this size (0: the features themselves); keeps "
+        "large datasets in bounded memory and time and denoises; auto: 128 when the features are larger")
+    max_side: int = Field(
+        32, ge=8, description="images larger than this are averaged down by a whole factor (2x2 pixels into one, "
+        "...) before they are compared: a speed setting (64-px particles: the same clusters at a sixth of the time)")
     confident_fraction: float = Field(
         0.7, gt=0, le=1, description="share of each graph cluster, nearest its centre, whose labels are trusted")
     kmeans_restarts: int = Field(20, ge=1, description="k-means restarts on the spectral embedding")
     balanced: bool = Field(
         False, description="hold the graph's clusters to equal sizes (an optimal-transport assignment after "
         "k-means); for data whose classes are about equally frequent, where k-means merges similar classes")
+    repair_epochs: int = Field(
+        3, ge=1, description="a model whose clusters never matched the graph's (checked after every epoch from the end "
+        "of pretraining: agreement on the graph's unanimous images, empty components) gets its prior re-seeded apart "
+        "and the graph's clusters taught directly for this many passes")
+    neighbour_search: Literal["auto", "exact", "approximate"] = Field(
+        "auto", description="how every image's neighbours are found: 'exact' compares every pair (work grows as "
+        "N^2), 'approximate' asks an inverted-file index over the moved copies (faiss, or pynndescent; the "
+        "'large' extra), 'auto' is exact up to approximate_above images and approximate above")
+    approximate_above: int = Field(
+        20_000, ge=1, description="with neighbour_search: auto, the number of images above which the search "
+        "is approximate")
     relabel_every: int = Field(
         0, ge=0, description="self-labelling: every N epochs of ELBO training, the model's own clusters of the "
         "training images replace the labels the self-labelling term learns from, its most probable "
@@ -155,27 +224,49 @@ class GraphConfig(Section):
     refine_balance_weight: float = Field(
         1.0, ge=0, description="weight of the refinement's balance term, KL(mean_x p(.|x) || uniform)")
 
-    def clustering_options(self) -> dict:
-        """The keyword arguments of :func:`~mcvae_framework.graph.invariant_graph.invariant_graph_clusters`
-        that this section sets: the trainer and the quality benchmark both build the graph from
-        them, so that a new option reaches both."""
-        names = ("neighbours", "embedding_dim", "diffusion_time", "blur_sigma", "features",
-                 "wavelet_orientations", "search_size", "pca_dim",
-                 "balanced", "confident_fraction", "kmeans_restarts")
-        return {name: getattr(self, name) for name in names}
+    @field_validator("neighbours", "search_size", "pca_dim")
+    @classmethod
+    def _positive_or_auto(cls, value, info):
+        least = {"neighbours": 2, "search_size": 1, "pca_dim": 0}[info.field_name]
+        if value != "auto" and value < least:
+            raise ValueError(f"must be 'auto' or an integer of at least {least}")
+        return value
 
+    @field_validator("blur_sigma")
+    @classmethod
+    def _blur_or_auto(cls, value):
+        if value != "auto" and value < 0:
+            raise ValueError("must be 'auto' or a number of pixels, at least 0")
+        return value
 
-#: The ``loss`` fields of the terms that learn from the invariant graph: with the graph off
-#: they have nothing to learn from (and the positive weights do not validate).
-GRAPH_LOSS_FIELDS = ("self_label_weight", "self_label_copies", "neighbour_weight", "pose_guide_weight")
+    def resolved_neighbours(self, n_images: int) -> int:
+        """``neighbours``, with ``auto`` read from the number of images."""
+        return max(5, round(math.log(max(n_images, 2)))) if self.neighbours == "auto" else self.neighbours
+
+    def resolved_pca_dim(self, feature_dim: int) -> int:
+        """``pca_dim``, with ``auto`` read from the size of the compared features."""
+        if self.pca_dim != "auto":
+            return self.pca_dim
+        return AUTO_PCA_DIM if feature_dim > AUTO_PCA_DIM else 0
+
+    def candidates(self) -> list[dict]:
+        """The feature settings the graph clusters and compares (one unless some are ``auto``)."""
+        features = ("pixels", "wavelets") if self.features == "auto" else (self.features,)
+        out = []
+        for name in features:
+            blurs = (0.0, 1.0) if self.blur_sigma == "auto" and name == "pixels" else (
+                1.0 if self.blur_sigma == "auto" else self.blur_sigma,)
+            out += [{"features": name, "blur_sigma": float(blur)} for blur in blurs]
+        return out
 
 
 def without_graph(raw: dict) -> dict:
     """A copy of the raw config dict ``raw`` with the invariant graph switched off, and with it
-    every loss term that learns from the graph (:data:`GRAPH_LOSS_FIELDS`)."""
+    every loss term that learns from the graph (every field of :data:`GUIDED_TERMS`)."""
     config = copy.deepcopy(raw)
     config["graph"] = {**(config.get("graph") or {}), "enabled": False}
-    config["loss"] = {**(config.get("loss") or {}), **dict.fromkeys(GRAPH_LOSS_FIELDS, 0)}
+    config["loss"] = {**(config.get("loss") or {}),
+                      **dict.fromkeys((name for term in GUIDED_TERMS for name in term.fields), 0)}
     return config
 
 
@@ -277,12 +368,14 @@ class ExperimentBase(Section):
 
     @model_validator(mode="after")
     def _graph_guided_terms_need_the_graph(self):
-        for weight, learned_from in (("self_label_weight", "clusters"), ("pose_guide_weight", "synchronised angles")):
-            if getattr(self.loss, weight) > 0 and not self.graph.enabled:
-                raise ValueError(
-                    f"loss.{weight} > 0 learns from the invariant graph's {learned_from}: set "
-                    f"graph.enabled: true, or loss.{weight}: 0"
-                )
+        terms = self.loss.guided_terms()
+        if terms and not self.graph.enabled:
+            weights = " and ".join(f"loss.{term.weight}" for term in terms)
+            learned = " and ".join(term.learns_from for term in terms)
+            raise ValueError(
+                f"{weights} > 0 {'learns' if len(terms) == 1 else 'learn'} from the invariant graph's {learned}, "
+                f"but graph.enabled is false: set graph.enabled: true, or {weights}: 0"
+            )
         if self.graph.enabled and getattr(self, "group", None) is None:
             raise ValueError(
                 "graph.enabled needs a group to search over: set the `group` section "

@@ -9,7 +9,8 @@ of the group, looks like the other. The recipe, for any :class:`~mcvae_framework
    ``features="wavelets"``, oriented edge maps replace the pixels:
    :mod:`~mcvae_framework.graph.wavelets`);
 2. similarity of images ``i`` and ``j`` = the best cosine similarity between ``x_i`` and
-   ``g . x_j`` over the elements ``g`` of ``group.search_poses()``; optionally in a PCA
+   ``g . x_j`` over the elements ``g`` of ``group.search_elements()`` (by default ``exp`` of
+   ``group.search_poses()``; volumes too, for a group that moves them); optionally in a PCA
    space of the moved images, which keeps 70,000 images in bounded memory and time;
 3. the ``neighbours`` most similar images of each image (chunked: only the top-k of every
    row is ever kept), symmetrised into a sparse graph;
@@ -38,15 +39,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial.distance import cdist
 import torch
 import torch.nn.functional as F
-from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
-from tqdm.auto import tqdm
 
-from .synchronisation import best_moves, blur_volumes, synchronise_orthogonal, synchronises_orthogonally
+from ..config.sections import GraphConfig
+from .spectral import balanced_kmeans, bridge_components, modularity, spectral_clusters, symmetric_graph  # noqa: F401
+from .chunks import ImageChunks, as_image_source
+from .neighbours import neighbour_search as search_neighbours
+from .solvers import solver_choices
+from .synchronisation import best_moves, synchronise_orthogonal, synchronises_orthogonally
 from .wavelets import wavelet_features
 
 log = logging.getLogger("mcvae_framework.graph.invariant_graph")
@@ -92,21 +94,33 @@ class GraphClusters:
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``(N, C, H, W)`` images (``(N, C, D, H, W)`` volumes) blurred by a separable Gaussian
-    of ``sigma`` pixels, with replicated borders."""
+    """``(N, C, H, W)`` images (``(N, C, D, H, W)`` volumes) blurred by a separable Gaussian of
+    ``sigma`` pixels (the border replicated). One small matrix product per axis, ``B_H @ x @ B_W.T``:
+    on a CPU about ten times faster than a depthwise convolution of the same kernel (a grouped
+    ``conv3d``: four times slower for volumes)."""
     if sigma <= 0:
         return images
+    rows = blur_matrix(images.shape[-2], sigma).to(images)
+    columns = rows if images.shape[-1] == images.shape[-2] else blur_matrix(images.shape[-1], sigma).to(images)
+    out = rows @ images @ columns.T
+    if images.dim() == 5:  # the depth axis moved next to last, blurred, moved back
+        depth = blur_matrix(images.shape[-3], sigma).to(images)
+        out = (depth @ out.transpose(-3, -2)).transpose(-3, -2)
+    return out
+
+
+def blur_matrix(size: int, sigma: float) -> torch.Tensor:
+    """``(size, size)``: a 1-D Gaussian of ``sigma`` pixels, taps beyond the ends taken from
+    the end pixel (replicate padding)."""
     radius = max(1, int(math.ceil(3 * sigma)))
-    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     kernel = kernel / kernel.sum()
-    if images.dim() == 5:
-        return blur_volumes(images, kernel)
-    c = images.shape[1]
-    horizontal = kernel.view(1, 1, 1, -1).expand(c, 1, 1, -1)
-    vertical = kernel.view(1, 1, -1, 1).expand(c, 1, -1, 1)
-    out = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="replicate"), horizontal, groups=c)
-    return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), vertical, groups=c)
+    matrix = torch.zeros(size, size, dtype=torch.float64)
+    for offset, weight in zip(range(-radius, radius + 1), kernel):
+        source = torch.arange(size) + offset
+        matrix[torch.arange(size), source.clamp(0, size - 1)] += weight
+    return matrix
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
@@ -151,14 +165,17 @@ def moved_features(images: torch.Tensor, group, poses: torch.Tensor | None, *, b
     elements = group.exp(poses.to(images.dtype)) if elements is None else elements.to(images.dtype)
     # a chunk's copies stay within MOVED_PIXELS_AT_ONCE (a volume of 24^3 under 600 moves: 8 at once)
     batch_size = max(1, min(batch_size, MOVED_PIXELS_AT_ONCE // max(1, elements.shape[0] * images[0].numel())))
-    reference, moved = [], []
+    reference = moved = None
     for start in range(0, n, batch_size):
         chunk = group.prealign(images[start:start + batch_size])
-        reference.append(project(describe(chunk)))
+        rows = project(describe(chunk))
         m, b = elements.shape[0], chunk.shape[0]
         copies = group.act(chunk.repeat(m, *[1] * (chunk.dim() - 1)), elements.repeat_interleave(b, dim=0))
-        moved.append(project(describe(copies)).view(m, b, -1))
-    return torch.cat(reference), torch.cat(moved, dim=1)
+        if reference is None:  # written into place: a list of chunks, concatenated, would hold them twice
+            reference, moved = rows.new_empty(n, rows.shape[1]), rows.new_empty(m, n, rows.shape[1])
+        reference[start:start + b] = rows
+        moved[:, start:start + b] = project(describe(copies)).view(m, b, -1)
+    return reference, moved
 
 
 #: the projection is fitted on at most this many pixels (voxels) of images and moved copies.
@@ -169,11 +186,12 @@ def fit_projection(images: torch.Tensor, group, poses: torch.Tensor | None, dim:
                    seed: int, fit_images: int = 2000, describe=None, standardise: bool = False,
                    elements: torch.Tensor | None = None):
     """A projection fitted on the features of a seeded sample of the images and their moved
-    copies (at most :data:`FIT_PIXELS` pixels: for volumes, fewer images and moves): optionally
-    each feature scaled to unit variance (``standardise``), then the leading ``dim`` PCA axes
-    kept (0: all, centred only), and the rows renormalised, so that dot products are cosines."""
+    copies (at most :data:`FIT_PIXELS` pixels: for volumes, fewer images and moves; ``elements``
+    the moves, else ``exp`` of ``poses``): optionally each feature scaled to unit variance
+    (``standardise``), then the leading ``dim`` PCA axes kept (0: all, centred only), and the
+    rows renormalised, so that dot products are cosines."""
     rng = np.random.default_rng(seed)
-    elements = group.exp(poses.to(images.dtype)) if elements is None else elements
+    elements = group.exp(poses.to(torch.float32)) if elements is None else elements
     copies = max(1, FIT_PIXELS // (min(fit_images, len(images)) * images[0].numel()))
     if copies < len(elements):
         elements = elements[torch.as_tensor(np.sort(rng.choice(len(elements), copies, replace=False)))]
@@ -197,113 +215,6 @@ def fit_projection(images: torch.Tensor, group, poses: torch.Tensor | None, dim:
     return lambda rows: F.normalize((rows / scale - mean) @ axes.T, dim=-1)
 
 
-def nearest_neighbours(reference: torch.Tensor, moved: torch.Tensor, k: int, *, chunk_size: int = 1024,
-                       progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-``k`` most similar other images of every image, in bounded memory.
-
-    ``similarity(i, j) = max_m <reference_i, moved_{m, j}>``, computed one chunk of rows at
-    a time; only the chunk's ``(rows, N)`` running maximum and its top-k are held.
-
-    :returns: ``(indices (N, k) int64, similarities (N, k) float32)``.
-    """
-    n = reference.shape[0]
-    k = min(k, n - 1)
-    indices = torch.empty(n, k, dtype=torch.int64)
-    values = torch.empty(n, k, dtype=torch.float32)
-    bar = tqdm(total=n, desc="invariant graph", unit="img", leave=False, disable=None if progress else True)
-    for start in range(0, n, chunk_size):
-        rows = reference[start:start + chunk_size]
-        best = rows @ moved[0].T
-        for m in range(1, moved.shape[0]):
-            torch.maximum(best, rows @ moved[m].T, out=best)
-        own = torch.arange(start, start + rows.shape[0])
-        best[torch.arange(rows.shape[0]), own] = -float("inf")  # an image is not its own neighbour
-        top = best.topk(k, dim=1)
-        indices[start:start + rows.shape[0]] = top.indices
-        values[start:start + rows.shape[0]] = top.values.float()
-        bar.update(rows.shape[0])
-    bar.close()
-    return indices, values
-
-
-def _symmetric_graph(neighbours: torch.Tensor) -> scipy.sparse.csr_matrix:
-    """The 0/1 adjacency where ``i ~ j`` when either is among the other's neighbours."""
-    n, k = neighbours.shape
-    rows = np.repeat(np.arange(n), k)
-    graph = scipy.sparse.csr_matrix((np.ones(n * k), (rows, neighbours.numpy().ravel())), shape=(n, n))
-    return graph.maximum(graph.T)
-
-
-def spectral_embedding(neighbours: torch.Tensor, dim: int, *, diffusion_time: float, seed: int) -> np.ndarray:
-    """Rows of the symmetrised k-NN graph's leading eigenvectors, as a diffusion map.
-
-    The eigenvectors ``v`` of the normalised adjacency ``D^-1/2 A D^-1/2`` with the ``dim``
-    largest eigenvalues ``l`` (:func:`scipy.sparse.linalg.eigsh`), mapped to random-walk
-    coordinates ``D^-1/2 v`` and weighted by ``l ** diffusion_time``, so that the slow,
-    cluster-level directions dominate and the choice of ``dim`` matters little (unweighted,
-    rotated MNIST fell from 0.90 to 0.78 accuracy with one dimension too few).
-    """
-    n = neighbours.shape[0]
-    graph = _symmetric_graph(neighbours)
-    scale = scipy.sparse.diags(1.0 / np.sqrt(np.asarray(graph.sum(1)).ravel()))
-    normalised = scale @ graph @ scale
-    dim = min(dim, n - 2)
-    start = np.random.default_rng(seed).random(n)
-    values, vectors = scipy.sparse.linalg.eigsh(normalised, k=dim, which="LA", v0=start)
-    order = np.argsort(-values)
-    weights = np.clip(values[order], 0.0, None) ** diffusion_time
-    return (scale @ vectors[:, order]) * weights
-
-
-def balanced_kmeans(embedding: np.ndarray, centres: np.ndarray, *, iterations: int = 20,
-                    temperature: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
-    """k-means whose clusters are held to equal sizes, started from ``centres``.
-
-    Every step assigns the rows to the centres by an entropic optimal transport with uniform
-    marginals on both sides (POT's :func:`ot.sinkhorn` on the squared distances, as
-    SeLa and SwAV balance their pseudo-labels), then moves every centre to the mean of its
-    transported rows. Plain k-means on rotated Fashion-MNIST merges pullover, coat and shirt
-    into one cluster of 4,700 images and splits the footwear over four; holding the sizes
-    equal undoes part of that (protocol (d), seed 0: test accuracy 0.550 -> 0.581).
-
-    :param temperature: the transport's entropy weight, against squared distances between
-        unit rows (at most 4): smaller is closer to a hard assignment.
-    :returns: ``(labels (N,), centres (K, D))``, a label being the row's largest transport.
-    """
-    import ot  # POT takes about a second to import; only balanced graphs need it
-
-    n, k = len(embedding), len(centres)
-    rows, columns = np.full(n, 1.0 / n), np.full(k, 1.0 / k)
-    for _ in range(iterations):
-        cost = cdist(embedding, centres, "sqeuclidean")  # (N, K): no (N, K, D) intermediate
-        plan = ot.sinkhorn(rows, columns, cost, temperature, numItermax=1000, stopThr=1e-6, warn=False)
-        centres = (plan.T @ embedding) / plan.sum(0).clip(min=1e-12)[:, None]
-    return plan.argmax(1), centres
-
-
-def spectral_clusters(neighbours: torch.Tensor, n_clusters: int, *, embedding_dim: int, seed: int,
-                      diffusion_time: float = 5.0, kmeans_restarts: int = 20,
-                      balanced: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """k-means on the row-normalised spectral embedding of the symmetrised k-NN graph.
-
-    :param balanced: refine the k-means clusters to equal sizes (:func:`balanced_kmeans`).
-    :returns: ``(labels (N,), distance of every row to its cluster's centre (N,))``.
-    """
-    embedding = spectral_embedding(neighbours, embedding_dim, diffusion_time=diffusion_time, seed=seed)
-    embedding /= np.linalg.norm(embedding, axis=1, keepdims=True).clip(min=1e-12)
-    count, component = connected_components(_symmetric_graph(neighbours), directed=False)
-    if 1 < count <= n_clusters:
-        # Pieces the graph never links are different clusters. Within a piece, slow diffusion
-        # modes along the nuisance (a chain of rotations) can rival the gaps between pieces,
-        # so the piece is added to the rows with enough weight that k-means never merges two.
-        pieces = np.eye(count)[component]
-        embedding = np.hstack([0.9 * pieces, math.sqrt(1 - 0.9**2) * embedding])
-    kmeans = KMeans(n_clusters=n_clusters, n_init=kmeans_restarts, random_state=seed).fit(embedding)
-    labels, centres = kmeans.labels_, kmeans.cluster_centers_
-    if balanced:
-        labels, centres = balanced_kmeans(embedding, centres)
-    distance = np.linalg.norm(embedding - centres[labels], axis=1)
-    return labels.astype(np.int64), distance
 
 
 def relative_angles(reference: torch.Tensor, moved: torch.Tensor, neighbours: torch.Tensor,
@@ -315,15 +226,24 @@ def relative_angles(reference: torch.Tensor, moved: torch.Tensor, neighbours: to
 
     :param angles: ``(M,)`` rotation angle of each search pose, evenly spaced and sorted.
     """
-    similarity = torch.cat([  # (N, k, M), a chunk of rows at a time to bound memory
-        torch.einsum("nd,mnkd->nkm", reference[start:start + 256], moved[:, neighbours[start:start + 256]])
-        for start in range(0, len(reference), 256)])
+    # (N, k, M), a chunk of rows at a time to bound memory; written into one tensor, since a
+    # list of small chunk results between the large temporaries fragments the heap (+650 MB
+    # of peak memory at 20,000 images, growing with N)
+    similarity = reference.new_empty(len(reference), neighbours.shape[1], len(moved))
+    for start in range(0, len(reference), 256):
+        similarity[start:start + 256] = torch.einsum("nd,mnkd->nkm", reference[start:start + 256],
+                                                     moved[:, neighbours[start:start + 256]])
     best = similarity.argmax(-1)
     angle = angles[best]
-    inner = (best > 0) & (best < len(angles) - 1)
-    if len(angles) > 2:
-        lower = similarity.gather(-1, (best - 1).clamp_min(0).unsqueeze(-1)).squeeze(-1)
-        upper = similarity.gather(-1, (best + 1).clamp_max(len(angles) - 1).unsqueeze(-1)).squeeze(-1)
+    m = len(angles)
+    # a grid that closes the circle has no ends: the poses before the first and after the last wrap
+    circle = m > 2 and abs(float(angles[1] - angles[0]) * m - 2 * math.pi) < 1e-4
+    inner = torch.ones_like(best, dtype=torch.bool) if circle else (best > 0) & (best < m - 1)
+    if m > 2:
+        below, above = ((best - 1) % m, (best + 1) % m) if circle else ((best - 1).clamp_min(0),
+                                                                        (best + 1).clamp_max(m - 1))
+        lower = similarity.gather(-1, below.unsqueeze(-1)).squeeze(-1)
+        upper = similarity.gather(-1, above.unsqueeze(-1)).squeeze(-1)
         peak = similarity.gather(-1, best.unsqueeze(-1)).squeeze(-1)
         curvature = lower - 2 * peak + upper
         shift = torch.where(curvature < 0, 0.5 * (lower - upper) / curvature.clamp_max(-1e-12), 0.0)
@@ -379,79 +299,142 @@ def central_members(labels: np.ndarray, distance: np.ndarray, fraction: float) -
     return keep
 
 
-def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, *, neighbours: int = 10,
-                             embedding_dim: int = 0, diffusion_time: float = 5.0, blur_sigma: float = 1.0,
-                             search_size: int = 13, features: str = "pixels", wavelet_orientations: int = 8,
-                             pca_dim: int = 0, balanced: bool = False, confident_fraction: float = 0.7, seed: int = 0,
-                             kmeans_restarts: int = 20, chunk_size: int = 1024,
-                             progress: bool = False) -> GraphClusters:
+def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, settings=None, *, seed: int = 0,
+                             chunk_size: int = 1024, progress: bool = False, **options) -> GraphClusters:
     """Cluster ``(N, C, H, W)`` images (or ``(N, C, D, H, W)`` volumes, for a group that moves
     volumes) into ``n_clusters`` pose-invariant groups, no training.
 
     :param group: the :class:`~mcvae_framework.interfaces.LieGroup` of the nuisance; its
-        ``search_elements(search_size)`` (by default ``exp`` of ``search_poses``) and
-        ``prealign`` define the invariance.
-    :param neighbours: size of every image's neighbour list (the graph's degree).
-    :param embedding_dim: size of the spectral embedding (0: ``2 * n_clusters``).
-    :param diffusion_time: eigenvector ``i`` is weighted by ``eigenvalue_i ** diffusion_time``.
-    :param blur_sigma: Gaussian blur in pixels before comparing pixels (0: none).
-    :param features: what is compared (:func:`image_descriptor`): ``"pixels"`` or
-        ``"wavelets"`` (oriented edge maps at ``wavelet_orientations`` angles; standardised).
-    :param pca_dim: compare in a PCA space of this size (0: the features themselves).
-    :param balanced: hold the clusters to equal sizes (:func:`balanced_kmeans`).
-    :param confident_fraction: share of each cluster marked ``confident``.
+        ``search_elements`` (by default ``exp`` of ``search_poses``) and ``prealign`` define
+        the invariance.
+    :param settings: a :class:`~mcvae_framework.config.sections.GraphConfig` (the ``graph``
+        section of a config, where every setting and its default is described); ``options``
+        override its fields (``neighbours=15``, ``features="wavelets"``, ...).
+
+    Settings left at ``auto`` are read from the data: the neighbours grow with the number of
+    images, the search grid is the group's own (the built-in groups: the full circle when the
+    pose range is the full circle), a PCA is used when the compared features are large, and
+    where candidates compete (the features, the blur) each is clustered and the one whose
+    clusters cut its own graph most cleanly (the highest modularity, no label read) is kept.
+    The candidates, their modularity and the choice are in the result's ``info``.
+
+    :param images: a tensor, or an :class:`~mcvae_framework.graph.chunks.ImageChunks` that reads
+        them a chunk at a time (a memory-mapped or streamed dataset is never held whole).
     """
     start = time.perf_counter()
+    settings = GraphConfig.model_validate({**(settings or GraphConfig()).model_dump(), **options})
     if images.ndim not in (4, 5):
         raise ValueError(f"invariant graph: images must be a (N, C, H, W) batch (or (N, C, D, H, W) volumes), got "
                          f"shape {tuple(images.shape)}")
-    if images.shape[0] <= max(neighbours, n_clusters):
+    n = images.shape[0]
+    k = settings.resolved_neighbours(n)
+    if n <= max(k, n_clusters):
         raise ValueError(
-            f"invariant graph: {images.shape[0]} images are too few for {neighbours} neighbours and "
+            f"invariant graph: {n} images are too few for {k} neighbours and "
             f"{n_clusters} clusters; give more images or lower graph.neighbours / the component count"
         )
-    images = images.detach().to("cpu", torch.float32)
+    images = as_image_source(images)
+    factor = max(1, min(images.shape[2:]) // settings.max_side)
+    if factor > 1:  # a speed setting: comparing 2x2-averaged 64-px particles matched 64 px at 1/6 of the time
+        images = _averaged_down(images, factor)
     with torch.no_grad():
+        search_size = 0 if settings.search_size == "auto" else settings.search_size
         poses = group.search_poses(search_size).to(torch.float32)
         elements = group.search_elements(search_size).to(torch.float32)
-        describe = image_descriptor(features, blur_sigma=blur_sigma, orientations=wavelet_orientations)
-        # Wavelet features mix scales (averages, edge moduli): each is standardised first.
-        standardise = features != "pixels"
-        project = None
-        if standardise or (pca_dim and pca_dim < images[0].numel()):
-            project = fit_projection(images, group, None, pca_dim, seed=seed, describe=describe,
-                                     standardise=standardise, elements=elements)
-        reference, moved = moved_features(images, group, None, project=project, describe=describe,
-                                          elements=elements)
-        index, similarity = nearest_neighbours(reference, moved, neighbours, chunk_size=chunk_size,
-                                               progress=progress)
-        angle_columns = list(group.angle_coordinates)
-        relative = relative_moves = None
-        if synchronises_orthogonally(group) and len(elements) > 1:
-            # a discrete part, or rotations of volumes: synchronise orthogonal matrices
-            relative_moves = group.orthogonal_part(elements)[best_moves(reference, moved, index)]
-        elif angle_columns and len(poses) > 1:
-            grid = poses[:, angle_columns[0]]
-            order = torch.argsort(grid)
-            relative = relative_angles(reference, moved[order], index, grid[order])
-    del moved
-    dim = embedding_dim or 2 * n_clusters
-    labels, distance = spectral_clusters(index, n_clusters, embedding_dim=dim, seed=seed,
-                                         diffusion_time=diffusion_time, kmeans_restarts=kmeans_restarts,
-                                         balanced=balanced)
-    confident = central_members(labels, distance, confident_fraction)
+        # the wavelets are planar: a volume's candidates are pixels only
+        candidates = [c for c in settings.candidates()
+                      if images.ndim == 4 or settings.features != "auto" or c["features"] == "pixels"]
+        results = [_compare(images, group, (poses, elements), n_clusters, k, settings, candidate, seed=seed,
+                            chunk_size=chunk_size, progress=progress) for candidate in candidates]
+    chosen = max(results, key=lambda r: r["modularity"])
+    labels, index = chosen["labels"], chosen["neighbours"]
+    confident = central_members(labels, chosen["distance"], settings.confident_fraction)
     angles = synchronised = None
-    if relative is not None:
-        angles = synchronise_angles(index, relative, labels, centre=_pose_range_centre(group), seed=seed)
-    if relative_moves is not None:
-        synchronised = synchronise_orthogonal(index, relative_moves, labels, seed=seed,
+    if chosen["relative"] is not None:
+        angles = synchronise_angles(index, chosen["relative"], labels, centre=_pose_range_centre(group), seed=seed)
+    if chosen["relative_moves"] is not None:
+        synchronised = synchronise_orthogonal(index, chosen["relative_moves"], labels, seed=seed,
                                               special=int(getattr(group, "n_components", 1)) == 1)
-    seconds = time.perf_counter() - start
-    info = {"search_poses": int(elements.shape[0]), "features": features, "feature_dim": int(reference.shape[1]),
-            "embedding_dim": dim, "cluster_sizes": np.bincount(labels, minlength=n_clusters).tolist()}
-    return GraphClusters(torch.as_tensor(labels), torch.as_tensor(confident), index, similarity, angles,
-                         seconds, info, synchronised)
+    info = {"search_poses": int(elements.shape[0]), "neighbours": k, "downsample": factor,
+            **{key: chosen[key] for key in ("features", "blur_sigma", "pca_dim", "feature_dim", "modularity",
+                                            "pieces", "pieces_bridged")},
+            "embedding_dim": settings.embedding_dim or 2 * n_clusters,
+            "cluster_sizes": np.bincount(labels, minlength=n_clusters).tolist(), **chosen["search"],
+            **solver_choices(n), "candidates": [{key: r[key] for key in ("features", "blur_sigma", "modularity", "seconds")}
+                           for r in results]}
+    log.debug("invariant graph: %s", describe_choice(info))
+    return GraphClusters(torch.as_tensor(labels), torch.as_tensor(confident), index, chosen["similarities"], angles,
+                         time.perf_counter() - start, info, synchronised)
 
+
+def _compare(images, group, moves, n_clusters: int, k: int, settings, candidate: dict, *, seed: int,
+             chunk_size: int, progress: bool) -> dict:
+    """One candidate's graph and clusters: features, neighbours (and a reserve of more, to bridge
+    pieces), relative angles (or relative orthogonal moves), spectral clusters, and their modularity.
+
+    :param moves: ``(poses, elements)``: the search moves' coordinates and the moves themselves."""
+    tic = time.perf_counter()
+    poses, elements = moves
+    features, blur = candidate["features"], candidate["blur_sigma"]
+    describe = image_descriptor(features, blur_sigma=blur, orientations=settings.wavelet_orientations)
+    size = int(describe(group.prealign(images[:1])).shape[1])
+    pca_dim = settings.resolved_pca_dim(size)
+    # Wavelet features mix scales (averages, edge moduli): each is standardised first.
+    standardise = features != "pixels"
+    project = None
+    if standardise or (pca_dim and pca_dim < size):
+        project = fit_projection(images, group, None, pca_dim, seed=seed, describe=describe, standardise=standardise,
+                                 elements=elements)
+    reference, moved = moved_features(images, group, None, project=project, describe=describe, elements=elements)
+    search = {}
+    reserve, similarity = search_neighbours(reference, moved, 3 * k, method=settings.neighbour_search,
+                                            approximate_above=settings.approximate_above, chunk_size=chunk_size,
+                                            progress=progress, seed=seed, info=search)
+    index = reserve[:, :k]
+    relative = relative_moves = None
+    angle_columns = list(group.angle_coordinates)
+    if synchronises_orthogonally(group) and len(elements) > 1:
+        # a discrete part, or rotations of volumes: synchronise orthogonal matrices
+        relative_moves = group.orthogonal_part(elements)[best_moves(reference, moved, index)]
+    elif angle_columns and len(poses) > 1:
+        grid = poses[:, angle_columns[0]]
+        order = torch.argsort(grid)
+        in_order = bool((order == torch.arange(len(order))).all())  # then no copy of all moved rows
+        relative = relative_angles(reference, moved if in_order else moved[order], index, grid[order])
+    del moved
+    edges, pieces, bridged = bridge_components(index.numpy(), reserve.numpy(), similarity.numpy(), n_clusters)
+    graph = symmetric_graph(index.numpy(), edges)
+    labels, distance = spectral_clusters(graph, n_clusters, embedding_dim=settings.embedding_dim or 2 * n_clusters,
+                                         seed=seed, diffusion_time=settings.diffusion_time,
+                                         kmeans_restarts=settings.kmeans_restarts, balanced=settings.balanced)
+    return {"features": features, "blur_sigma": blur, "pca_dim": pca_dim if project is not None else 0,
+            "feature_dim": int(reference.shape[1]), "neighbours": index, "similarities": similarity[:, :k],
+            "relative": relative, "relative_moves": relative_moves, "labels": labels, "distance": distance,
+            "modularity": modularity(graph, labels),
+            "pieces": pieces, "pieces_bridged": bridged, "search": search, "seconds": time.perf_counter() - tic}
+
+
+def describe_choice(info: dict) -> str:
+    """One line of what the graph chose (for ``train.log``)."""
+    compared = ", ".join(f"{c['features']}" + (f" blur {c['blur_sigma']:g}" if c["features"] == "pixels" else "")
+                         + f": {c['modularity']:.3f}" for c in info["candidates"])
+    pieces = (f"; its {info['pieces']} pieces bridged to {info['pieces_bridged']}"
+              if info["pieces"] != info["pieces_bridged"] else f"; {info['pieces']} connected piece(s)")
+    return (f"{info['neighbours']} neighbours, {info['search_poses']} search poses, "
+            f"{'images averaged down ' + str(info['downsample']) + 'x, ' if info['downsample'] > 1 else ''}"
+            f"{info['features']} features (blur {info['blur_sigma']:g}, "
+            f"{'PCA ' + str(info['pca_dim']) if info['pca_dim'] else 'no PCA'}){pieces}; modularity of the "
+            f"candidates: {compared}; clusters of sizes {info['cluster_sizes']}")
+
+
+def _averaged_down(images, factor: int):
+    """The images averaged over ``factor x factor`` blocks, read lazily when they are chunks."""
+    pool = F.avg_pool3d if images.ndim == 5 else F.avg_pool2d  # volumes: factor^3 voxels into one
+    if not isinstance(images, ImageChunks):
+        return pool(images, factor)
+    channels, *sides = images.image_shape
+    return ImageChunks(lambda positions: pool(torch.as_tensor(images.read(positions)).float(), factor),
+                       len(images), (channels, *(side // factor for side in sides)), progress=images.progress)
 
 
 def _pose_range_centre(group) -> float:

@@ -1,5 +1,4 @@
-"""Synchronisation of orthogonal poses over the invariant graph's neighbour pairs, and the
-blur of volumes the graph compares.
+"""Synchronisation of orthogonal poses over the invariant graph's neighbour pairs.
 
 For a group whose elements have an orthogonal part (``orthogonal_dim = d > 0``: rotations
 of volumes, rotations and reflections of the plane), the best search move of every
@@ -29,20 +28,6 @@ def synchronises_orthogonally(group) -> bool:
     if int(getattr(group, "orthogonal_dim", 0) or 0) <= 0:
         return False
     return int(getattr(group, "n_components", 1)) > 1 or not list(group.angle_coordinates)
-
-
-def blur_volumes(volumes: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """``(N, C, S, S, S)`` volumes convolved with the odd 1-D ``kernel`` along each axis,
-    borders replicated: one ``S x S`` matrix product per axis (a grouped ``conv3d`` is four
-    times slower on the CPU)."""
-    side, radius = volumes.shape[-1], len(kernel) // 2
-    rows = torch.arange(side, device=volumes.device)
-    blur = torch.zeros(side, side, dtype=volumes.dtype, device=volumes.device)
-    for offset, weight in zip(range(-radius, radius + 1), kernel):
-        blur[rows, (rows + offset).clamp(0, side - 1)] += weight  # the replicated border folded in
-    out = volumes @ blur.T
-    out = (out.transpose(-1, -2) @ blur.T).transpose(-1, -2)
-    return (out.transpose(-1, -3) @ blur.T).transpose(-1, -3)
 
 
 def best_moves(reference: torch.Tensor, moved: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:

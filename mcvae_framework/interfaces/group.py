@@ -176,7 +176,11 @@ class LieGroup(GroupElements, abc.ABC):
         The default is the identity and ``n - 1`` seeded draws of :meth:`sample`: a
         sensible grid for any pose distribution. Override it with a regular grid where
         the group has one (the built-in groups search a range of rotations).
+
+        :param n: how many; 0 asks for the group's own choice (``graph.search_size: auto``;
+            the default: 13).
         """
+        n = n if n > 0 else 13
         generator = torch.Generator().manual_seed(0)
         draws = self.sample(max(n - 1, 0), generator, dtype=torch.float32)
         return torch.cat([torch.zeros(1, self.dim), draws])
@@ -250,15 +254,12 @@ class AffineGroup2D(LieGroup):
 
     @property
     def primary_error(self) -> str | None:  # type: ignore[override]
-        """The first of ``rotation_deg``, ``translation``, ``log_scale`` the group has, else
-        ``matrix`` (see :meth:`distance`). A subclass with keys of its own sets it."""
-        if self.has_rotation:
-            return "rotation_deg"
-        if self.has_translation:
-            return "translation"
-        if self.has_scale:
-            return "log_scale"
-        return "matrix"
+        """The first key the group's own :meth:`distance` returns (asked of two identities),
+        so a subclass whose ``distance`` has keys of its own gets its first one; for
+        :meth:`AffineGroup2D.distance` the first of ``rotation_deg``, ``translation``,
+        ``log_scale`` the group has, else ``matrix``. A subclass may set another key."""
+        identity = self.identity(1, dtype=torch.float64)
+        return next(iter(self.distance(identity, identity)))
 
     def half_turn(self, *, dtype=None, device=None) -> torch.Tensor | None:
         """``(1, 3, 3)`` rotation by 180 degrees (``A = -I``) where the group rotates, else

@@ -32,11 +32,12 @@ import math
 import torch
 from torch import nn
 
+from .guide import Guide
+from .likelihood import reconstruction_nll
 from .mcevae import MCEVAE, Encoding, Posterior
 from .pose_terms import (component_consistency, enumerated_pose_terms, every_component_consistency,
                          orthogonal_guidance, random_elements)
 
-_EPS = 1e-6
 
 
 def ramp(epoch: int, warmup_epochs: int) -> float:
@@ -44,19 +45,6 @@ def ramp(epoch: int, warmup_epochs: int) -> float:
     if warmup_epochs <= 0:
         return 1.0
     return min(1.0, (epoch + 1) / (warmup_epochs + 1))
-
-
-def reconstruction_nll(prediction: torch.Tensor, target: torch.Tensor, loss_config) -> torch.Tensor:
-    """``(N,)`` negative log-likelihood of ``target`` under the decoder's ``prediction``."""
-    if loss_config.likelihood == "bernoulli":
-        # Written out rather than F.binary_cross_entropy, which raises on a NaN input:
-        # a NaN must reach the trainer's check, which names the term.
-        p = prediction.clamp(_EPS, 1 - _EPS)
-        nll = -(target * torch.log(p) + (1 - target) * torch.log1p(-p))
-    else:
-        std = loss_config.gaussian_std
-        nll = 0.5 * ((prediction - target) / std).pow(2) + torch.log(torch.tensor(std * (2 * torch.pi) ** 0.5))
-    return nll.flatten(1).sum(-1)
 
 
 def _invariant_means(enc: Encoding) -> torch.Tensor:
@@ -131,7 +119,7 @@ class _ComponentLogDensity(nn.Module):
         return self.prior.log_prob_per_component(z)
 
 
-def _fixed_prior_log_q(prior, z: torch.Tensor) -> torch.Tensor:
+def fixed_prior_log_q(prior, z: torch.Tensor) -> torch.Tensor:
     """``log q(c | z)`` through the prior with its parameters held fixed: the gradient
     reaches ``z`` (the encoder) only. Letting a cross-entropy train the prior too lets it
     sharpen the components instead of moving the latents (the mixture KL then explodes)."""
@@ -173,54 +161,55 @@ def pose_guidance(theta: torch.Tensor, target: torch.Tensor, clusters: torch.Ten
     return (weight * (1 - torch.cos(difference - offset))).sum() / weight.sum().clamp_min(1.0)
 
 
-def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide: dict | None,
+def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide: Guide | None,
                    generator: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | float]:
     """The cluster-guidance terms on the prior's responsibilities ``q(c|x)``.
 
     Both act on the encoder only (the prior's parameters are held fixed here; the mixture
-    KL fits the prior):
+    KL fits the prior). A graph-guided term (``loss_config.guided_terms()``) runs when the
+    batch carries each image's ``index`` and ``guide`` holds what the term reads:
 
-    * ``self_label`` (when ``guide`` holds the graph's ``labels`` and ``confident`` mask
-      for the training set and the batch carries each image's ``index``):
+    * ``self_label`` (the graph's ``labels`` and ``confident`` mask for the training set):
       ``-log q(c = label(x) | x)`` averaged over the batch's confident images (with
       ``self_label_copies``, the mean of that and the same cross-entropy on moved copies
       ``h . x``, encoded with gradients: the label holds at every pose);
-    * ``neighbour`` (when ``guide`` also holds the graph's ``neighbours`` and the training
-      ``images``): ``-log sum_k q(k|x) q(k|x_n)`` with ``x_n`` a random neighbour of ``x``
+    * ``neighbour`` (the graph's ``neighbours`` and the training ``images``):
+      ``-log sum_k q(k|x) q(k|x_n)`` with ``x_n`` a random neighbour of ``x``
       in the invariant graph, both encoded with gradients (SCAN's consistency term);
-    * ``balance``: ``sum_k m_k log(K m_k)`` with ``m`` the batch mean of ``q(c|x)``, the KL
-      from ``m`` to the uniform distribution: 0 when every component is used equally,
-      ``log K`` when one component takes every image;
-    * ``pose_guide`` (when ``guide`` also holds the graph's synchronised ``angles`` and
-      their ``angle_clusters``): :func:`pose_guidance` of the pose head's first angle, on
-      the pose head rather than on ``q(c|x)``; with the graph's synchronised orthogonal
-      ``poses`` instead (groups with a discrete part, rotations of volumes):
-      :func:`~mcvae_framework.model.pose_terms.orthogonal_guidance`.
+    * ``pose_guide`` (the graph's synchronised ``angles`` and their ``angle_clusters``):
+      :func:`pose_guidance` of the pose head's first angle, on the pose head rather than on
+      ``q(c|x)``; with the graph's synchronised orthogonal ``poses`` instead (groups with a
+      discrete part, rotations of volumes): :func:`~mcvae_framework.model.pose_terms.orthogonal_guidance`;
+    * ``balance``, which needs no graph: ``sum_k m_k log(K m_k)`` with ``m`` the batch mean of
+      ``q(c|x)``, the KL from ``m`` to the uniform distribution: 0 when every component is
+      used equally, ``log K`` when one component takes every image.
     """
     terms, total = {}, 0.0
-    self_label = loss_config.self_label_weight > 0 and guide is not None and "index" in batch
-    guides_pose = loss_config.pose_guide_weight > 0 and guide is not None and "index" in batch and enc.tau is not None
-    if guides_pose and "angles" in guide:
+    on = set()
+    if guide is not None and "index" in batch:
+        on = {term.name for term in loss_config.guided_terms() if guide.serves(term)}
+    self_label = "self_label" in on
+    if "pose_guide" in on and enc.tau is not None and guide.angles is not None:
         index = batch["index"]
         angle = model.group.angle_coordinates[0]
-        terms["pose_guide"] = pose_guidance(enc.tau.mean[:, angle], guide["angles"][index],
-                                            guide["angle_clusters"][index],
-                                            guide["confident"][index].to(enc.tau.mean.dtype),
+        terms["pose_guide"] = pose_guidance(enc.tau.mean[:, angle], guide.angles[index],
+                                            guide.angle_clusters[index],
+                                            guide.confident[index].to(enc.tau.mean.dtype),
                                             model.prior.n_components)
         total = total + loss_config.pose_guide_weight * terms["pose_guide"]
-    elif guides_pose and "poses" in guide:
+    elif "pose_guide" in on and enc.tau is not None:  # synchronised orthogonal poses
         index = batch["index"]
         terms["pose_guide"] = orthogonal_guidance(
-            model, enc, guide["poses"][index], guide["angle_clusters"][index],
-            guide["confident"][index].to(enc.tau.mean.dtype), model.prior.n_components)
+            model, enc, guide.poses[index], guide.angle_clusters[index],
+            guide.confident[index].to(enc.tau.mean.dtype), model.prior.n_components)
         total = total + loss_config.pose_guide_weight * terms["pose_guide"]
-    if not (self_label or loss_config.balance_weight > 0 or loss_config.neighbour_weight > 0):
+    if not (self_label or "neighbour" in on or loss_config.balance_weight > 0):
         return terms, total
-    log_q = _fixed_prior_log_q(model.prior, enc.z_cluster.mean)
+    log_q = fixed_prior_log_q(model.prior, enc.z_cluster.mean)
     if self_label:
         index = batch["index"]
-        labels = guide["labels"][index]
-        trusted = guide["confident"][index].to(log_q.dtype)
+        labels = guide.labels[index]
+        trusted = guide.confident[index].to(log_q.dtype)
         cross_entropy = -log_q.gather(1, labels.unsqueeze(1)).squeeze(1)
         terms["self_label"] = (cross_entropy * trusted).sum() / trusted.sum().clamp_min(1.0)
         copies = loss_config.self_label_copies
@@ -228,17 +217,17 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
             keep = trusted.bool()
             x = batch["image"][keep].repeat_interleave(copies, dim=0)
             h = random_elements(model.group, len(x), generator, x)
-            log_q_moved = _fixed_prior_log_q(model.prior, model.encode(model.group.act(x, h)).z_cluster.mean)
+            log_q_moved = fixed_prior_log_q(model.prior, model.encode(model.group.act(x, h)).z_cluster.mean)
             moved_labels = labels[keep].repeat_interleave(copies).unsqueeze(1)
             terms["self_label_moved"] = -log_q_moved.gather(1, moved_labels).mean()
             terms["self_label"] = 0.5 * (terms["self_label"] + terms["self_label_moved"])
         total = total + loss_config.self_label_weight * terms["self_label"]
-    if loss_config.neighbour_weight > 0 and guide is not None and "images" in guide and "index" in batch:
-        neighbours = guide["neighbours"][batch["index"]]
+    if "neighbour" in on:
+        neighbours = guide.neighbours[batch["index"]]
         column = torch.randint(neighbours.shape[1], (len(neighbours), 1), generator=generator,
                                device=generator.device if generator is not None else None).to(neighbours.device)
-        partner = guide["images"][neighbours.gather(1, column).squeeze(1)]
-        log_q_partner = _fixed_prior_log_q(model.prior, model.encode(partner).z_cluster.mean)
+        partner = guide.images[neighbours.gather(1, column).squeeze(1)]
+        log_q_partner = fixed_prior_log_q(model.prior, model.encode(partner).z_cluster.mean)
         terms["neighbour"] = neighbour_disagreement(log_q, log_q_partner)
         total = total + loss_config.neighbour_weight * terms["neighbour"]
     if loss_config.balance_weight > 0:
@@ -268,13 +257,13 @@ def _extra_terms(model, batch, x, enc, canonical, loss_config, generator, weight
         if "canonical" not in batch:
             raise KeyError("loss.mode 'supervised' needs a dataset that yields canonical images "
                            "(use a data section whose items carry `canonical`, or loss.mode: unsupervised)")
-        terms["canonical"] = reconstruction_nll(canonical, batch["canonical"], loss_config).mean()
+        terms["canonical"] = reconstruction_nll(canonical, batch["canonical"], loss_config, model.noise_std).mean()
         total = total + loss_config.supervised_weight * terms["canonical"]
     return terms, total
 
 
 def _elbo(model: MCEVAE, batch: dict, loss_config, epoch: int, generator, cluster_kl,
-          guide: dict | None = None) -> dict[str, torch.Tensor]:
+          guide: Guide | None = None) -> dict[str, torch.Tensor]:
     x = batch["image"]
     out = model(x, sample=True, generator=generator)
     enc = out.encoding
@@ -283,10 +272,11 @@ def _elbo(model: MCEVAE, batch: dict, loss_config, epoch: int, generator, cluste
     enumerated = None
     if enc.component is not None:  # a discrete part: every component, weighted by q(k|x)
         enumerated = enumerated_pose_terms(model, x, enc, out.canonical,
-                                           lambda p, t: reconstruction_nll(p, t, loss_config), generator)
+                                           lambda p, t: reconstruction_nll(p, t, loss_config, model.noise_std),
+                                           generator)
         terms = {"reconstruction": enumerated[0].mean()}
     else:
-        terms = {"reconstruction": reconstruction_nll(out.reconstruction, x, loss_config).mean()}
+        terms = {"reconstruction": reconstruction_nll(out.reconstruction, x, loss_config, model.noise_std).mean()}
     terms["cluster_kl"] = cluster_kl(enc.z_cluster, out.z_cluster).mean()
     total = terms["reconstruction"] + loss_config.cluster_weight * terms["cluster_kl"]
     if enc.z_style is not None:
@@ -304,15 +294,15 @@ def _elbo(model: MCEVAE, batch: dict, loss_config, epoch: int, generator, cluste
 
 
 def elbo_terms(model: MCEVAE, batch: dict, loss_config, *, epoch: int = 0,
-               generator: torch.Generator | None = None, guide: dict | None = None) -> dict[str, torch.Tensor]:
+               generator: torch.Generator | None = None, guide: Guide | None = None) -> dict[str, torch.Tensor]:
     """The modified ELBO on one batch.
 
     :param batch: a dict with ``image`` (and ``canonical`` in supervised mode).
     :param loss_config: the experiment's ``loss`` section.
     :param epoch: 0-based epoch, for the warm-up of ``beta`` and the invariance weight.
     :param generator: random source for the reparameterisation and the random moves.
-    :param guide: the invariant graph's ``labels`` and ``confident`` mask of the training
-        set (indexed by the batch's ``index``), for the self-labelling term.
+    :param guide: the invariant graph's results for the graph-guided terms (a
+        :class:`~mcvae_framework.model.guide.Guide`, indexed by the batch's ``index``).
     :returns: ``loss`` (scalar to minimise) and every term, each a per-image mean.
     """
     def mixture_kl(posterior: Posterior, z: torch.Tensor) -> torch.Tensor:
@@ -322,7 +312,7 @@ def elbo_terms(model: MCEVAE, batch: dict, loss_config, *, epoch: int = 0,
 
 
 def pretrain_terms(model: MCEVAE, batch: dict, loss_config, *, epoch: int = 0,
-                   generator: torch.Generator | None = None, guide: dict | None = None) -> dict[str, torch.Tensor]:
+                   generator: torch.Generator | None = None, guide: Guide | None = None) -> dict[str, torch.Tensor]:
     """The warm-up before the mixture prior is fitted (``loss.pretrain_epochs``): the same
     objective with ``N(0, I)`` in place of the mixture prior on ``z_c`` -- a plain VAE with
     the pose and invariance terms -- so that the latents the prior is then fitted to
@@ -348,7 +338,7 @@ class LossModule(nn.Module):
         self.model = model
         self.loss_config = loss_config
         #: the invariant graph's labels and confident mask of the training set (or None).
-        self.guide: dict | None = None
+        self.guide: Guide | None = None
 
     def forward(self, batch: dict, epoch: int = 0, generator: torch.Generator | None = None,
                 pretrain: bool = False) -> dict[str, torch.Tensor]:

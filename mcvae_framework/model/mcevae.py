@@ -103,6 +103,11 @@ class MCEVAE(nn.Module):
         # bfloat16 (or None: float32) for the encoder and decoder passes; set by
         # acceleration.configure_acceleration from training.precision, never saved.
         self.network_dtype: torch.dtype | None = None
+        # loss.gaussian_std: auto: the noise level the trainer estimates from the training images,
+        # kept with the weights so that evaluating the run uses the same value
+        loss = getattr(config, "loss", None)
+        estimated = loss is not None and loss.likelihood == "gaussian" and loss.gaussian_std == "auto"
+        self.register_buffer("noise_std", torch.tensor(float("nan")) if estimated else None)
         features = encoder.feature_dim
         self.cluster_head = PosteriorHead(features, z_cluster_dim, head_hidden)
         self.style_head = PosteriorHead(features, z_style_dim, head_hidden) if z_style_dim else None

@@ -42,11 +42,13 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from ..config.components import build
-from ..runtime.data import dataset_tensors  # noqa: F401  (re-exported: benchmarks/run_quality.py imports it from here)
+from .consensus import consensus_report
 from .inference import load_trained_model, predict_dataset
-from .inference import predict_images as model_outputs  # noqa: F401  (the name benchmarks/run_quality.py uses)
 from ..model.losses import elbo_terms
 from ..model.pose_terms import random_elements
+from ..runtime.checkpoint import load_checkpoint
+from ..runtime.data import dataset_tensors
+from ..runtime.run_layout import RunLayout
 from .pose_evaluation import (  # noqa: F401  (re-exported: the metrics are one import away)
     POSE_MEAN_PATHS,
     PoseMean,
@@ -260,8 +262,39 @@ def evaluate_run(run_dir, split: str = "test", *, device: str = "cpu", batch_siz
     report = evaluate_model(model, config, dataset, batch_size=batch_size, n_actions=n_actions, seed=seed,
                             pose_mean=pose_mean)
     report = {"run_dir": str(run_dir), **report, "collapse": collapse_summary(report, run_dir)}
+    graph = graph_summary(run_dir)
+    if graph is not None:
+        report["graph"] = graph
+        labels = np.asarray(dataset_tensors(dataset, keys=("label",))["label"]) if "accuracy" in report else None
+        consensus = consensus_report(model, config, run_dir, split, labels, batch_size=batch_size)
+        if consensus is not None:
+            report["consensus"] = consensus
     write_report(report, run_dir)
     return report
+
+
+def graph_summary(run_dir) -> dict | None:
+    """What the invariant graph chose and how the model kept to it, from the run's last
+    checkpoint: the graph's settings (with the candidates it compared and their label-free
+    criterion, where it chose), its cluster sizes, and the checks of the model against it
+    (``train/graph_check``: agreement on the graph's unanimous images, empty components,
+    repairs). ``None`` for a run without the graph."""
+    checkpoint = load_checkpoint(RunLayout(run_dir).last)
+    graph = checkpoint.get("graph")
+    if graph is None:
+        return None
+    summary = dict(graph["info"])
+    summary["seconds"] = graph["seconds"]
+    check = checkpoint.get("graph_check")
+    if check is not None:
+        checks = check["checks"]
+        summary["model_checks"] = {
+            "repairs": check["repairs"],
+            "restored": any(c["action"] == "restored" for c in checks),
+            "last": checks[-1] if checks else None,
+            "checks": checks,
+        }
+    return summary
 
 
 def collapse_summary(report: dict, run_dir) -> dict:
@@ -270,7 +303,7 @@ def collapse_summary(report: dict, run_dir) -> dict:
     ``metrics.csv``; see ``loss.reseed_below``)."""
     sizes = report.get("clustering", {}).get("cluster_sizes", [])
     reseeded = 0.0
-    metrics = Path(run_dir) / "metrics.csv"
+    metrics = RunLayout(run_dir).metrics
     if metrics.is_file():
         with metrics.open(newline="", encoding="utf-8") as handle:
             reseeded = sum(float(row.get("train_reseeded_components") or 0) for row in csv.DictReader(handle))

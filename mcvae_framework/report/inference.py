@@ -15,24 +15,14 @@ import torch
 from ..runtime.checkpoint import load_checkpoint
 from ..config.experiment import validate_config
 from ..runtime.data import dataset_tensors
-from ..errors import RunFolderError
+from ..runtime.run_layout import RunLayout
 from ..model.mcevae import build_model
 
 
 def run_checkpoint(run_dir, name: str = "last") -> Path:
     """``RUN/checkpoints/<name>.pt``, or a :class:`~mcvae_framework.errors.RunFolderError`
     (exit code 2) saying what the folder holds instead."""
-    run_dir = Path(run_dir)
-    path = run_dir / "checkpoints" / f"{name}.pt"
-    if path.is_file():
-        return path
-    if not (run_dir / "checkpoints").is_dir():
-        raise RunFolderError(f"{run_dir} is not a run folder ({path} is missing); give the folder "
-                             "`mcvae train` wrote (its training.out_dir, e.g. runs/quickstart)")
-    present = sorted(p.name for p in (run_dir / "checkpoints").glob("*.pt")) or ["none"]
-    hint = (" best.pt is written from the first ELBO epoch that reaches training.best_metric; use "
-            "--checkpoint last") if name == "best" else ""
-    raise RunFolderError(f"{run_dir}: no checkpoints/{name}.pt (the folder holds: {', '.join(present)}).{hint}")
+    return RunLayout(run_dir).existing_checkpoint(name)
 
 
 def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu"):
@@ -41,10 +31,10 @@ def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu"):
     :param run_dir: a run folder (its ``checkpoints/last.pt`` is read) or a checkpoint file.
     :param device: where to put the model.
     :returns: ``(config, model)``.
-    :raises TrainingError: no readable checkpoint there.
+    :raises CheckpointError: no readable checkpoint there (exit code 2).
     """
     path = Path(run_dir)
-    checkpoint_path = path if path.is_file() else path / "checkpoints" / "last.pt"
+    checkpoint_path = path if path.is_file() else RunLayout(path).last
     checkpoint = load_checkpoint(checkpoint_path)
     config = validate_config(checkpoint["config"], source=str(checkpoint_path))
     with torch.random.fork_rng(devices=[]):  # building initialises weights: leave the caller's RNG alone

@@ -27,6 +27,7 @@ from torchvision.utils import make_grid
 
 from ..config.components import build
 from ..runtime.data import dataset_tensors
+from ..runtime.run_layout import RunLayout
 from .inference import load_run, predict_images
 
 
@@ -292,7 +293,7 @@ def plot_run(run_dir, split: str = "test", out_dir=None, *, n_images: int = 12, 
     :returns: ``{figure name: path}``.
     """
     run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / "plots"
+    out_dir = Path(out_dir) if out_dir is not None else RunLayout(run_dir).plots
     config, model = load_run(run_dir, checkpoint, device=device)
     tensors = dataset_tensors(build("data", config.data, split=split))
     n = len(tensors["image"])
@@ -316,7 +317,7 @@ def plot_run(run_dir, split: str = "test", out_dir=None, *, n_images: int = 12, 
         if n > len(pick) else torch.bincount(outputs["cluster"], minlength=n_clusters)
     written["prototypes"] = prototypes_figure(model, out_dir / "prototypes.png", n_poses=n_poses, seed=seed,
                                               counts=counts.tolist(), split=split)
-    metrics_csv = run_dir / "metrics.csv"
+    metrics_csv = RunLayout(run_dir).metrics
     if metrics_csv.is_file() and read_metrics(metrics_csv):
         written["training_curves"] = training_curves_figure(metrics_csv, out_dir / "training_curves.png")
     return written

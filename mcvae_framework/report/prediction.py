@@ -20,7 +20,11 @@ extension:
   homogeneous matrix ``exp(tau)``), ``pose_geomstats`` (the same poses as points of the
   group's geomstats space, for a group that names one: ``geomstats`` tools such as
   ``FrechetMean`` accept them as they are) and ``pose_group`` (the group's tag); see
-  :func:`mcvae_framework.geomstats_bridge.pose_fields`.
+  :func:`mcvae_framework.geomstats_bridge.pose_fields`;
+* ``.star`` -- a RELION 3.1+ particle STAR file (classes, in-plane angles, shifts,
+  probabilities; see :mod:`mcvae_framework.report.star_export` for the conventions).
+
+``clusters`` keeps only the images of the chosen clusters, in any format.
 """
 
 from __future__ import annotations
@@ -33,13 +37,15 @@ import torch
 
 from ..config.components import build
 from ..config.experiment import component_config, read_config_file
-from ..runtime.data import ConcatenatedSplits
+from ..runtime.data import ConcatenatedSplits, dataset_tensors
+from ..runtime.run_layout import RunLayout
 from ..errors import ConfigError, DataError
 from ..geomstats_bridge import pose_fields
 from .inference import load_run, predict_dataset, run_checkpoint  # noqa: F401  (run_checkpoint: re-exported)
+from .star_export import keep_clusters, require_starfile, write_particles_star
 from ..config.plugins import current_registry
 
-FORMATS = (".csv", ".npz", ".parquet")
+FORMATS = (".csv", ".npz", ".parquet", ".star")
 ARRAY_SUFFIXES = (".npy", ".npz")
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -61,16 +67,27 @@ def data_section_for(source, config=None) -> tuple[dict, Path | None]:
         raise DataError(f"--data {source}: no such file or folder; give an experiment config "
                         "(.yaml/.json), a .npy/.npz array file, or a folder of images")
     suffix = path.suffix.lower()
-    if path.is_dir() or suffix in ARRAY_SUFFIXES:
+    if path.is_dir() or suffix in ARRAY_SUFFIXES or suffix in declared_suffixes():
         return own_files_section(path, config), None
     if suffix in CONFIG_SUFFIXES:
         data = read_config_file(path)
         if not isinstance(data.get("data"), dict):
             raise ConfigError([("data", "the config has no `data` section to predict on")], str(path))
         return data["data"], path.parent
+    readable = sorted(set(ARRAY_SUFFIXES) | declared_suffixes())
     raise DataError(f"--data {source}: unknown kind of file {suffix!r}; give an experiment config "
-                    f"({', '.join(CONFIG_SUFFIXES)}), an array file ({', '.join(ARRAY_SUFFIXES)}) "
+                    f"({', '.join(CONFIG_SUFFIXES)}), a file an installed data plugin reads ({', '.join(readable)}) "
                     "or a folder of images")
+
+
+def declared_suffixes() -> set[str]:
+    """The file suffixes some registered data plugin reads (``reads_paths``: ``.mrcs``,
+    ``.star``, ...)."""
+    found = set()
+    for entry in current_registry().entries("data"):
+        declared = getattr(entry.config_class, "reads_paths", None) or ()
+        found.update(d.lower() for d in ((declared,) if isinstance(declared, str) else declared) if d != "folder")
+    return found
 
 
 def own_files_section(path: Path, config=None) -> dict:
@@ -123,6 +140,8 @@ def check_output_path(out) -> Path:
                             f"use one of {', '.join(FORMATS)}")])
     if out.suffix.lower() == ".parquet":
         _require_parquet_engine()
+    if out.suffix.lower() == ".star":
+        require_starfile()
     return out
 
 
@@ -202,6 +221,8 @@ def write_predictions(result: dict[str, np.ndarray], out) -> Path:
     out = check_output_path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     suffix = out.suffix.lower()
+    if suffix == ".star":
+        raise ConfigError([("--out", f"{out}: a STAR file needs the images' source; write it with predict_run")])
     if suffix == ".npz":
         np.savez_compressed(out, **result)
         return out
@@ -235,11 +256,12 @@ def default_output(run_dir, data, split: str | None = None) -> Path:
     source = Path(data)
     stem = source.name if source.is_dir() else source.stem
     stem = stem or "data"
-    return Path(run_dir) / "predictions" / (f"{stem}_{split}.csv" if split else f"{stem}.csv")
+    return RunLayout(run_dir).predictions / (f"{stem}_{split}.csv" if split else f"{stem}.csv")
 
 
 def predict_run(run_dir, data, out=None, *, split: str | None = None, device: str = "cpu", batch_size: int = 256,
-                with_canonical: bool = False, split_column: bool = False, checkpoint: str = "last") -> Path:
+                with_canonical: bool = False, split_column: bool = False, checkpoint: str = "last",
+                clusters=None, pixel_size: float | None = None) -> Path:
     """Predict with a run folder's trained model on ``data`` and write ``out``.
 
     :param run_dir: a folder written by ``mcvae train``.
@@ -250,6 +272,10 @@ def predict_run(run_dir, data, out=None, *, split: str | None = None, device: st
     :param with_canonical: also store the canonical reconstructions (``.npz`` only).
     :param split_column: add a ``split`` column: the split each image belongs to.
     :param checkpoint: ``last`` or ``best`` (``checkpoints/<name>.pt`` of the run).
+    :param clusters: keep only the images of these clusters (numbers from 0, as in every
+        output); default every image.
+    :param pixel_size: Angstrom per pixel for a ``.star`` file (default: the particle
+        stack's header, else 1).
     :returns: the written file.
     """
     out = check_output_path(out if out is not None else default_output(run_dir, data, split))
@@ -265,4 +291,15 @@ def predict_run(run_dir, data, out=None, *, split: str | None = None, device: st
     with torch.no_grad():
         result = predictions(model, dataset, batch_size=batch_size, with_canonical=with_canonical,
                              split_column=split_column)
+    if clusters is not None:
+        kept = keep_clusters({**result, "_row": np.arange(len(result["cluster"]))}, clusters)
+        result, rows = {k: v for k, v in kept.items() if k != "_row"}, kept["_row"]
+    else:
+        rows = np.arange(len(result["cluster"]))
+    if out.suffix.lower() == ".star":
+        images = None
+        if getattr(dataset, "particle_stack", None) is None:  # the images go into a stack beside the file
+            images = dataset_tensors(dataset, keys=["image"], indices=torch.as_tensor(rows))["image"].numpy()
+        return write_particles_star(result, out, dataset=dataset, images=images, pixel_size=pixel_size,
+                                    model_side=int(dataset.image_shape[-1]))
     return write_predictions(result, out)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..runtime.checkpoint import atomic_write_text
+from ..runtime.run_layout import RunLayout
 
 
 def json_safe(value):
@@ -47,6 +48,12 @@ def report_markdown(report: dict) -> str:
                   f"{clus.get('clusters_used', '-')} of {clus.get('n_clusters', '-')} |", ""]
     if "cluster_sizes" in clus:
         lines += [f"Cluster sizes: {clus['cluster_sizes']}", ""]
+    consensus = report.get("consensus") or {}
+    if "accuracy" in consensus:
+        lines += [f"With the invariant graph (every image's cluster probabilities averaged with those of its "
+                  f"{consensus['neighbours']} graph neighbours; {consensus['moved_images']} images change cluster): "
+                  f"accuracy {_fmt(consensus['accuracy'])}, NMI {_fmt(consensus['nmi'])}, ARI "
+                  f"{_fmt(consensus['ari'])}.", ""]
     collapse = report.get("collapse") or {}
     if collapse.get("empty_components") or collapse.get("reseeded_during_training"):
         lines += [f"**Mixture collapse:** {collapse.get('empty_components', 0)} empty component(s) on this split; "
@@ -97,9 +104,9 @@ def report_markdown(report: dict) -> str:
 def write_report(report: dict, run_dir) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``run_dir``, each atomically (a temp file,
     then a rename, as checkpoints are): a reader never sees half a report."""
-    run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     clean = json_safe(report)
-    json_path, md_path = run_dir / "report.json", run_dir / "report.md"
+    json_path, md_path = layout.report_json, layout.report_md
     atomic_write_text(json_path, json.dumps(clean, indent=2) + "\n")
     atomic_write_text(md_path, report_markdown(clean) + "\n")
     return json_path, md_path

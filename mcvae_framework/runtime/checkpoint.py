@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import TrainingError
+from ..errors import CheckpointError
+from .run_layout import RunLayout
 
 FORMAT = "mcvae-checkpoint"
 FORMAT_VERSION = 1
@@ -171,33 +172,42 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint onto the CPU with ``weights_only=True``.
 
-    :raises TrainingError: the file is missing, truncated, corrupt, or not a checkpoint of
-        this project; the message names the file and what to do.
+    :raises CheckpointError: the file is missing, truncated, corrupt, or not a checkpoint of
+        this project; the message names the file and what to do (exit code 2).
     """
     path = Path(path)
+
+    def refuse(reason: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint {path} {reason}. {_advice(path)}", path=path, reason=reason)
+
     if not path.is_file():
-        raise TrainingError(f"checkpoint {path} does not exist; start a fresh run (without --resume)")
-    fresh = (
-        f"Delete it (or the whole run folder {path.parent.parent}) and start a fresh run, "
-        "or point --out-dir at another run folder."
-    )
+        raise refuse("does not exist")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, bad pickle, disallowed global, ...
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
-        raise TrainingError(
-            f"checkpoint {path} cannot be read: it is truncated, corrupt, or holds objects that safe "
-            f"(weights_only) loading refuses ({type(exc).__name__}: {detail}). {fresh}"
-        ) from None
+        detail = detail.split(". ")[0]  # torch's first sentence says what broke; the rest is advice of its own
+        raise refuse(f"cannot be read: it is truncated, corrupt, or holds objects that safe (weights_only) "
+                     f"loading refuses ({type(exc).__name__}: {detail})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
-        raise TrainingError(f"{path} is not an mcvae checkpoint. {fresh}")
+        raise refuse("is not an mcvae checkpoint")
     if checkpoint.get("format_version") != FORMAT_VERSION:
-        raise TrainingError(
-            f"checkpoint {path} has format version {checkpoint.get('format_version')!r}; this "
-            f"mcvae_framework reads version {FORMAT_VERSION}. {fresh}"
-        )
+        raise refuse(f"has format version {checkpoint.get('format_version')!r}; this mcvae_framework reads "
+                     f"version {FORMAT_VERSION}")
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:
-        raise TrainingError(f"checkpoint {path} is incomplete (missing {', '.join(missing)}). {fresh}")
+        raise refuse(f"is incomplete (missing {', '.join(missing)})")
     return checkpoint
+
+
+def _advice(path: Path) -> str:
+    """What to do about an unusable checkpoint: go on from the run's previous checkpoint
+    when it is there, else start afresh."""
+    layout = RunLayout(path.parent.parent)
+    fresh = (f"Delete it (or the whole run folder {layout.root}) and start a fresh run, "
+             "or point --out-dir at another run folder.")
+    if path == layout.last and layout.previous.is_file():
+        return (f"The run's previous checkpoint {layout.previous} is kept: `mcvae train CONFIG --resume` goes "
+                f"on from it. Or: {fresh[0].lower()}{fresh[1:]}")
+    return fresh

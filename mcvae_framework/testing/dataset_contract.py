@@ -6,9 +6,11 @@
         dataset_config = {"type": "my_data", "limit": 64}
 
 The kit builds the dataset through :func:`mcvae_framework.build` for every split in
-``splits`` and checks item keys, dtypes, shapes and ranges, ``image_shape`` (``(C, H, W)``
-images or ``(C, D, H, W)`` volumes), ``split_sizes``, batching with the default collate
-function, that building twice gives the same items, and that ``as_tensors()`` (when
+``splits`` (add ``"all"`` when the factory accepts ``split="all"``) and checks item keys,
+dtypes, shapes and ranges, ``image_shape`` (``(C, H, W)`` images or ``(C, D, H, W)``
+volumes), ``split_sizes`` (``all`` the sum of ``train`` and ``test``), the lengths of the
+optional ``item_names``, ``source_indices`` and ``item_splits``, batching with the default
+collate function, that building twice gives the same items, and that ``as_tensors()`` (when
 offered) agrees with the items. An item's ``pose_component`` (the discrete part of its
 pose, for a group with one) is an int64 scalar beside its ``pose``.
 """
@@ -30,7 +32,7 @@ class DatasetContract:
 
     #: the data config section (a dict with ``type``).
     dataset_config: dict = None
-    #: the splits to test.
+    #: the splits to test: ``("train", "test", "all")`` for a factory that also takes ``split="all"``.
     splits: tuple[str, ...] = ("train", "test")
     #: how many items (spread over the dataset) each test reads.
     n_checked: int = 8
@@ -66,6 +68,11 @@ class DatasetContract:
             sizes = ds.split_sizes()
             assert set(self.splits) <= set(sizes), f"split_sizes() {sizes} lacks a split"
             assert sizes[split] == len(ds), f"split_sizes()[{split!r}] = {sizes[split]} but len = {len(ds)}"
+            if {"train", "test", "all"} <= set(sizes):
+                assert sizes["all"] == sizes["train"] + sizes["test"], f"split_sizes() {sizes}: all is not the sum"
+            for attribute in ("item_names", "source_indices", "item_splits"):
+                values = getattr(ds, attribute, None)
+                assert values is None or len(values) == len(ds), f"{attribute} has {len(values)} entries, len is {len(ds)}"
             names = getattr(ds, "class_names", None)
             assert names is None or len(names) == ds.n_classes
 

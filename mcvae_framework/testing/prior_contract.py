@@ -51,9 +51,13 @@ class _MixturePriorDensityChecks:
     """The first half of :class:`MixturePriorContract`: its settings, building, shapes and
     bookkeeping, and the densities."""
 
+    #: the prior's config section, e.g. ``{"type": "gmm", "n_components": 3}`` (required).
     prior_config: dict | None = None
+    #: size of the latent the prior is built for (the factory's ``dim``).
     dim: int = 3
+    #: std of the seeded noise added to every learned parameter, so that no check passes at the init.
     perturbation: float = 0.4
+    #: samples of the Monte-Carlo estimates the densities and the KL are compared with.
     n_monte_carlo: int = 20000
 
     # ------------------------------------------------------------------ building

@@ -3,7 +3,8 @@ pretraining, the invariant graph and its refined labels (``graph``), self-labell
 (``graph.relabel_every``) and the re-seeding of collapsed components (``loss.reseed_below``).
 
 :class:`ClusterGuidance` holds what these share: the invariant graph of the training
-images and the self-labelling guide the loss reads (``loss_module.guide``). Rank 0
+images and the :class:`~mcvae_framework.model.guide.Guide` the graph-guided loss terms read
+(``loss_module.guide``). Rank 0
 computes; every process receives the result, so a DDP run stays in step.
 """
 
@@ -17,7 +18,10 @@ from sklearn.cluster import KMeans
 from .batching import STREAM_EVAL, STREAM_REFINE, derive_seed
 from ..runtime.data import dataset_tensors
 from ..errors import TrainingError
-from ..graph.invariant_graph import GraphClusters, central_members, invariant_graph_clusters
+from ..graph.invariant_graph import GraphClusters, central_members
+from ..model.guide import Guide
+from .graph_build import build_invariant_graph
+from .graph_check import GraphKeeper, cluster_probabilities, separated_latents
 from .refinement import refine_labels
 
 log = logging.getLogger("mcvae_framework.train.trainer")
@@ -48,6 +52,8 @@ class ClusterGuidance:
         #: the invariant graph of the training images (graph.enabled), a GraphClusters.
         self.graph: GraphClusters | None = None
         self._images: torch.Tensor | None = None
+        #: the label-free checks that keep the model at or above its graph (graph.enabled)
+        self.keeper: GraphKeeper | None = None
 
     def training_images(self, indices: torch.Tensor | None = None) -> torch.Tensor:
         """``(N, C, H, W)`` training images (all, or those at ``indices``) on the CPU. All of
@@ -61,9 +67,10 @@ class ClusterGuidance:
 
     # ------------------------------------------------------------------ the prior's warm start
 
-    def fit_prior(self) -> None:
+    def fit_prior(self, separate: bool = False) -> None:
         """After pretraining: fit the mixture prior to the encoded ``z_c`` means of the whole
-        training set (on rank 0, then copied to every process)."""
+        training set (on rank 0, then copied to every process); ``separate``: with the graph's
+        clusters pulled apart first (:func:`~mcvae_framework.train.graph_check.separated_latents`)."""
         if self.context.is_main:
             encode_all = self.train_batches.with_options(
                 shuffle=False, drop_last=False, rank=0, world_size=1, batch_size=self.config.training.eval_batch_size)
@@ -78,7 +85,10 @@ class ClusterGuidance:
                 # KL starts huge).
                 noise = torch.Generator().manual_seed(derive_seed(self.config.training.seed, STREAM_EVAL))
                 draws = torch.cat([p.sample(noise) for p in posteriors])
-            if self.graph is not None and self._init_from_assignments(draws, self.loss_module.guide["labels"].cpu()):
+                if separate:
+                    draws = separated_latents(draws, self.loss_module.guide.labels.cpu(), self.model.prior.n_components,
+                                              derive_seed(self.config.training.seed, STREAM_EVAL))
+            if self.graph is not None and self._init_from_assignments(draws, self.loss_module.guide.labels.cpu()):
                 log.info("fitted the %s prior to %d encoded training images, one component per invariant-graph "
                          "cluster", self.config.prior.type, len(latents))
             else:
@@ -106,21 +116,11 @@ class ClusterGuidance:
     # ------------------------------------------------------------------ the invariant graph
 
     def build_graph(self) -> None:
-        """The invariant graph of the training images (rank 0 computes, every process gets it)."""
-        graph = None
-        if self.context.is_main:
-            cfg = self.config.graph
-            images = self.training_images()
-            log.info("building the invariant graph of %d training images (%s compared, %d search poses, "
-                     "%d neighbours)", len(images), cfg.features, cfg.search_size, cfg.neighbours)
-            graph = invariant_graph_clusters(
-                images, self.model.group, self.model.prior.n_components, **cfg.clustering_options(),
-                seed=self.config.training.seed, progress=self.config.training.progress,
-            )
-            log.info("invariant graph: %d clusters of sizes %s, %d confident images, %.1f s",
-                     len(graph.info["cluster_sizes"]), graph.info["cluster_sizes"], int(graph.confident.sum()),
-                     graph.seconds)
-        graph = self.context.all_gather_objects(graph)[0]
+        """The invariant graph of the training images (rank 0 computes, every process gets it;
+        :func:`~mcvae_framework.train.graph_build.build_invariant_graph`, as ``mcvae graph``)."""
+        images = self.training_images() if self.context.is_main else None
+        graph = build_invariant_graph(self.config, images, self.model.group, self.model.prior.n_components,
+                                      context=self.context, progress=self.config.training.progress)
         self.use_graph(graph)
 
     def refine_labels(self) -> None:
@@ -146,36 +146,38 @@ class ClusterGuidance:
         self.context.broadcast_module_state(self.model.encoder)
         self.set_guide(refined.labels, torch.ones_like(refined.labels, dtype=torch.bool))
 
+    def _guide_reads(self) -> set[str]:
+        """The guide fields that the switched-on graph-guided terms read."""
+        return {name for term in self.config.loss.guided_terms() for name in term.reads}
+
     def use_graph(self, graph: GraphClusters) -> None:
-        if self.config.loss.pose_guide_weight > 0 and graph.angles is None and graph.poses is None:
+        if "angles" in self._guide_reads() and graph.angles is None and graph.poses is None:
             raise TrainingError(
                 f"loss.pose_guide_weight > 0 learns the pose from the invariant graph's synchronised angles, but "
                 f"the group {self.config.group.type!r} has no rotation angle to synchronise (its "
                 "angle_coordinates are empty, and it has no orthogonal part): set loss.pose_guide_weight: 0"
             )
         self.graph = graph
+        self.keeper = GraphKeeper(graph.labels.numpy(), graph.neighbours.numpy(), self.model.prior.n_components)
         self.set_guide(graph.labels, graph.confident)
 
     def set_guide(self, labels: torch.Tensor, confident: torch.Tensor) -> None:
-        """The labels the self-labelling term learns and which of them it trusts; for the
-        neighbour-consistency term also the graph's neighbours and the training images, which
-        it reads from memory."""
-        self.loss_module.guide = {"labels": labels.to(self.device), "confident": confident.to(self.device)}
-        if self.config.loss.pose_guide_weight > 0:
+        """The labels the self-labelling term learns and which of them it trusts, and whatever
+        else of the graph the switched-on guided terms read: the synchronised angles, or the
+        graph's neighbours and the training images (read from memory)."""
+        guide = Guide(labels=labels, confident=confident)
+        reads = self._guide_reads()
+        if "angles" in reads:
             # the angles' frames belong to the graph's clusters, whatever labels the guide holds later
-            if self.graph.angles is not None:
-                self.loss_module.guide["angles"] = self.graph.angles.to(self.device)
-            else:  # synchronised orthogonal poses (a discrete part, or rotations of volumes)
-                self.loss_module.guide["poses"] = self.graph.poses.to(self.device)
-            self.loss_module.guide["angle_clusters"] = self.graph.labels.to(self.device)
-        if self.config.loss.neighbour_weight <= 0:
-            return
-        tensors = getattr(self.train_batches, "tensors", None)
-        if tensors is None:
-            log.warning("loss.neighbour_weight is ignored: the training set is not held in memory")
-            return
-        self.loss_module.guide["neighbours"] = self.graph.neighbours.to(self.device)
-        self.loss_module.guide["images"] = tensors["image"].to(self.device)
+            # synchronised orthogonal poses instead of angles: a discrete part, or rotations of volumes
+            guide.angles, guide.poses, guide.angle_clusters = self.graph.angles, self.graph.poses, self.graph.labels
+        if "neighbours" in reads:
+            tensors = getattr(self.train_batches, "tensors", None)
+            if tensors is None:
+                log.warning("loss.neighbour_weight is ignored: the training set is not held in memory")
+            else:
+                guide.neighbours, guide.images = self.graph.neighbours, tensors["image"]
+        self.loss_module.guide = guide.to(self.device)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -183,7 +185,8 @@ class ClusterGuidance:
         """The graph and the labels self-labelling has reached, for a checkpoint."""
         guide = self.loss_module.guide
         return {"graph": self.graph.state_dict() if self.graph is not None else None,
-                "guide": {k: guide[k].cpu() for k in ("labels", "confident")} if guide else None}
+                "guide": {"labels": guide.labels.cpu(), "confident": guide.confident.cpu()} if guide else None,
+                "graph_check": self.keeper.state_dict() if self.keeper is not None else None}
 
     def load_state_dict(self, checkpoint: dict) -> None:
         """Take the graph and the guide back from a checkpoint (when the run uses the graph)."""
@@ -191,6 +194,8 @@ class ClusterGuidance:
             self.use_graph(GraphClusters.from_state_dict(checkpoint["graph"]))
             if checkpoint.get("guide") is not None:  # the labels self-labelling had reached
                 self.set_guide(checkpoint["guide"]["labels"], checkpoint["guide"]["confident"])
+            if checkpoint.get("graph_check") is not None:
+                self.keeper.load_state_dict(checkpoint["graph_check"])
 
     # ------------------------------------------------------------------ during training
 
@@ -204,24 +209,12 @@ class ClusterGuidance:
             k = self.model.prior.n_components
             with torch.no_grad():
                 clusters = self.model.prior.responsibilities(latents).argmax(-1).cpu()
-            floor = self.config.loss.reseed_below * len(clusters) / k
-            for component in range(k):
-                sizes = torch.bincount(clusters, minlength=k)
-                if sizes[component] >= floor or len(clusters) < 2 * k:
-                    continue
-                largest = int(sizes.argmax())
-                members = torch.nonzero(clusters == largest).squeeze(1)
-                halves = KMeans(n_clusters=2, n_init=3, random_state=epoch).fit_predict(
-                    latents[members].detach().cpu().double().numpy())
-                clusters[members[torch.as_tensor(halves) == 1]] = component
-                log.warning("epoch %d: component %d held %d of %d sampled training images (fewer than %.0f); "
-                            "re-seeded by splitting component %d", epoch + 1, component, int(sizes[component]),
-                            len(clusters), floor, largest)
-                count += 1
+            count = split_largest_for_small(clusters, latents, self.config.loss.reseed_below * len(clusters) / k,
+                                            k, epoch)
             if count and self.loss_module.guide is not None:
                 # Guided training: the components go back to the clusters the self-labelling
                 # term teaches, rather than to an arbitrary split.
-                clusters = self.loss_module.guide["labels"].cpu()[pick]
+                clusters = self.loss_module.guide.labels.cpu()[pick]
                 log.warning("epoch %d: re-seeded from the self-labelling term's clusters instead", epoch + 1)
             if count and not self._init_from_assignments(latents.cpu(), clusters):
                 count = 0
@@ -239,40 +232,61 @@ class ClusterGuidance:
         self-labelling term learns from; returns the share of images whose label changed."""
         guide = None
         if self.context.is_main:
-            images = self.training_images()
-            self.model.eval()
-            try:
-                with torch.no_grad():
-                    probabilities = torch.cat([
-                        self.model.cluster_probabilities(images[i:i + 512].to(self.device)).cpu()
-                        for i in range(0, len(images), 512)])
-            finally:
-                self.model.train()
-            confidence, labels = probabilities.max(-1)
+            confidence, labels = cluster_probabilities(self.model, self.training_images(), self.device).max(-1)
             confident = central_members(labels.numpy(), -confidence.numpy(), self.config.graph.confident_fraction)
-            guide = {"labels": labels, "confident": torch.as_tensor(confident)}
+            guide = Guide(labels=labels, confident=torch.as_tensor(confident))
         guide = self.context.all_gather_objects(guide)[0]
-        changed = float((guide["labels"] != self.loss_module.guide["labels"].cpu()).double().mean())
-        self.set_guide(guide["labels"], guide["confident"])
+        changed = float((guide.labels != self.loss_module.guide.labels.cpu()).double().mean())
+        self.set_guide(guide.labels, guide.confident)
         log.info("epoch %d: self-labelling from the model's clusters (%.1f%% of the labels changed)",
                  epoch + 1, 100 * changed)
         return changed
+
+    # ------------------------------------------------------------------ a model never worse than its graph
+
+    def keep_graph(self, epoch: int, epochs) -> str:
+        """After ``epoch`` (0-based): the model checked against its graph, repaired when it drifted or
+        never matched (:meth:`~mcvae_framework.train.graph_check.GraphKeeper.keep`); the action taken."""
+        return self.keeper.keep(self, epoch, epochs) if self.keeper is not None else ""
 
     def sample_latents(self, size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
         """One posterior draw of ``z_c`` for each of a fixed, seeded sample of the training
         images (draws, not means, so that a component fitted to them is as wide as the
         posteriors it holds), and the sample's indices."""
-        n = len(self.train_data)
         generator = torch.Generator().manual_seed(derive_seed(self.config.training.seed, STREAM_EVAL))
-        pick = torch.randperm(n, generator=generator)[:size].sort().values
-        images = self.training_images(pick)
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                return torch.cat([self.model.encode(images[i:i + 512].to(self.device)).z_cluster.sample(generator)
-                                  for i in range(0, len(images), 512)]), pick
-        finally:
-            self.model.train()
+        pick = torch.randperm(len(self.train_data), generator=generator)[:size].sort().values
+        return cluster_latent_draws(self.model, self.training_images(pick), self.device, generator), pick
+
+
+def split_largest_for_small(clusters: torch.Tensor, latents: torch.Tensor, floor: float, k: int, epoch: int) -> int:
+    """Every component holding fewer than ``floor`` of ``clusters`` (changed in place) takes one
+    half of the then largest cluster (2-means of its ``latents``); returns how many did."""
+    count = 0
+    for component in range(k):
+        sizes = torch.bincount(clusters, minlength=k)
+        if sizes[component] >= floor or len(clusters) < 2 * k:
+            continue
+        largest = int(sizes.argmax())
+        members = torch.nonzero(clusters == largest).squeeze(1)
+        halves = KMeans(n_clusters=2, n_init=3, random_state=epoch).fit_predict(
+            latents[members].detach().cpu().double().numpy())
+        clusters[members[torch.as_tensor(halves) == 1]] = component
+        log.warning("epoch %d: component %d held %d of %d sampled training images (fewer than %.0f); "
+                    "re-seeded by splitting component %d", epoch + 1, component, int(sizes[component]),
+                    len(clusters), floor, largest)
+        count += 1
+    return count
+
+
+def cluster_latent_draws(model, images: torch.Tensor, device, generator: torch.Generator) -> torch.Tensor:
+    """One draw of ``q(z_c | x)`` for each of ``images``, in eval mode."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            return torch.cat([model.encode(images[i:i + 512].to(device)).z_cluster.sample(generator)
+                              for i in range(0, len(images), 512)])
+    finally:
+        model.train()
 
 
 __all__ = ["ClusterGuidance"]

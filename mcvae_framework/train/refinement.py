@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..model.losses import balance_kl, neighbour_disagreement
+from ..model.losses import balance_kl, fixed_prior_log_q, neighbour_disagreement
 from ..model.pose_terms import random_elements
 
 
@@ -142,4 +142,43 @@ def refine_labels(model, images: torch.Tensor, labels: torch.Tensor, trusted: to
                          seconds=time.perf_counter() - start)
 
 
-__all__ = ["RefinedLabels", "propagate", "refine_labels"]
+def distil_labels(model, images: torch.Tensor, labels: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+                  generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> float:
+    """Teach ``model``'s own clusters the graph's ``labels`` directly (in place): ``epochs`` passes of
+    ``-log q(label(x) | h.x)``, ``q`` the mixture prior's responsibilities of ``z_c`` (the prior held
+    fixed, as in the self-labelling term), at random poses ``h``, training the encoder and its heads
+    and nothing else. The repair for a model whose clusters never matched its graph's: within the
+    ELBO, the self-labelling term competes with every other term and can need many epochs to move a
+    ``z_c`` that carries no class yet (noisy particles); alone it moves it in a few passes.
+
+    :returns: the share of ``images`` whose cluster is their label afterwards.
+    """
+    group = model.group
+    parameters = [p for name, p in model.named_parameters() if not name.startswith(("prior.", "decoder."))]
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    labels = labels.to(device)
+    was_training = model.training
+    model.train()
+    try:
+        for _ in range(epochs):
+            order = torch.randperm(len(images), generator=generator)
+            for first in range(0, len(order), batch_size):
+                index = order[first:first + batch_size]
+                x = images[index].to(device)
+                if group is not None:
+                    x = group.act(x, random_elements(group, len(x), generator, x))
+                log_q = fixed_prior_log_q(model.prior, model.encode(x).z_cluster.mean)
+                loss = nn.functional.nll_loss(log_q, labels[index.to(device)])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            clusters = torch.cat([model.cluster_probabilities(images[i:i + 512].to(device)).argmax(-1)
+                                  for i in range(0, len(images), 512)])
+    finally:
+        model.train(was_training)
+    return float((clusters == labels).double().mean())
+
+
+__all__ = ["RefinedLabels", "distil_labels", "propagate", "refine_labels"]

@@ -1,15 +1,10 @@
-"""The run folder a training writes (``training.out_dir``)::
-
-    RUN/config.json            the resolved config
-    RUN/metrics.csv            one row per epoch (see :mod:`mcvae_framework.train.run_logging`)
-    RUN/train.log              the log (also shown on the console)
-    RUN/checkpoints/last.pt    written atomically after every epoch (and once before the first)
-    RUN/checkpoints/best.pt    the ELBO epoch with the lowest ``training.best_metric`` so far
-    RUN/checkpoints/epoch_NNNN.pt  every ``training.checkpoint_every`` epochs, if asked
-    RUN/tensorboard/           event files, with ``training.tensorboard: true``
+"""The run folder a training writes (``training.out_dir``; its layout and rules are
+:mod:`mcvae_framework.runtime.run_layout`).
 
 :class:`RunFolder` prepares it (a fresh run, an overwritten one, a resumed one), writes the
-checkpoints and reads back the one a resumed run goes on from.
+checkpoints -- ``last.pt`` after every epoch, the one it replaces kept as ``previous.pt`` --
+and reads back the one a resumed run goes on from: ``last.pt``, or ``previous.pt`` when
+``last.pt`` is damaged.
 """
 
 from __future__ import annotations
@@ -17,13 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from ..errors import CheckpointError
 from ..runtime.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from ..errors import TrainingError
-from .run_logging import RESUME_MUST_MATCH, config_differences
+from ..runtime.run_layout import RunLayout, check_for_training, config_differences, refuse_resume_conflicts, \
+    resume_conflicts
 
 log = logging.getLogger("mcvae_framework.train.trainer")
 
@@ -39,53 +36,53 @@ class RunFolder:
 
     def __init__(self, run_dir: Path, context, training):
         self.run_dir = Path(run_dir)
+        self.layout = RunLayout(self.run_dir)
         self.context = context
         self.training = training
         self._best_warned = False
+        # False while last.pt is a damaged file a resume stepped over: it must not become previous.pt
+        self._last_is_good = True
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
+        return self.layout.last
 
     def prepare(self, config_dict: dict, *, resume: bool, overwrite: bool, open_log) -> None:
-        """Check the folder against ``resume``/``overwrite``, clear a run being overwritten,
-        open the log (``open_log()``, rank 0) and write ``config.json``.
+        """Check the folder against ``resume``/``overwrite``
+        (:func:`~mcvae_framework.runtime.run_layout.check_for_training`), clear a run being
+        overwritten, open the log (``open_log()``, rank 0) and write ``config.json``.
 
-        :raises TrainingError: nothing to resume, or a run already there (without ``overwrite``).
+        :raises RunFolderError: nothing to resume, or a run already there (without ``overwrite``).
         """
-        exists = self.checkpoint_path.exists()
-        if resume and not exists:
-            raise TrainingError(
-                f"--resume: {self.run_dir} holds no checkpoint ({self.checkpoint_path} is missing); "
-                "start a fresh run without --resume"
-            )
-        if not resume and exists and not overwrite:
-            raise TrainingError(
-                f"{self.run_dir} already holds a run ({self.checkpoint_path}). Continue it with "
-                "--resume, start it afresh with --overwrite, or choose another folder with --out-dir."
-            )
+        check_for_training(self.layout, resume=resume, overwrite=overwrite)
         self.context.barrier()  # every process has looked before rank 0 changes anything
         if self.context.is_main:
             if not resume:
-                for stale in (self.run_dir / "checkpoints", self.run_dir / "metrics.csv", self.run_dir / "train.log"):
+                for stale in self.layout.training_outputs():
                     if stale.is_dir():
                         shutil.rmtree(stale)
                     elif stale.exists():
                         stale.unlink()
-            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            self.layout.checkpoints.mkdir(parents=True, exist_ok=True)
             open_log()
-            atomic_write_text(self.run_dir / "config.json", json.dumps(config_dict, indent=2) + "\n")
+            atomic_write_text(self.layout.config, json.dumps(config_dict, indent=2) + "\n")
         self.context.barrier()
 
     def write_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """``checkpoints/last.pt`` (atomically), ``checkpoints/best.pt`` when the epoch is the
-        best by ``training.best_metric``, and ``epoch_NNNN.pt`` every ``checkpoint_every``."""
-        save_checkpoint(checkpoint, self.checkpoint_path)
+        """``checkpoints/last.pt`` (atomically; the ``last.pt`` it replaces becomes
+        ``previous.pt`` by an atomic rename), ``checkpoints/best.pt`` when the epoch is the
+        best by ``training.best_metric``, and ``epoch_NNNN.pt`` every ``checkpoint_every``.
+        At every moment ``last.pt`` or ``previous.pt`` is a whole checkpoint."""
+        last = self.layout.last
+        if last.exists() and self._last_is_good:
+            os.replace(last, self.layout.previous)
+        save_checkpoint(checkpoint, last)
+        self._last_is_good = True
         if self.improves_best(checkpoint["metrics"]):
-            save_checkpoint(checkpoint, self.checkpoint_path.with_name("best.pt"))
+            save_checkpoint(checkpoint, self.layout.best)
         every, done = self.training.checkpoint_every, checkpoint["epoch"]
         if every and done and done % every == 0:
-            save_checkpoint(checkpoint, self.checkpoint_path.with_name(f"epoch_{done:04d}.pt"))
+            save_checkpoint(checkpoint, self.layout.epoch_checkpoint(done))
 
     def improves_best(self, history: list[dict[str, Any]]) -> bool:
         """Whether the epoch just finished is the best ELBO epoch so far by
@@ -111,28 +108,44 @@ class RunFolder:
         earlier = [v for v in map(value, history[:-1]) if v is not None]
         return not earlier or current < min(earlier)
 
-    def read_resume_checkpoint(self, config_dict: dict, image_shape: tuple) -> dict[str, Any]:
-        """The last checkpoint, once its config and image shape are checked against the run's:
-        fields that shape the parameters must match; other changes are logged.
+    def read_resume_checkpoint(self, config_dict: dict, image_shape: tuple) -> tuple[dict[str, Any], Path]:
+        """The checkpoint a resumed run goes on from, and its path: ``last.pt``, or
+        ``previous.pt`` when ``last.pt`` is damaged (said in the log), once its config and image
+        shape are checked against the run's: fields that shape the parameters must match;
+        other changes are logged.
 
-        :raises TrainingError: unreadable, or of another model than ``config_dict`` describes.
+        :raises CheckpointError: neither checkpoint can be read.
+        :raises RunFolderError: the checkpoint is of another model than ``config_dict`` describes.
         """
-        checkpoint = load_checkpoint(self.checkpoint_path)
+        checkpoint, path = self._readable_checkpoint()
         differences = config_differences(checkpoint["config"], config_dict)
-        fatal = [d for d in differences if d[0].startswith(RESUME_MUST_MATCH)]
+        conflicts = resume_conflicts(checkpoint["config"], config_dict)
         if tuple(checkpoint["image_shape"]) != image_shape:
-            fatal.append(("image shape", tuple(checkpoint["image_shape"]), image_shape))
-        if fatal:
-            listing = "; ".join(f"{key}: checkpoint {old!r}, config {new!r}" for key, old, new in fatal)
-            raise TrainingError(
-                f"cannot resume {self.run_dir}: the config describes a different model than its checkpoint "
-                f"{self.checkpoint_path} ({listing}). Resume with the run's own config "
-                f"({self.run_dir / 'config.json'}), or start a fresh run in another --out-dir."
-            )
+            conflicts.append(("image shape", tuple(checkpoint["image_shape"]), image_shape))
+        refuse_resume_conflicts(self.layout, conflicts, "checkpoint", path)
         for key, old, new in differences:
             if key != "training.out_dir":
                 log.warning("resuming with a changed setting: %s was %r, now %r", key, old, new)
-        return checkpoint
+        return checkpoint, path
+
+    def _readable_checkpoint(self) -> tuple[dict[str, Any], Path]:
+        """``last.pt``; ``previous.pt`` when ``last.pt`` cannot be read (said in the log)."""
+        last, previous = self.layout.last, self.layout.previous
+        try:
+            return load_checkpoint(last), last
+        except CheckpointError as error:
+            damaged = error
+        if not previous.is_file():
+            raise damaged
+        try:
+            checkpoint = load_checkpoint(previous)
+        except CheckpointError as error:
+            raise CheckpointError(f"{damaged} The previous checkpoint {previous} cannot be used either: it "
+                                  f"{error.reason}.", path=last, reason=damaged.reason) from None
+        self._last_is_good = False
+        log.warning("%s %s; resuming from the previous checkpoint %s (epoch %d): the epochs after it are "
+                    "trained again", last, damaged.reason, previous, int(checkpoint["epoch"]))
+        return checkpoint, previous
 
 
 __all__ = ["RunFolder"]

@@ -5,8 +5,8 @@ and the optional TensorBoard event files.
 :func:`write_metrics_csv` rewrites ``metrics.csv`` atomically, :class:`RunLog` attaches the
 log file and the console (through :class:`ProgressLogHandler`, which does not tear the
 progress bar) to the trainer's logger, :class:`TensorBoardLog` mirrors each metrics row
-into ``RUN/tensorboard``, and :func:`config_differences` lists what changed between the
-config of a run and the one it is resumed with.
+into ``RUN/tensorboard``. The run folder's paths and the resume rules are in
+:mod:`mcvae_framework.runtime.run_layout`.
 """
 
 from __future__ import annotations
@@ -25,15 +25,13 @@ from tqdm.auto import tqdm
 
 from ..runtime.checkpoint import atomic_write_text
 from ..runtime.distributed import DistributedContext
+from ..runtime.run_layout import RunLayout
 from ..errors import ConfigError
 from ..report.inference import predict_images
 
 #: the trainer's logger: ``train.log`` and the console get its records.
 log = logging.getLogger("mcvae_framework.train.trainer")
 
-#: config fields a resumed run must share with its checkpoint: they shape the parameters
-#: or the optimiser state that gets loaded.
-RESUME_MUST_MATCH = ("model", "group", "encoder", "decoder", "prior", "training.optimizer", "training.scheduler")
 
 
 class TermAverager:
@@ -77,27 +75,6 @@ def write_metrics_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         writer.writerow({key: (f"{value:.6g}" if isinstance(value, float) else value) for key, value in row.items()})
     atomic_write_text(path, buffer.getvalue())
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out if out or not prefix else {prefix: data}
-    return {prefix: data}
-
-
-def config_differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
-    """``(field, old value, new value)`` for every leaf that differs between two configs."""
-    flat_old, flat_new = _flatten(old), _flatten(new)
-    missing = object()
-    keys = list(flat_old) + [k for k in flat_new if k not in flat_old]
-    return [
-        (key, flat_old.get(key, missing), flat_new.get(key, missing))
-        for key in keys
-        if flat_old.get(key, missing) != flat_new.get(key, missing)
-    ]
 
 
 def epochs_line(pretrain_epochs: int, epochs: int, done: int) -> str:
@@ -197,12 +174,12 @@ class TensorBoardLog:
         except ImportError:
             raise ConfigError([("training.tensorboard", "true needs the tensorboard package: `pip install "
                                 "tensorboard` (or `pip install 'mcvae-framework[tensorboard]'`), or set "
-                                "training.tensorboard: false")], str(run_dir / "config.json")) from None
+                                "training.tensorboard: false")], str(RunLayout(run_dir).config)) from None
         if not context.is_main:
             return None
         first = next(iter(batches.with_options(shuffle=False, drop_last=False, rank=0, world_size=1,
                                                batch_size=8)(0)))
-        return cls(run_dir / "tensorboard", model, first["image"][:8].detach().cpu(), resume=resume)
+        return cls(RunLayout(run_dir).tensorboard, model, first["image"][:8].detach().cpu(), resume=resume)
 
     def add_row(self, row: dict[str, Any]) -> None:
         """One epoch's row: every loss term (train and test in one chart per term), images/s,
@@ -237,13 +214,11 @@ class TensorBoardLog:
 
 
 __all__ = [
-    "RESUME_MUST_MATCH",
     "epoch_line",
     "epochs_line",
     "ProgressLogHandler",
     "RunLog",
     "TensorBoardLog",
     "TermAverager",
-    "config_differences",
     "write_metrics_csv",
 ]

@@ -1,8 +1,8 @@
 """The trainer: builds a run from its config and drives its epochs.
 
-A run writes one folder (``training.out_dir``; see :mod:`mcvae_framework.train.run_folder`):
-``config.json``, ``metrics.csv``, ``train.log``, ``checkpoints/`` and, if asked,
-``tensorboard/``. From Python::
+A run writes one folder (``training.out_dir``; its layout is
+:mod:`mcvae_framework.runtime.run_layout`): ``config.json``, ``metrics.csv``, ``train.log``,
+``checkpoints/`` and, if asked, ``tensorboard/``. From Python::
 
     from mcvae_framework.train.trainer import train, load_trained_model
     run_dir = train("configs/quickstart.yaml")
@@ -42,25 +42,20 @@ from .batching import (  # noqa: F401  (re-exported: scripts and benchmarks impo
 )
 from ..config.components import build
 from ..runtime.checkpoint import capture_rng_state, package_versions, restore_rng_state
+from ..config.data_size import check_data_size
 from ..config.experiment import check_dataset_fits, config_to_dict, load_config, validate_config
 from ..runtime.data import UnlabelledUnion
 from ..runtime.distributed import DistributedContext, resolve_device, wrap_for_training
+from ..runtime.run_layout import RunLayout
 from .epochs import EpochRunner
-from ..errors import TrainingError
+from ..errors import ConfigError, McvaeError, RunFolderError, TrainingError
 from .guidance import ClusterGuidance
 from ..report.inference import load_trained_model
+from ..model.likelihood import estimate_noise_std
 from ..model.losses import LossModule
 from ..model.mcevae import build_model
 from .run_folder import RunFolder
-from .run_logging import (  # noqa: F401  (RESUME_MUST_MATCH, config_differences: re-exported)
-    RESUME_MUST_MATCH,
-    RunLog,
-    TensorBoardLog,
-    config_differences,
-    epoch_line,
-    epochs_line,
-    write_metrics_csv,
-)
+from .run_logging import RunLog, TensorBoardLog, epoch_line, epochs_line, write_metrics_csv
 
 log = logging.getLogger("mcvae_framework.train.trainer")
 
@@ -69,6 +64,14 @@ class TrainingInterrupted(TrainingError):
     """Ctrl-C: the checkpoint of the last finished epoch is on disk; ``--resume`` goes on."""
 
     exit_code = 130
+
+
+def naming_the_file(error: Exception, source: str) -> Exception:
+    """``error``, or for a :class:`ConfigError` that names no file (a component's factory knows
+    the field, not the file it came from) the same problems under ``source``."""
+    if isinstance(error, ConfigError) and not error.source:
+        return ConfigError(error.problems, source)
+    return error
 
 
 def make_optimizer(parameters, training, device: torch.device | None = None) -> torch.optim.Optimizer:
@@ -95,20 +98,24 @@ class Trainer:
     """Trains an MCE-VAE from an experiment config and writes its run folder.
 
     :param config: a validated experiment config, a config dict, or a config file path.
-    :param resume: continue from ``RUN/checkpoints/last.pt`` (same run folder).
+    :param resume: continue from ``RUN/checkpoints/last.pt`` (same run folder; from
+        ``previous.pt`` when ``last.pt`` is damaged).
     :param overwrite: start afresh in a run folder that already holds a run.
     :param out_dir: the run folder; overrides ``training.out_dir``.
     :param train_dataset: use this dataset instead of ``build("data", ..., split="train")``.
     :param test_dataset: use this dataset instead of ``build("data", ..., split="test")``.
     :param console: also log to the console (rank 0 only).
+    :param source: the config file, named by a :class:`~mcvae_framework.errors.ConfigError`
+        raised while the run is built (a component's factory, too few images).
 
     After :meth:`run`: ``model`` (the trained :class:`~mcvae_framework.model.mcevae.MCEVAE`),
     ``history`` (the metrics rows) and ``summary`` (wall time, images per second).
     """
 
     def __init__(self, config, *, resume: bool = False, overwrite: bool = False, out_dir: str | Path | None = None,
-                 train_dataset=None, test_dataset=None, console: bool = True):
+                 train_dataset=None, test_dataset=None, console: bool = True, source: str | None = None):
         if isinstance(config, (str, Path)):
+            source = source or str(config)
             config = load_config(config)
         elif isinstance(config, dict):
             config = validate_config(config)
@@ -119,9 +126,11 @@ class Trainer:
         self.resume = resume
         self.overwrite = overwrite
         self.run_dir = Path(config.training.out_dir)
+        self.layout = RunLayout(self.run_dir)
         self.train_dataset = train_dataset
         self.test_dataset = test_dataset
         self.console = console
+        self.source = source
         self.history: list[dict[str, Any]] = []
         self.epochs_done = 0
         self.summary: dict[str, Any] = {}
@@ -133,7 +142,7 @@ class Trainer:
 
     @property
     def checkpoint_path(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
+        return self.layout.last
 
     @property
     def graph(self):
@@ -146,8 +155,8 @@ class Trainer:
         """Train for ``loss.pretrain_epochs + training.epochs`` epochs (from the last checkpoint when
         resuming); returns the run folder.
 
-        :raises TrainingError: non-finite loss, unreadable checkpoint, config mismatch on resume.
-        :raises TrainingInterrupted: Ctrl-C (the last finished epoch's checkpoint is kept).
+        :raises McvaeError: a TrainingError (non-finite loss; TrainingInterrupted on Ctrl-C, the last
+            finished epoch kept), RunFolderError (the folder's rules, no readable checkpoint) or ConfigError.
         """
         self.context = DistributedContext.from_env()
         self.device = resolve_device(self.config.training.device, self.context)
@@ -157,8 +166,9 @@ class Trainer:
         if self.config.training.num_threads:
             torch.set_num_threads(self.config.training.num_threads)
         try:
+            self._build_data()  # before the run folder is made: too few images leave no folder behind
             self.folder.prepare(self.config_dict, resume=self.resume, overwrite=self.overwrite,
-                                open_log=lambda: self.run_log.open(self.run_dir / "train.log", self.console))
+                                open_log=lambda: self.run_log.open(self.layout.log, self.console))
             self._build()
             if self.resume:
                 self._restore()
@@ -180,9 +190,10 @@ class Trainer:
                 )
             self.run_log.record_error(error)
             raise error from None
-        except TrainingError as error:
+        except McvaeError as error:
+            error = naming_the_file(error, self.source or str(self.layout.config))
             self.run_log.record_error(error)
-            raise
+            raise error from None
         finally:
             torch.set_num_threads(threads)
             self.run_log.close()
@@ -191,7 +202,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
 
-    def _build(self) -> None:
+    def _build_data(self) -> None:
+        """The datasets, and the checks that need them (canonical images, enough images)."""
         cfg, training = self.config, self.config.training
         seed_everything(training.seed)
         train_data = self.train_dataset if self.train_dataset is not None else build("data", cfg.data, split="train")
@@ -202,6 +214,12 @@ class Trainer:
         if training.transductive:
             # the test images join training without labels; evaluation still scores the test split
             train_data = UnlabelledUnion(train_data, test_data)
+        check_data_size(cfg, n_train=len(train_data))
+        self.train_data, self.test_data = train_data, test_data
+
+    def _build(self) -> None:
+        cfg, training = self.config, self.config.training
+        train_data, test_data = self.train_data, self.test_data
         self.image_shape = tuple(int(s) for s in train_data.image_shape)
         self.model = build_model(cfg, image_shape=self.image_shape).to(self.device)
         configure_acceleration(self.model, training)
@@ -211,7 +229,6 @@ class Trainer:
         # The trainer's own stream for the loss's sampling; distinct per process.
         self.loss_generator = torch.Generator(device=self.device)
         self.loss_generator.manual_seed(derive_seed(training.seed, STREAM_LOSS, self.context.rank))
-        self.train_data = train_data
         self.train_batches = make_batches(
             train_data, training.batch_size, shuffle=True, drop_last=True, seed=training.seed,
             context=self.context, device=self.device, num_workers=training.num_workers,
@@ -230,27 +247,24 @@ class Trainer:
         self.epochs = EpochRunner(cfg, self.context, self.device, self.loss_module, self.trained_module,
                                   self.optimizer, self.loss_generator, self.checkpoint_path)
         self.scheduler = make_scheduler(self.optimizer, training, self.epochs.total_epochs)
-        n_params = sum(p.numel() for p in self.model.parameters())
-        log.info(
-            "run folder %s | data %s: %d train / %s test images of shape %s | %d parameters | device %s%s",
-            self.run_dir, cfg.data.type, len(train_data), len(test_data) if test_data is not None else 0,
-            self.image_shape, n_params, self.device,
-            f" x {self.context.world_size} processes" if self.context.enabled else "",
-        )
+        log.info("%s", run_line(self, cfg))
+        if self.model.noise_std is not None and not self.resume:  # loss.gaussian_std: auto (a resumed run keeps its)
+            self.model.noise_std.fill_(estimate_noise_std(self.guidance.training_images(torch.arange(
+                min(len(train_data), 1000)))))
+            log.info("loss.gaussian_std: auto: noise level %.4f, estimated from the training images",
+                     float(self.model.noise_std))
 
     def _restore(self) -> None:
-        checkpoint = self.folder.read_resume_checkpoint(self.config_dict, self.image_shape)
+        checkpoint, path = self.folder.read_resume_checkpoint(self.config_dict, self.image_shape)
         try:
             self.model.load_state_dict(checkpoint["model"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             if self.scheduler is not None and checkpoint.get("scheduler") is not None:
                 self.scheduler.load_state_dict(checkpoint["scheduler"])
         except (RuntimeError, ValueError, KeyError) as exc:
-            raise TrainingError(
-                f"cannot resume from {self.checkpoint_path}: its state does not fit the model the config "
-                f"builds ({str(exc).splitlines()[0]}). Resume with the run's own config "
-                f"({self.run_dir / 'config.json'}) or start a fresh run in another --out-dir."
-            ) from None
+            raise RunFolderError(f"cannot resume from {path}: its state does not fit the model the config builds "
+                                 f"({str(exc).splitlines()[0]}). Resume with the run's own config "
+                                 f"({self.layout.config}) or start a fresh run in another --out-dir.") from None
         self.history = list(checkpoint["metrics"])
         self.epochs_done = int(checkpoint["epoch"])
         self.guidance.load_state_dict(checkpoint)
@@ -261,7 +275,7 @@ class Trainer:
                         len(states), self.context.world_size)
             self.loss_generator.manual_seed(
                 derive_seed(self.config.training.seed, STREAM_LOSS, self.context.rank, self.epochs_done))
-        log.info("resumed from %s after epoch %d of %d", self.checkpoint_path, self.epochs_done,
+        log.info("resumed from %s after epoch %d of %d", path, self.epochs_done,
                  self.epochs.total_epochs)
 
     def _save_checkpoint(self) -> None:
@@ -307,6 +321,7 @@ class Trainer:
                 train_terms["reseeded_components"] = float(self.guidance.reseed_small_components(epoch))
             if self.guidance.relabels(epoch):
                 train_terms["relabel_changed"] = self.guidance.relabel(epoch)
+            self.guidance.keep_graph(epoch, self.epochs)
             if self.scheduler is not None:
                 self.scheduler.step()
             test_terms = self.epochs.evaluate(epoch, self.test_batches) if self._evaluates(epoch) else {}
@@ -320,7 +335,7 @@ class Trainer:
             self.epochs_done = epoch + 1
             self._save_checkpoint()
             if self.context.is_main:
-                write_metrics_csv(self.run_dir / "metrics.csv", self.history)
+                write_metrics_csv(self.layout.metrics, self.history)
             if self.tensorboard is not None:
                 self.tensorboard.add_row(row)
             log.info("%s", epoch_line(row, self.epochs.total_epochs, train_terms, test_terms))
@@ -338,6 +353,15 @@ class Trainer:
         every = self.config.training.eval_every
         last = epoch + 1 == self.epochs.total_epochs
         return bool(self.test_batches is not None and every and ((epoch + 1) % every == 0 or last))
+
+
+def run_line(trainer, cfg) -> str:
+    """The run's first line in ``train.log``: folder, data, parameters, device."""
+    test_data = trainer.test_data
+    return (f"run folder {trainer.run_dir} | data {cfg.data.type}: {len(trainer.train_data)} train / "
+            f"{len(test_data) if test_data is not None else 0} test images of shape {trainer.image_shape} | "
+            f"{sum(p.numel() for p in trainer.model.parameters())} parameters | device {trainer.device}"
+            + (f" x {trainer.context.world_size} processes" if trainer.context.enabled else ""))
 
 
 def train(config, resume: bool = False, **options) -> Path:

@@ -26,9 +26,9 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from mcvae_framework.errors import DataError
+from mcvae_framework.interfaces import (ALL, ScaleToUnit, SeededSplitConfig, SourceReader, build_split, check_split,
+                                        resolve_path, seeded_split, wants_streaming)
 
-from .base import ALL, SeededSplitConfig, ScaleToUnit, build_split, check_split, resolve_path, seeded_split
-from .streaming import SourceReader, wants_streaming
 
 #: a streamed file's value range is checked on this many images (all are read only in memory).
 RANGE_SAMPLE = 1024

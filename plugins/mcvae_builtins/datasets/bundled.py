@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from .base import ALL, SeededSplitConfig, array_reader, build_split, check_split, seeded_split
+from mcvae_framework.interfaces import ALL, SeededSplitConfig, array_reader, build_split, check_split, seeded_split
 
 
 class MNIST5kConfig(SeededSplitConfig):

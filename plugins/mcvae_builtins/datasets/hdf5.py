@@ -19,11 +19,11 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from mcvae_framework.errors import DataError
+from mcvae_framework.interfaces import (ALL, SeededSplitConfig, SourceReader, build_split, check_split, resolve_path,
+                                        seeded_split)
 
 from .arrays import check_labels, value_scale
-from .base import ALL, SeededSplitConfig, build_split, check_split, resolve_path, seeded_split
 from .preprocess import Normalize, Preprocess, PreprocessFields
-from .streaming import SourceReader
 
 #: values are checked on this many images when ``normalize: none``.
 RANGE_SAMPLE = 1024

@@ -38,10 +38,10 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from mcvae_framework.errors import DataError
+from mcvae_framework.interfaces import (ALL, SPLITS, DatasetConfig, ScaleToUnit, SourceReader, StreamingImageDataset,
+                                        balanced_first, check_split, finish_dataset, limited_size, merge_splits,
+                                        merge_streaming, resolve_path, wants_streaming)
 
-from .base import (ALL, SPLITS, DataConfigBase, ScaleToUnit, balanced_first, check_split, finish_dataset, limited_size,
-                   merge_splits, resolve_path)
-from .streaming import SourceReader, StreamingImageDataset, merge_streaming, wants_streaming
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 CACHE_ENV = "MCVAE_DATA_CACHE"
@@ -52,7 +52,7 @@ IDX_FILES = {
 ALL_IDX_FILES = [name for pair in IDX_FILES.values() for name in pair]
 
 
-class IDXDataConfig(DataConfigBase):
+class IDXDataConfig(DatasetConfig):
     """Fields of the IDX-file datasets (official 60,000 / 10,000 split)."""
 
     root: Optional[str] = Field(

@@ -25,9 +25,9 @@ import torch
 from pydantic import Field, PositiveInt, field_validator
 
 from mcvae_framework.errors import DataError
+from mcvae_framework.interfaces import (ALL, SeededSplitConfig, SourceReader, build_split, check_split, resolve_path,
+                                        seeded_split)
 
-from .base import ALL, SeededSplitConfig, build_split, check_split, resolve_path, seeded_split
-from .streaming import SourceReader
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "P;L"}

@@ -21,11 +21,11 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from mcvae_framework.errors import DataError
+from mcvae_framework.interfaces import (ALL, ParticleStack, SeededSplitConfig, SourceReader, build_split, check_split,
+                                        resolve_path, seeded_split)
 
 from .arrays import check_labels, value_scale
-from .base import ALL, SeededSplitConfig, build_split, check_split, resolve_path, seeded_split
 from .preprocess import Preprocess, PreprocessFields
-from .streaming import SourceReader
 
 #: MRC modes of real-valued images: int8, int16, float32, uint16, float16.
 REAL_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
@@ -42,6 +42,10 @@ class MRCConfig(PreprocessFields, SeededSplitConfig):
                       "is read from the config file's folder")
     labels: Optional[str] = Field(
         None, description="optional .npy or text file of one integer class per particle (only to score clusters)"
+    )
+    pixel_size: Optional[float] = Field(
+        None, gt=0, description="Angstrom per pixel of the stack's particles; default: the header's voxel size "
+        "(STAR files and class averages written from this data carry it)"
     )
 
     #: ``mcvae predict RUN --data FILE.mrcs`` reads such files with this plugin.
@@ -155,7 +159,10 @@ def make_mrc(config: MRCConfig, *, split: str = "train"):
     prepare = Preprocess.from_config(config, scale, spatial)
     reader = SourceReader((1,) + (prepare.output_side(side),) * spatial, prepare,
                           open_source=partial(_MRCStack, str(path)))
-    return build_split(
+    dataset = build_split(
         config, split, parts, reader, labels, n_classes=len(names) if names else None,
         sizes={k: len(v) for k, v in parts.items()}, class_names=names, description=f"mrc ({path})",
     )
+    header_size = float(stack.handle.voxel_size.x)
+    dataset.particle_stack = ParticleStack(str(path.resolve()), side, config.pixel_size or header_size or None)
+    return dataset

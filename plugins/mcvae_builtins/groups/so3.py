@@ -30,6 +30,10 @@ from .rotations3 import (
     sample_rotation_vectors,
 )
 
+#: search rotations of ``graph.search_size: auto`` (the ready volume configs' 100: the graph of
+#: 900 rotated blobs, accuracy 1.000, rotations synchronised to 3.6 degrees median).
+AUTO_SEARCH_SIZE = 100
+
 
 def _shape(t) -> str:
     return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
@@ -190,8 +194,10 @@ class SpecialOrthogonal3(LieGroup):
 
     def search_poses(self, n: int) -> torch.Tensor:
         """The identity and about ``n - 1`` rotations of a near-uniform grid of SO(3) within
-        ``search_reach_deg`` of it (super-Fibonacci spiral), as rotation vectors."""
-        grid = rotation_grid_in_ball(n, math.radians(self.config.search_reach_deg))
+        ``search_reach_deg`` of it (super-Fibonacci spiral), as rotation vectors.
+
+        :param n: how many; 0 (``graph.search_size: auto``): :data:`AUTO_SEARCH_SIZE`."""
+        grid = rotation_grid_in_ball(n if n > 0 else AUTO_SEARCH_SIZE, math.radians(self.config.search_reach_deg))
         return log_so3(grid).to(torch.get_default_dtype())
 
     def orthogonal_part(self, g: torch.Tensor) -> torch.Tensor:

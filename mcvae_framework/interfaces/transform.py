@@ -41,9 +41,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
-from mcvae_framework import build
-from mcvae_framework import component_config
-from mcvae_framework.errors import ConfigError
+from ..config.components import build
+from ..config.experiment import component_config
+from ..errors import ConfigError
 
 #: poses are drawn (and images moved) this many indices at a time.
 CHUNK = 1024
@@ -71,7 +71,7 @@ class TransformConfig(BaseModel):
     seed: int = Field(0, description="seed of the poses: the same index always gets the same pose")
     canvas: Optional[PositiveInt] = Field(
         None, description="pad images (centred, zeros) to this side before moving them; default: the image side. "
-        "E.g. 40 for 28x28 digits under SE(2) shifts"
+        "E.g. 40 for 28x28 images under SE(2) shifts"
     )
 
     @model_validator(mode="after")

@@ -9,7 +9,7 @@ Two pieces:
   worker or a DDP process never shares (or pickles) another process's file handle;
 * a :class:`StreamingImageDataset` holds only what is small -- each item's position in
   the source, label and pose (drawn at build time with
-  :func:`~mcvae_builtins.datasets.transform.draw_poses`, exactly as the in-memory path
+  :func:`~mcvae_framework.interfaces.transform.draw_poses`, exactly as the in-memory path
   draws them) -- and reads a whole batch at once through ``__getitems__``, which
   ``torch.utils.data.DataLoader`` calls with a batch's indices.
 
@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from mcvae_framework.interfaces import ImageDataset
+from .data import ImageDataset, sizes_with_all
 
 from .transform import (TransformConfig, build_transform_group, canvas_side, check_data_kind, draw_poses, move_images,
                         pad_to_canvas)
@@ -134,7 +134,7 @@ class StreamingImageDataset(ImageDataset):
         self.source_indices = self.positions.tolist()
         self.item_names = list(item_names) if item_names is not None else None
         self.item_splits = list(item_splits) if item_splits is not None else None
-        self._sizes = dict(sizes)
+        self._sizes = sizes_with_all(sizes)
         self._group = None
 
     @classmethod

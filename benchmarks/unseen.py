@@ -1,0 +1,180 @@
+"""Clusters on data nobody tuned for: every family of ``unseen_data.py`` trained as a new user
+would train it, with a ready config (``configs/quickstart.yaml`` for images,
+``configs/templates/particles.yaml`` for particle stacks) and only the data, the group, the component
+count and the seed changed; scored on the test split, the invariant graph beside the model,
+and ASPIRE's rotation-invariant classifier beside both on every particle stack.
+
+    python benchmarks/unseen.py [--half development|held-out|all] [--families a,b]
+        [--variants snr1,...] [--seeds 0,1,2] [--peers] [--threads N] [--out FILE] [--no-doc]
+    python benchmarks/unseen.py --merge part1.json part2.json ...   # one block from several runs
+
+The families were split into a development half (settings were chosen on it) and a held-out
+half (run once the settings were fixed, reported untouched) before any setting was chosen;
+the block says which is which, and reports each family's **worst** seed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _report import benchmark_parser, publish, seed_list  # noqa: E402
+from unseen_data import DEVELOPMENT, FAMILIES, HELD_OUT  # noqa: E402
+
+from mcvae_framework import build  # noqa: E402
+from mcvae_framework.config.experiment import read_config_file, validate_config  # noqa: E402
+from mcvae_framework.report.evaluation import clustering_metrics, evaluate_run  # noqa: E402
+from mcvae_framework.runtime.checkpoint import load_checkpoint  # noqa: E402
+from mcvae_framework.runtime.data import dataset_tensors  # noqa: E402
+from mcvae_framework.train.trainer import Trainer  # noqa: E402
+
+
+def config_for(data_set, seed: int, run_dir: Path, threads: int) -> dict:
+    """The ready config a user starts from, with only the data, group, components and seed changed."""
+    config = read_config_file(ROOT / "configs" / data_set.base_config)
+    config["data"] = data_set.data
+    config["group"] = data_set.group
+    config["prior"] = {**config["prior"], "n_components": data_set.n_classes}
+    config["training"].update(seed=seed, out_dir=str(run_dir), progress=False, device="cpu", num_threads=threads)
+    return config
+
+
+def test_split(config: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """The test split's labels and its images' positions in the source (for the peer rows)."""
+    test = build("data", validate_config(config).data, split="test")
+    labels = dataset_tensors(test, keys=("label",))["label"].numpy()
+    return labels, (np.asarray(test.source_indices) if getattr(test, "source_indices", None) is not None else None)
+
+
+def run_one(family, variant: str, seed: int, workdir: Path, threads: int, peers: bool) -> list[dict]:
+    """The model's row (with its graph's accuracy) and, on particle stacks, ASPIRE's rows."""
+    folder = workdir / f"{family.name}_{variant}_{seed}"
+    data_set = family.make(folder / "data", seed, variant)
+    run_dir = folder / "run"
+    config = config_for(data_set, seed, run_dir, threads)
+    labels, positions = test_split(config)
+    start = time.perf_counter()
+    Trainer(config, console=False).run()
+    seconds = time.perf_counter() - start
+    report = evaluate_run(run_dir)
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    graph_labels = checkpoint["graph"]["labels"].numpy()[-len(labels):]  # transductive: test images come last
+    graph = report["graph"]
+    checks = graph.get("model_checks", {})
+    base = {"family": family.name, "half": family.half, "variant": variant, "seed": seed,
+            "classes": data_set.n_classes, "images": int(len(data_set.labels))}
+    rows = [{**base, "method": "mce_vae", "accuracy": report["accuracy"], "nmi": report["nmi"],
+             "graph_accuracy": clustering_metrics(labels, graph_labels, data_set.n_classes)["accuracy"],
+             "consensus_accuracy": report.get("consensus", {}).get("accuracy"),
+             "empty_components": report["collapse"]["empty_components"], "seconds": seconds,
+             "graph_seconds": graph["seconds"], "repairs": checks.get("repairs", 0),
+             "restored": checks.get("restored", False),
+             "graph_settings": {key: graph.get(key) for key in ("neighbours", "search_poses", "downsample", "features",
+                                                               "blur_sigma", "pca_dim", "pieces", "pieces_bridged")},
+             "candidates": graph.get("candidates")}]
+    if peers and family.particles:
+        from aspire_peer import aspire_rows
+
+        for row in aspire_rows(data_set.images, data_set.labels, data_set.n_classes, seed=seed,
+                               score_on=positions):
+            rows.append({**base, **row})
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def worst_rows(rows: list[dict]) -> list[dict]:
+    """Each (family, variant, method)'s worst seed."""
+    worst = {}
+    for row in rows:
+        key = (row["family"], row["variant"], row["method"])
+        if key not in worst or row["accuracy"] < worst[key]["accuracy"]:
+            worst[key] = row
+    return list(worst.values())
+
+
+def _cell(value) -> str:
+    return "--" if value is None else f"{value:.3f}"
+
+
+def render(result: dict) -> str:
+    rows = result["rows"]
+    lines = [f"`{result['command']}` -- {result['machine']}.", "",
+             "Settings were chosen on the **development** half only; the **held-out** half was run once, with the "
+             "settings fixed. Accuracy on the test split (20%); each family's **worst** seed; the model's own "
+             "invariant graph beside it. *Each image alone*: the model's cluster of an image, as for an image it never saw; "
+             "*with its graph*: every image's cluster probabilities averaged with those of its graph neighbours "
+             "(`report.json`'s `consensus`; the test images are nodes of the graph of a transductive run). ASPIRE `RIRClass2D` on the same particles (its nearest-neighbour graph "
+             "clustered spectrally, and k-means on its bispectrum features).", ""]
+    for half in (DEVELOPMENT, HELD_OUT):
+        mine = [r for r in worst_rows(rows) if r["half"] == half and r["method"] == "mce_vae"]
+        if not mine:
+            continue
+        lines += [f"**{half}**", "", "| family | stack | seeds | worst seed | MCE-VAE, each image alone | MCE-VAE with "
+                  "its graph | its graph | ASPIRE (best row) | empty components | seconds (graph) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for row in sorted(mine, key=lambda r: (r["family"], r["variant"])):
+            seeds = sorted(r["seed"] for r in rows if (r["family"], r["variant"], r["method"]) ==
+                           (row["family"], row["variant"], "mce_vae"))
+            peers = [r for r in worst_rows(rows) if (r["family"], r["variant"]) == (row["family"], row["variant"])
+                     and r["method"].startswith("aspire")]
+            peer = max(peers, key=lambda r: r["accuracy"]) if peers else None
+            peer_cell = f"{peer['accuracy']:.3f} ({peer['method'][7:]}, {peer['seconds']:.0f} s)" if peer else "--"
+            lines.append(f"| {row['family']} | {row['variant'] or '--'} | {len(seeds)} | {row['seed']} | "
+                         f"{row['accuracy']:.3f} | **{_cell(row.get('consensus_accuracy'))}** | "
+                         f"{row['graph_accuracy']:.3f} | {peer_cell} | "
+                         f"{row['empty_components']} | {row['seconds']:.0f} ({row['graph_seconds']:.0f}) |")
+        lines.append("")
+    lines += ["Every seed: model / graph accuracy, the graph's chosen settings, repairs of the model "
+              "(`train/graph_check`).", "", "| family | stack | seed | MCE-VAE alone | with its graph | graph | settings | repairs |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in sorted((r for r in rows if r["method"] == "mce_vae"),
+                      key=lambda r: (r["half"], r["family"], r["variant"], r["seed"])):
+        s = row["graph_settings"]
+        settings = (f"{s['neighbours']} nbrs, {s['search_poses']} poses, {s['features']} blur {s['blur_sigma']:g}, "
+                    f"PCA {s['pca_dim']}" + (f", /{s['downsample']}" if s["downsample"] > 1 else "")
+                    + (f", pieces {s['pieces']}->{s['pieces_bridged']}" if s["pieces"] != s["pieces_bridged"] else ""))
+        repairs = f"{row['repairs']}" + (" + restored" if row["restored"] else "")
+        lines.append(f"| {row['family']} | {row['variant'] or '--'} | {row['seed']} | {row['accuracy']:.3f} | "
+                     f"{_cell(row.get('consensus_accuracy'))} | {row['graph_accuracy']:.3f} | {settings} | {repairs} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    parser = benchmark_parser(__file__, __doc__, block="unseen", seeds="0,1,2", threads=0)
+    parser.add_argument("--half", choices=(DEVELOPMENT, HELD_OUT, "all"), default="all")
+    parser.add_argument("--families", default="", help="comma-separated family names (default: the half's)")
+    parser.add_argument("--variants", default="", help="comma-separated variants of the particle families")
+    parser.add_argument("--peers", action="store_true", help="also run ASPIRE on every particle stack")
+    parser.add_argument("--merge", nargs="+", default=None, help="JSON results of earlier runs to publish as one")
+    args = parser.parse_args(argv)
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge]
+        return publish({"rows": [row for part in parts for row in part["rows"]],
+                        "command": "; ".join(part["command"] for part in parts)}, args, argv,
+                       machine=parts[0]["machine"])
+    names = [n for n in args.families.split(",") if n] or [
+        name for name, f in FAMILIES.items() if args.half in ("all", f.half)]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mcvae_unseen_") as tmp:
+        for name in names:
+            family = FAMILIES[name]
+            variants = [v for v in args.variants.split(",") if v in family.variants] or list(family.variants)
+            for variant in variants:
+                for seed in seed_list(args):
+                    rows += run_one(family, variant, seed, Path(tmp), args.threads, args.peers)
+    return publish({"rows": rows}, args, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,250 @@
+"""The data families of the unseen-data benchmark (``benchmarks/unseen.py``), made on this
+machine from a seed, and split once, before any setting was chosen, into a development
+half (settings may be tuned on it) and a held-out half (reported untouched).
+
+Each family makes one data set per seed in a folder and says how a new user would read it:
+the ``data`` section, the group, the number of classes, and which ready config a user would
+start from (``configs/quickstart.yaml`` for images, ``configs/templates/particles.yaml`` for cryo-EM
+particle stacks). Labels are written beside the images only so that clusters can be scored.
+
+=================  ===========  ==========================================================
+family             half         what
+=================  ===========  ==========================================================
+shapes_filled      development  filled shapes (3, 5, 8 of them by seed), 40x40, full circle
+digits             development  scikit-learn's 1,797 digits, 16x16, turned in [-90, 90] deg
+particles_64       development  ASPIRE: 5 volumes, one view each, 64 px, SNR 1 / 0.1 / 0.05
+shapes_outline     held-out     shape outlines (2, 4, 6 by seed), 48x48, noise, wider shifts
+fashion_subsets    held-out     4 Fashion-MNIST classes chosen by the seed, full circle
+particles_128      held-out     ASPIRE: 3 volumes x 2 views, 128 px, SNR 1 / 0.1 / 0.05
+=================  ===========  ==========================================================
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+DEVELOPMENT, HELD_OUT = "development", "held-out"
+FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass
+class DataSet:
+    """One family's data for one seed: how a user would configure it, and its labels."""
+
+    data: dict
+    group: dict
+    n_classes: int
+    base_config: str  # the ready config a user starts from
+    labels: np.ndarray
+    images: np.ndarray | None = None  # (N, H, W) float, when a peer needs the pixels
+    notes: dict = field(default_factory=dict)
+
+
+@dataclass
+class Family:
+    name: str
+    half: str
+    description: str
+    make: Callable[[Path, int, str], DataSet]  # (folder, seed, variant) -> DataSet
+    variants: tuple[str, ...] = ("",)
+    particles: bool = False
+
+
+# --- shapes -------------------------------------------------------------------------------------
+
+def _star(points: int, inner: float) -> list[tuple[float, float]]:
+    out = []
+    for i in range(2 * points):
+        r = 1.0 if i % 2 == 0 else inner
+        t = math.pi * i / points - math.pi / 2
+        out.append((r * math.cos(t), r * math.sin(t)))
+    return out
+
+
+#: upright polygons of radius about 1; none is another one turned or scaled
+SHAPE_LIBRARY: dict[str, list[tuple[float, float]]] = {
+    "ellipse": [(0.55 * math.cos(t), math.sin(t)) for t in np.linspace(0, 2 * math.pi, 40, endpoint=False)],
+    "triangle": [(0.0, -1.0), (0.9, 0.75), (-0.9, 0.75)],
+    "plus": [(-0.3, -1), (0.3, -1), (0.3, -0.3), (1, -0.3), (1, 0.3), (0.3, 0.3), (0.3, 1), (-0.3, 1),
+             (-0.3, 0.3), (-1, 0.3), (-1, -0.3), (-0.3, -0.3)],
+    "arrow": [(0.0, -1.0), (0.8, -0.1), (0.3, -0.1), (0.3, 1.0), (-0.3, 1.0), (-0.3, -0.1), (-0.8, -0.1)],
+    "star": _star(5, 0.45),
+    "ell": [(-0.6, -1), (-0.1, -1), (-0.1, 0.5), (0.7, 0.5), (0.7, 1), (-0.6, 1)],
+    "tee": [(-0.9, -1), (0.9, -1), (0.9, -0.5), (0.25, -0.5), (0.25, 1), (-0.25, 1), (-0.25, -0.5), (-0.9, -0.5)],
+    "crescent": ([(math.cos(t), math.sin(t)) for t in np.linspace(-0.6 * math.pi, 0.6 * math.pi, 20)]
+                 + [(0.35 + 0.55 * math.cos(t), 0.8 * math.sin(t)) for t in np.linspace(0.55 * math.pi, -0.55 * math.pi, 20)]),
+    "hexagon": [(math.cos(t), math.sin(t)) for t in np.linspace(0, 2 * math.pi, 6, endpoint=False)],
+    "kite": [(0.0, -1.0), (0.55, -0.2), (0.0, 1.0), (-0.55, -0.2)],
+}
+
+
+def draw_shape(points, side: int, rng: np.random.Generator, *, radius: float, size_jitter: float, shift: float,
+               outline: int = 0) -> np.ndarray:
+    angle = rng.uniform(-math.pi, math.pi)
+    r = radius * rng.uniform(1 - size_jitter, 1 + size_jitter)
+    centre = side / 2 + rng.uniform(-shift, shift, size=2)
+    cos, sin = math.cos(angle), math.sin(angle)
+    poly = [(centre[0] + r * (cos * x - sin * y), centre[1] + r * (sin * x + cos * y)) for x, y in points]
+    image = Image.new("L", (side, side), 0)
+    value = int(rng.uniform(200, 255))
+    if outline:
+        ImageDraw.Draw(image).polygon(poly, outline=value, width=outline)
+    else:
+        ImageDraw.Draw(image).polygon(poly, fill=value)
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def _shape_folder(folder: Path, names, per_shape: int, side: int, rng, *, noise: float = 0.0, **draw) -> np.ndarray:
+    labels = []
+    for label, name in enumerate(names):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_shape):
+            image = draw_shape(SHAPE_LIBRARY[name], side, rng, **draw)
+            if noise:
+                image = np.clip(image + rng.normal(0, noise, image.shape), 0, 1)
+            Image.fromarray((image * 255).round().astype(np.uint8)).save(folder / name / f"{i:04d}.png")
+            labels.append(label)
+    return np.asarray(labels)
+
+
+def make_shapes_filled(folder: Path, seed: int, variant: str = "") -> DataSet:
+    """The issue's folder for seed 0 (ellipse, triangle, plus); 5 and 8 shapes for seeds 1, 2."""
+    rng = np.random.default_rng(1000 + seed)
+    names = [("ellipse", "triangle", "plus"), ("ellipse", "triangle", "plus", "arrow", "star"),
+             ("ellipse", "triangle", "plus", "arrow", "star", "ell", "tee", "crescent")][seed % 3]
+    labels = _shape_folder(folder, names, 200, 40, rng, radius=9.0, size_jitter=0.1, shift=4.0)
+    return DataSet({"type": "image_folder", "path": str(folder)}, {"type": "se2", "angle_deg": [-180, 180],
+                   "shift": 0.15}, len(names), "quickstart.yaml", labels, notes={"shapes": list(names)})
+
+
+def make_shapes_outline(folder: Path, seed: int, variant: str = "") -> DataSet:
+    """Outlines (2 px), 2 / 4 / 6 shapes drawn from the library by the seed, 48x48, sizes +-20%,
+    shifts up to 6 px, Gaussian noise of 0.1."""
+    rng = np.random.default_rng(2000 + seed)
+    count = (2, 4, 6)[seed % 3]
+    names = [str(n) for n in rng.choice(sorted(SHAPE_LIBRARY), size=count, replace=False)]
+    labels = _shape_folder(folder, names, 150, 48, rng, radius=12.0, size_jitter=0.2, shift=6.0, outline=2,
+                           noise=0.1)
+    return DataSet({"type": "image_folder", "path": str(folder)}, {"type": "se2", "angle_deg": [-180, 180],
+                   "shift": 0.15}, count, "quickstart.yaml", labels, notes={"shapes": names})
+
+
+# --- real images ---------------------------------------------------------------------------------
+
+def make_digits(folder: Path, seed: int, variant: str = "") -> DataSet:
+    """scikit-learn's 8x8 digits, upsampled to 16x16 (bilinear), turned in [-90, 90] degrees by the
+    data's seeded transform on a 20x20 canvas."""
+    import torch
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32)[:, None] / 16.0
+    images = F.interpolate(images, size=(16, 16), mode="bilinear", align_corners=False)[:, 0].clamp(0, 1).numpy()
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "digits.npz", images=images, labels=digits.target)
+    data = {"type": "arrays", "path": str(folder / "digits.npz"),
+            "transform": {"group": "so2", "angle_deg": [-90, 90], "seed": seed, "canvas": 20}}
+    return DataSet(data, {"type": "so2", "angle_deg": [-90, 90]}, 10, "quickstart.yaml", digits.target)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    dims = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def make_fashion_subsets(folder: Path, seed: int, variant: str = "") -> DataSet:
+    """4 of Fashion-MNIST's 10 classes chosen by the seed, 1,000 training images each, turned over
+    the full circle on a 28x28 canvas."""
+    rng = np.random.default_rng(3000 + seed)
+    images = _read_idx(FASHION_ROOT / "train-images-idx3-ubyte.gz")
+    labels = _read_idx(FASHION_ROOT / "train-labels-idx1-ubyte.gz")
+    classes = np.sort(rng.choice(10, size=4, replace=False))
+    keep = np.concatenate([rng.choice(np.flatnonzero(labels == c), 1000, replace=False) for c in classes])
+    keep = rng.permutation(keep)
+    folder.mkdir(parents=True, exist_ok=True)
+    subset_labels = np.searchsorted(classes, labels[keep])
+    np.savez(folder / "fashion.npz", images=images[keep].astype(np.float32) / 255.0, labels=subset_labels)
+    data = {"type": "arrays", "path": str(folder / "fashion.npz"),
+            "transform": {"group": "so2", "angle_deg": [-180, 180], "seed": seed}}
+    return DataSet(data, {"type": "so2", "angle_deg": [-180, 180]}, 4, "quickstart.yaml", subset_labels,
+                   notes={"classes": classes.tolist()})
+
+
+# --- cryo-EM particles (ASPIRE) --------------------------------------------------------------------
+
+SNRS = {"snr1": 1.0, "snr0.1": 0.1, "snr0.05": 0.05}
+
+
+def simulate_particles(folder: Path, *, side: int, n_volumes: int, views_per_volume: int, per_class: int,
+                       snr: float, seed: int, max_shift: float) -> DataSet:
+    """A particle stack simulated by ASPIRE: ``n_volumes`` random asymmetric volumes, each seen
+    along ``views_per_volume`` random directions (a class is one volume seen along one
+    direction), uniform in-plane angles, shifts up to ``max_shift`` px, 5 CTF defoci
+    (1.5-2.5 um), white noise at ``snr``; written as ``particles.mrcs`` and ``labels.npy``."""
+    import mrcfile
+    from aspire.noise import WhiteNoiseAdder
+    from aspire.operators import RadialCTFFilter
+    from aspire.source import Simulation
+    from aspire.volume import AsymmetricVolume
+
+    rng = np.random.default_rng(seed)
+    volumes = AsymmetricVolume(L=side, C=n_volumes, seed=seed, dtype=np.float32).generate()
+    n_classes = n_volumes * views_per_volume
+    n = n_classes * per_class
+    labels = rng.permutation(np.repeat(np.arange(n_classes), per_class))
+    views = np.stack([rng.uniform(0, 2 * np.pi, n_classes), np.arccos(rng.uniform(-1, 1, n_classes))], axis=1)
+    angles = np.zeros((n, 3), dtype=np.float32)
+    angles[:, :2] = views[labels]
+    angles[:, 2] = rng.uniform(0, 2 * np.pi, n)  # psi turns the projection in its plane
+    filters = [RadialCTFFilter(defocus=d) for d in np.linspace(15000, 25000, 5)]
+    sim = Simulation(L=side, n=n, vols=volumes, states=(labels // views_per_volume + 1).astype(int), angles=angles,
+                     offsets=rng.uniform(-max_shift, max_shift, (n, 2)).astype(np.float32),
+                     amplitudes=np.ones(n, dtype=np.float32), unique_filters=filters,
+                     filter_indices=rng.integers(0, len(filters), n), noise_adder=WhiteNoiseAdder.from_snr(snr),
+                     pixel_size=3.0, seed=seed, dtype=np.float32)
+    images = sim.images[:].asnumpy().astype(np.float32)
+    folder.mkdir(parents=True, exist_ok=True)
+    with mrcfile.new(folder / "particles.mrcs", overwrite=True) as mrc:
+        mrc.set_data(images)
+        mrc.set_image_stack()
+        mrc.voxel_size = 3.0
+    np.save(folder / "labels.npy", labels)
+    data = {"type": "mrc", "path": str(folder / "particles.mrcs"), "labels": str(folder / "labels.npy")}
+    return DataSet(data, {"type": "se2", "angle_deg": [-180, 180], "shift": 0.1}, n_classes, "templates/particles.yaml",
+                   labels, images=images, notes={"snr": snr, "side": side})
+
+
+def make_particles_64(folder: Path, seed: int, variant: str) -> DataSet:
+    return simulate_particles(folder, side=64, n_volumes=5, views_per_volume=1, per_class=1000,
+                              snr=SNRS[variant], seed=seed, max_shift=2.0)
+
+
+def make_particles_128(folder: Path, seed: int, variant: str) -> DataSet:
+    return simulate_particles(folder, side=128, n_volumes=3, views_per_volume=2, per_class=500,
+                              snr=SNRS[variant], seed=100 + seed, max_shift=4.0)
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in [
+    Family("shapes_filled", DEVELOPMENT, "filled shapes: 3 (the issue's folder), 5, 8 by seed; 200 each, 40x40",
+           make_shapes_filled),
+    Family("digits", DEVELOPMENT, "scikit-learn digits (1,797), 16x16, turned in [-90, 90] deg", make_digits),
+    Family("particles_64", DEVELOPMENT, "ASPIRE: 5 volumes, one view each, 5,000 particles of 64 px",
+           make_particles_64, variants=tuple(SNRS), particles=True),
+    Family("shapes_outline", HELD_OUT, "shape outlines: 2, 4, 6 by seed; 150 each, 48x48, noise 0.1",
+           make_shapes_outline),
+    Family("fashion_subsets", HELD_OUT, "4 Fashion-MNIST classes by seed, 1,000 each, full circle",
+           make_fashion_subsets),
+    Family("particles_128", HELD_OUT, "ASPIRE: 3 volumes x 2 views, 3,000 particles of 128 px",
+           make_particles_128, variants=tuple(SNRS), particles=True),
+]}

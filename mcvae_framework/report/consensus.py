@@ -1,0 +1,90 @@
+"""The model's clusters read with its invariant graph: every image's cluster probabilities
+averaged with those of its graph neighbours.
+
+A model scores each image alone. Under heavy noise (cryo-EM particles at SNR 0.1) one image
+says less than its neighbourhood does: the graph, which votes over neighbours, can then be
+right where the model is not. Where the scored images are nodes of the run's graph (the
+training split, or the test split of a ``training.transductive`` run, whose graph holds
+the test images after the training ones), :func:`neighbour_consensus` averages the model's
+responsibilities of every image and its ``k`` graph neighbours (each weighted ``1/(k+1)``),
+and the report gives both readings: ``accuracy`` (the model alone, as for an image the
+graph never saw) and ``consensus.accuracy``.
+
+On the SNR-0.1 development stack (5,000 particles, seed 0), the model alone scored 0.985 on
+the test split, its graph 1.000, the consensus of the model's probabilities 1.000.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..config.components import build
+from ..runtime.checkpoint import load_checkpoint
+from ..runtime.data import dataset_tensors
+from ..runtime.run_layout import RunLayout
+
+
+def neighbour_consensus(probabilities: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    """``(N, K)``: the mean of every row of ``probabilities`` and its neighbours' rows.
+
+    :param probabilities: ``(N, K)`` cluster probabilities of the graph's ``N`` images.
+    :param neighbours: ``(N, k)`` positions of every image's graph neighbours.
+    """
+    if neighbours.shape[0] != probabilities.shape[0]:
+        raise ValueError(f"neighbour consensus: {probabilities.shape[0]} rows of probabilities for a graph of "
+                         f"{neighbours.shape[0]} images")
+    return (probabilities + probabilities[neighbours].sum(1)) / (neighbours.shape[1] + 1)
+
+
+def graph_rows(config, split: str, n_graph: int) -> tuple[list, slice] | None:
+    """The datasets whose images, in order, are the graph's nodes, and the rows of ``split``
+    among them; ``None`` when the graph does not hold the split's images."""
+    train = build("data", config.data, split="train")
+    if config.training.transductive:
+        test = build("data", config.data, split="test")
+        sources = [train, test]
+        rows = slice(0, len(train)) if split == "train" else slice(len(train), len(train) + len(test))
+    else:
+        if split != "train":
+            return None
+        sources, rows = [train], slice(0, len(train))
+    if sum(len(source) for source in sources) != n_graph:
+        return None  # the data changed since training: the graph's positions no longer apply
+    return sources, rows
+
+
+def consensus_report(model, config, run_dir, split: str, labels: np.ndarray | None, *,
+                     batch_size: int = 256) -> dict | None:
+    """Accuracy, NMI and ARI of the neighbour consensus on ``split`` (with ``labels``), how many
+    images it moves from the model's own cluster; ``None`` for a run without a graph, or a
+    split the graph does not hold."""
+    from .evaluation import clustering_metrics  # evaluation imports this module
+
+    graph = load_checkpoint(RunLayout(run_dir).last).get("graph")
+    if graph is None:
+        return None
+    neighbours = graph["neighbours"].long()
+    found = graph_rows(config, split, len(neighbours))
+    if found is None:
+        return None
+    sources, rows = found
+    images = torch.cat([dataset_tensors(source, keys=("image",))["image"] for source in sources])
+    model.eval()
+    device = next(model.parameters()).device
+    probabilities = torch.cat([model.cluster_probabilities(images[start:start + batch_size].to(device)).float().cpu()
+                               for start in range(0, len(images), batch_size)])
+    agreed = neighbour_consensus(probabilities, neighbours)[rows]
+    clusters = agreed.argmax(1).numpy()
+    own = probabilities[rows].argmax(1).numpy()
+    k = int(probabilities.shape[1])
+    out = {"neighbours": int(neighbours.shape[1]), "moved_images": int((clusters != own).sum())}
+    if labels is not None:
+        out.update({key: value for key, value in clustering_metrics(labels, clusters, n_clusters=k).items()
+                    if key in ("accuracy", "nmi", "ari", "cluster_sizes")})
+    else:
+        out["cluster_sizes"] = np.bincount(clusters, minlength=k).tolist()
+    return out
+
+
+__all__ = ["consensus_report", "graph_rows", "neighbour_consensus"]

@@ -1,0 +1,212 @@
+"""A model never worse than its graph: label-free checks while a graph-guided model trains,
+and the repair when it drifts or collapses.
+
+A model that learns from the invariant graph's labels can still leave them: a mixture prior
+can let one component swallow others (on simulated particles a model collapsed to 2 of 5
+clusters although its graph had 0.70), or the reconstruction term can pull the clusters
+towards style instead of class. Neither needs a label to be seen:
+
+* **agreement** with the graph on its *unanimous* images, those whose neighbours all
+  share their graph cluster: where the graph is surest, a healthy model agrees with it
+  (after the best one-to-one matching of its clusters to the graph's). The model may
+  legitimately move the graph's doubtful images; it should not move these;
+* **empty components**: a component that holds no training image, while the graph filled
+  every cluster.
+
+After every epoch of ELBO training the model's clusters of the training images are checked.
+The healthiest state so far is kept in memory (highest agreement, no empty component). When a
+check fails, the model goes back to that state, its prior is fitted again to the graph's
+clusters, and training goes on (at most ``max_repairs`` times); if the last epoch still fails,
+the kept state is what the run ends with. Every check and repair goes to ``train.log`` and,
+through the checkpoint, to ``report.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+from .batching import STREAM_REFINE, derive_seed
+from .refinement import distil_labels
+
+log = logging.getLogger("mcvae_framework.train.trainer")
+
+#: a healthy model keeps at least this share of the graph's unanimous images in their cluster
+MIN_CORE_AGREEMENT = 0.9
+
+
+def unanimous(labels: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: images whose every graph neighbour shares their cluster."""
+    labels = np.asarray(labels)
+    return (labels[np.asarray(neighbours)] == labels[:, None]).all(axis=1)
+
+
+def matched_agreement(reference: np.ndarray, clusters: np.ndarray, n_clusters: int) -> float:
+    """Share of images whose cluster is their reference cluster, after the best one-to-one
+    matching of clusters to reference clusters (Hungarian)."""
+    if len(reference) == 0:
+        return 1.0
+    counts = np.zeros((n_clusters, n_clusters))
+    np.add.at(counts, (np.asarray(clusters), np.asarray(reference)), 1)
+    rows, cols = linear_sum_assignment(-counts)
+    return float(counts[rows, cols].sum() / len(reference))
+
+
+@dataclass
+class Check:
+    """One epoch's check of the model's clusters against the graph's."""
+
+    epoch: int
+    agreement: float  # over every training image
+    core_agreement: float  # over the graph's unanimous images
+    empty_components: list[int]
+    healthy: bool
+    action: str = ""  # "", "repaired", "restored" or "reseeded"
+
+
+class GraphKeeper:
+    """Checks a graph-guided model after each epoch and keeps its healthiest state.
+
+    :param graph_labels: ``(N,)`` the graph's clusters of the training images.
+    :param neighbours: ``(N, k)`` the graph's neighbours of every training image.
+    :param n_components: the mixture's component count.
+    """
+
+    def __init__(self, graph_labels, neighbours, n_components: int, *, max_repairs: int = 2,
+                 min_core_agreement: float = MIN_CORE_AGREEMENT):
+        self.graph_labels = np.asarray(graph_labels)
+        self.core = unanimous(self.graph_labels, neighbours)
+        self.n_components = n_components
+        self.graph_fills = len(np.unique(self.graph_labels)) == n_components
+        self.max_repairs = max_repairs
+        self.min_core_agreement = min_core_agreement
+        self.checks: list[Check] = []
+        self.repairs = 0
+        self.best: dict | None = None  # {"score": ..., "epoch": ..., "model": state_dict}
+
+    def check(self, epoch: int, clusters: np.ndarray) -> Check:
+        clusters = np.asarray(clusters)
+        sizes = np.bincount(clusters, minlength=self.n_components)
+        empty = [int(c) for c in np.flatnonzero(sizes == 0)] if self.graph_fills else []
+        core = matched_agreement(self.graph_labels[self.core], clusters[self.core], self.n_components)
+        check = Check(epoch, matched_agreement(self.graph_labels, clusters, self.n_components), core, empty,
+                      healthy=not empty and core >= self.min_core_agreement)
+        self.checks.append(check)
+        return check
+
+    def remember(self, check: Check, model) -> None:
+        """Keep ``model``'s state when ``check`` is the healthiest so far."""
+        score = (check.healthy, check.core_agreement)
+        if self.best is None or score > self.best["score"]:
+            self.best = {"score": score, "epoch": check.epoch, "model": copy.deepcopy(model.state_dict())}
+
+    def keep(self, guidance, epoch: int, epochs) -> str:
+        """The check after ``epoch`` (0-based) of a run's :class:`~mcvae_framework.train.guidance.ClusterGuidance`,
+        from the end of pretraining on: rank 0 checks (:meth:`after_epoch`), every process follows.
+        A model that never matched gets its prior re-seeded apart and the graph's clusters taught
+        directly (:func:`~mcvae_framework.train.refinement.distil_labels`, ``graph.repair_epochs``
+        passes). Returns the action taken ("" when healthy)."""
+        if epoch + 1 < epochs.pretrain_epochs:
+            return ""
+        context, model = guidance.context, guidance.model
+        action = ""
+        if context.is_main:
+            clusters = cluster_probabilities(model, guidance.training_images(), guidance.device).argmax(-1)
+            action = self.after_epoch(epoch + 1, clusters.numpy(), model,
+                                      last=epoch + 1 == epochs.total_epochs).action
+        action = context.all_gather_objects(action)[0]
+        if action == "reseeded":
+            guidance.fit_prior(separate=True)
+            if context.is_main:
+                config = guidance.config
+                generator = torch.Generator().manual_seed(derive_seed(config.training.seed, STREAM_REFINE, epoch))
+                agreement = distil_labels(model, guidance.training_images(), guidance.loss_module.guide.labels.cpu(),
+                                          epochs=config.graph.repair_epochs, batch_size=config.training.batch_size,
+                                          lr=config.training.lr, generator=generator, device=guidance.device)
+                log.info("epoch %d: the graph's clusters taught directly for %d passes: the model now agrees on "
+                         "%.1f%% of the training images", epoch + 1, config.graph.repair_epochs, 100 * agreement)
+        if action:
+            context.broadcast_module_state(model)
+        return action
+
+    def after_epoch(self, epoch: int, clusters: np.ndarray, model, *, last: bool) -> Check:
+        """Check ``model``'s ``clusters`` after ``epoch`` (1-based), keep its state when it is the
+        healthiest so far, and when the check fails put the healthiest state back into
+        ``model`` (``repaired``, at most ``max_repairs`` times; on the last epoch ``restored``)."""
+        check = self.check(epoch, clusters)
+        self.remember(check, model)
+        healthy_before = self.best is not None and self.best["score"][0]
+        if not check.healthy and healthy_before and (last or self.repairs < self.max_repairs):
+            check.action = "restored" if last else "repaired"
+            self.repairs += not last
+            model.load_state_dict(self.best["model"])
+        elif not check.healthy and not last and self.repairs < self.max_repairs:
+            # never healthy yet: the latents do not separate the graph's clusters, and a prior fitted
+            # to them has components too alike to teach anything; the caller re-seeds it apart
+            check.action = "reseeded"
+            self.repairs += 1
+        log_line = log.warning if not check.healthy else log.info
+        what = {"repaired": f"; repaired: back to its state after epoch {self.best['epoch']}",
+                "restored": f"; restored: the run ends with its state after epoch {self.best['epoch']}",
+                "reseeded": "; reseeded: the prior's components placed apart, one per graph cluster"}
+        log_line("epoch %d: the model %s%s", epoch, describe(check), what.get(check.action, ""))
+        return check
+
+    def summary(self) -> dict:
+        """What ``report.json`` shows: every check and what was done."""
+        return {"min_core_agreement": self.min_core_agreement, "unanimous_images": int(self.core.sum()),
+                "repairs": self.repairs, "restored_epoch": next(
+                    (c.epoch for c in reversed(self.checks) if c.action == "restored"), None),
+                "checks": [asdict(c) for c in self.checks]}
+
+    def state_dict(self) -> dict:
+        return {"checks": [asdict(c) for c in self.checks], "repairs": self.repairs,
+                "best": {"score": list(self.best["score"]), "epoch": self.best["epoch"], "model": self.best["model"]}
+                if self.best is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.checks = [Check(**c) for c in state["checks"]]
+        self.repairs = state["repairs"]
+        best = state["best"]
+        self.best = None if best is None else {"score": tuple(best["score"]), "epoch": best["epoch"],
+                                               "model": best["model"]}
+
+
+def cluster_probabilities(model, images: torch.Tensor, device) -> torch.Tensor:
+    """``(N, K)`` the model's cluster probabilities of ``images`` (on the CPU), in eval mode."""
+    model.eval()
+    try:
+        with torch.no_grad():
+            return torch.cat([model.cluster_probabilities(images[i:i + 512].to(device)).cpu()
+                              for i in range(0, len(images), 512)])
+    finally:
+        model.train()
+
+
+def separated_latents(latents: torch.Tensor, labels: torch.Tensor, n_components: int, seed: int) -> torch.Tensor:
+    """``latents`` each moved towards its cluster's own anchor, so that a prior fitted to them
+    has one clearly separate component per cluster: anchors ``3 s e_k`` along orthonormal
+    directions ``e_k`` (random unit directions when there are more clusters than latent
+    dimensions), ``s`` the latents' spread. The self-labelling term then has a gradient that
+    pulls every image's ``z_c`` to its cluster's component; with alike components it has none."""
+    generator = torch.Generator().manual_seed(seed)
+    dim = latents.shape[1]
+    directions = torch.randn(max(n_components, dim), dim, generator=generator, dtype=torch.float64)
+    if n_components <= dim:
+        directions = torch.linalg.qr(directions.T)[0].T
+    directions = torch.nn.functional.normalize(directions[:n_components], dim=1).to(latents.dtype)
+    return latents + 3 * latents.std() * directions[labels]
+
+
+def describe(check: Check) -> str:
+    empty = f", empty components {check.empty_components}" if check.empty_components else ""
+    return (f"agrees with the graph on {100 * check.core_agreement:.1f}% of its unanimous images "
+            f"({100 * check.agreement:.1f}% of all){empty}")
+
+
+__all__ = ["Check", "GraphKeeper", "cluster_probabilities", "MIN_CORE_AGREEMENT", "matched_agreement", "separated_latents", "unanimous"]

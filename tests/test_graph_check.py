@@ -1,0 +1,163 @@
+"""A model never worse than its graph, and a graph with no more pieces than clusters:
+the graph's pieces bridged by their most similar pairs, the label-free checks of a model
+against its graph, the repair of a forced drift, and what train.log and report.json say."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mcvae_framework.graph.spectral import bridge_components, modularity, spectral_clusters, symmetric_graph
+from mcvae_framework.report.evaluation import clustering_metrics, evaluate_run
+from mcvae_framework.train import graph_check as graph_check_module
+from mcvae_framework.train.graph_check import GraphKeeper, matched_agreement, separated_latents, unanimous
+from mcvae_framework.train.trainer import Trainer
+
+from test_guidance import guided_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+
+
+def ring_pieces(sizes, k: int, seed: int = 0):
+    """Neighbour lists of ``len(sizes)`` pieces, each a ring where every node's neighbours are the
+    next ``k`` nodes of its own piece (so no list crosses a piece), with reserve lists of
+    ``3k`` neighbours whose extra entries point into other pieces at given similarities."""
+    offsets = np.cumsum([0] + list(sizes))
+    n = offsets[-1]
+    piece = np.repeat(np.arange(len(sizes)), sizes)
+    reserve = np.zeros((n, 3 * k), dtype=np.int64)
+    similarity = np.zeros((n, 3 * k), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    for p, (start, size) in enumerate(zip(offsets[:-1], sizes)):
+        for i in range(size):
+            reserve[start + i, :k] = start + (i + 1 + np.arange(k)) % size
+            similarity[start + i, :k] = 0.99 - 0.001 * np.arange(k)
+            others = rng.choice(np.flatnonzero(piece != p), 2 * k, replace=False)
+            reserve[start + i, k:] = others
+            similarity[start + i, k:] = 0.2
+    return reserve, similarity, piece
+
+
+def test_a_graph_with_more_pieces_than_clusters_is_bridged_to_the_right_clusters():
+    # four pieces for three classes: class 0 fell apart into pieces 0 and 1, whose members are
+    # each other's most similar images across pieces (0.9); the other pieces meet at 0.2
+    k = 5
+    reserve, similarity, piece = ring_pieces([60, 60, 120, 120], k)
+    for i in range(0, 60, 6):  # some of piece 0's reserve entries are piece 1's images, and back
+        reserve[i, k], similarity[i, k] = 60 + i, 0.9
+        reserve[60 + i, k], similarity[60 + i, k] = i, 0.9
+    order = np.argsort(-similarity, axis=1, kind="stable")  # reserve lists are sorted, best first
+    reserve, similarity = np.take_along_axis(reserve, order, 1), np.take_along_axis(similarity, order, 1)
+    neighbours = reserve[:, :k]  # the graph keeps the k best: all within their piece (0.99 > 0.9)
+    truth = np.array([0] * 120 + [1] * 120 + [2] * 120)
+
+    edges, before, after = bridge_components(neighbours, reserve, similarity, n_clusters=3)
+    assert (before, after) == (4, 3) and len(edges) == 1
+    assert {piece[edges[0, 0]], piece[edges[0, 1]]} == {0, 1}  # the most similar pieces were joined
+    labels, _ = spectral_clusters(symmetric_graph(neighbours, edges), 3, embedding_dim=6, seed=0)
+    assert clustering_metrics(truth, labels)["accuracy"] == 1.0
+    # without the bridge the four pieces are what the spectral embedding sees: a class is split
+    unbridged, _ = spectral_clusters(symmetric_graph(neighbours), 3, embedding_dim=6, seed=0)
+    assert clustering_metrics(truth, unbridged)["accuracy"] < 1.0
+
+
+def test_modularity_prefers_the_partition_along_the_graph_communities():
+    k = 4
+    reserve, _, piece = ring_pieces([50, 50, 50], k)
+    graph = symmetric_graph(reserve[:, :k])
+    shuffled = np.random.default_rng(0).permutation(piece)
+    merged = np.where(piece == 2, 1, piece)
+    assert modularity(graph, piece) > modularity(graph, merged) > modularity(graph, shuffled)
+    assert modularity(graph, piece) == pytest.approx(1 - 3 * (1 / 3) ** 2)  # no edge crosses a piece
+
+
+def test_agreement_is_read_after_the_best_matching_and_on_unanimous_images():
+    graph = np.array([0, 0, 0, 1, 1, 1])
+    assert matched_agreement(graph, np.array([1, 1, 1, 0, 0, 0]), 2) == 1.0  # names of clusters do not matter
+    assert matched_agreement(graph, np.array([0, 0, 0, 0, 0, 0]), 2) == 0.5
+    neighbours = np.array([[1, 2], [0, 2], [0, 3], [4, 5], [3, 5], [3, 4]])
+    assert unanimous(graph, neighbours).tolist() == [True, True, False, True, True, True]
+
+
+def test_separated_latents_give_each_cluster_its_own_place():
+    latents = torch.randn(300, 4, generator=torch.Generator().manual_seed(0)) * 0.1
+    labels = torch.arange(3).repeat_interleave(100)
+    moved = separated_latents(latents, labels, 3, seed=0)
+    centres = torch.stack([moved[labels == c].mean(0) for c in range(3)])
+    assert torch.cdist(centres, centres)[~torch.eye(3, dtype=torch.bool)].min() > 3 * latents.std()
+
+
+def test_a_forced_drift_is_repaired_and_the_healthiest_state_kept():
+    graph = np.repeat(np.arange(3), 20)
+    neighbours = np.stack([np.flatnonzero(graph == g)[:4] for g in graph])
+    keeper = GraphKeeper(graph, neighbours, 3, max_repairs=1)
+    model = nn.Linear(2, 2)
+    healthy_state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert keeper.after_epoch(1, graph, model, last=False).healthy
+    with torch.no_grad():
+        model.weight.add_(1.0)  # training moved on, and drifted
+    drifted = np.zeros_like(graph)  # every image in one cluster: two empty components
+    check = keeper.after_epoch(2, drifted, model, last=False)
+    assert not check.healthy and check.empty_components == [1, 2] and check.action == "repaired"
+    assert torch.equal(model.weight, healthy_state["weight"])  # back to the state of epoch 1
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert keeper.after_epoch(3, drifted, model, last=False).action == ""  # no repairs left: noted only
+    assert keeper.after_epoch(4, drifted, model, last=True).action == "restored"  # the run ends healthy
+    assert torch.equal(model.weight, healthy_state["weight"])
+    summary = keeper.summary()
+    assert summary["repairs"] == 1 and summary["restored_epoch"] == 4
+    assert [c["action"] for c in summary["checks"]] == ["", "repaired", "", "restored"]
+    restored = GraphKeeper(graph, neighbours, 3)
+    restored.load_state_dict(keeper.state_dict())  # a resumed run keeps its checks and kept state
+    assert restored.repairs == 1 and restored.best["epoch"] == 1
+
+
+def test_a_drift_forced_during_training_is_repaired_and_reported(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    config = guided_config(run, epochs=3, pretrain_epochs=1)
+    real = graph_check_module.cluster_probabilities
+    calls = {"n": 0}
+
+    def drifting(model, images, device):
+        calls["n"] += 1
+        probabilities = real(model, images, device)
+        if calls["n"] == 3:  # the check after the second ELBO epoch sees a collapsed model
+            probabilities = torch.zeros_like(probabilities)
+            probabilities[:, 0] = 1.0
+        return probabilities
+
+    monkeypatch.setattr(graph_check_module, "cluster_probabilities", drifting)
+    Trainer(config, console=False).run()
+    log = (run / "train.log").read_text()
+    assert "repaired: back to its state after epoch" in log
+    report = evaluate_run(run)
+    checks = report["graph"]["model_checks"]["checks"]
+    forced = checks[2]  # the check after epoch 3: one cluster took every image
+    assert forced["empty_components"] == [1, 2] and forced["action"] == "repaired"
+    assert report["graph"]["model_checks"]["repairs"] >= 1
+    assert checks[-1]["healthy"] or checks[-1]["action"] == "restored"  # the run ends at or near its graph
+    assert report["collapse"]["empty_components"] == 0
+    json.loads((run / "report.json").read_text())["graph"]["model_checks"]
+
+
+def test_the_neighbour_consensus_averages_an_image_with_its_graph_neighbours():
+    from mcvae_framework.report.consensus import neighbour_consensus
+
+    probabilities = torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.8, 0.2], [0.1, 0.9]])
+    neighbours = torch.tensor([[0, 2], [0, 2], [0, 1], [1, 2]])  # image 1 sits among cluster 0
+    agreed = neighbour_consensus(probabilities, neighbours)
+    torch.testing.assert_close(agreed[1], (probabilities[1] + probabilities[0] + probabilities[2]) / 3)
+    assert agreed.argmax(1).tolist() == [0, 0, 0, 1]
+    torch.testing.assert_close(agreed.sum(1), torch.ones(4))
+
+
+def test_the_neighbour_consensus_refuses_a_graph_of_other_images():
+    from mcvae_framework.report.consensus import neighbour_consensus
+
+    with pytest.raises(ValueError, match="3 rows of probabilities for a graph of 4 images"):
+        neighbour_consensus(torch.full((3, 2), 0.5), torch.zeros(4, 2, dtype=torch.long))
