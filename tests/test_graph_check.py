@@ -5,7 +5,6 @@ against its graph, the repair of a forced drift, and what train.log and report.j
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from torch import nn
 from mcvae_framework.graph.spectral import bridge_components, modularity, spectral_clusters, symmetric_graph
 from mcvae_framework.report.evaluation import clustering_metrics, evaluate_run
 from mcvae_framework.train import graph_check as graph_check_module
-from mcvae_framework.train.graph_check import GraphKeeper, matched_agreement, matched_names, separated_latents, unanimous
+from mcvae_framework.train.graph_check import GraphKeeper, matched_agreement, separated_latents, unanimous
 from mcvae_framework.train.trainer import Trainer
 
 from test_guidance import guided_config
@@ -164,53 +163,23 @@ def test_the_neighbour_consensus_refuses_a_graph_of_other_images():
         neighbour_consensus(torch.full((3, 2), 0.5), torch.zeros(4, 2, dtype=torch.long))
 
 
-def test_graph_clusters_are_renamed_to_the_model_clusters_they_match():
-    graph = np.array([0, 0, 1, 1, 2, 2])
-    model = np.array([2, 2, 0, 0, 1, 0])
-    assert matched_names(graph, model, 3).tolist() == [2, 2, 0, 0, 1, 1]
-
-
-def test_a_run_that_ends_below_its_graph_is_polished_on_the_unanimous_images(tmp_path, monkeypatch):
-    run = tmp_path / "run"
-    config = guided_config(run, epochs=2, pretrain_epochs=1)
-    real = graph_check_module.cluster_probabilities
-    calls = {"n": 0}
-
-    def scrambled_before_the_polish(model, images, device):
-        calls["n"] += 1
-        probabilities = real(model, images, device)
-        if calls["n"] in (2, 3):  # the last check and the polish's own first look see a model that drifted
-            probabilities = probabilities.roll(1, dims=0)
-        return probabilities
-
-    monkeypatch.setattr(graph_check_module, "cluster_probabilities", scrambled_before_the_polish)
-    Trainer(config, console=False).run()
-    log = (run / "train.log").read_text()
-    assert "unanimous images taught for 3 passes" in log
-    checks = evaluate_run(run)["graph"]["model_checks"]["checks"]
-    assert checks[-1]["action"] == "polished" and checks[-1]["core_agreement"] > checks[-2]["core_agreement"]
-    assert checks[-1]["core_agreement"] >= graph_check_module.POLISH_BELOW - 0.05
-
-
-def test_a_polish_that_does_not_help_is_undone(monkeypatch):
+def test_a_run_that_ends_short_of_its_graph_ends_with_its_best_agreeing_state():
     graph = np.repeat(np.arange(3), 20)
     neighbours = np.stack([np.flatnonzero(graph == g)[:4] for g in graph])
     keeper = GraphKeeper(graph, neighbours, 3)
     model = nn.Linear(2, 2)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    looks = iter([np.roll(graph, 7), np.roll(graph, 9)])  # before and after: both far from the graph
-
-    def teach(model, images, labels, **_):
-        with torch.no_grad():
-            model.weight.add_(1.0)
-        return 0.0
-
-    monkeypatch.setattr(graph_check_module, "cluster_probabilities",
-                        lambda model, images, device: torch.nn.functional.one_hot(torch.as_tensor(next(looks)), 3))
-    monkeypatch.setattr(graph_check_module, "distil_labels", teach)
-    guidance = SimpleNamespace(model=model, training_images=lambda: torch.zeros(60, 1, 2, 2), device="cpu",
-                               config=SimpleNamespace(training=SimpleNamespace(seed=0, batch_size=8, lr=1e-3),
-                                                      graph=SimpleNamespace(repair_epochs=3)))
-    keeper.after_epoch(5, np.roll(graph, 7), model, last=True)
-    assert keeper.polish(guidance, 4) == ""
-    assert torch.equal(model.weight, state["weight"]) and len(keeper.checks) == 1
+    wobbly = graph.copy()
+    wobbly[:6] = 1  # 90% agreement: healthy, but short of the graph
+    assert keeper.after_epoch(1, graph, model, last=False).healthy  # the best state: full agreement
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    check = keeper.after_epoch(2, wobbly, model, last=True)
+    assert check.healthy and check.action == "restored" and torch.equal(model.weight, best["weight"])
+    # a run that ends close to its graph keeps its last state
+    labels = np.repeat(np.arange(3), 200)
+    keeper = GraphKeeper(labels, np.stack([np.flatnonzero(labels == g)[:4] for g in labels]), 3)
+    keeper.after_epoch(1, labels, model, last=False)
+    nearly = labels.copy()
+    nearly[0] = 1  # 99.8% agreement
+    assert keeper.after_epoch(2, nearly, model, last=True).action == ""
