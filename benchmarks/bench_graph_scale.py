@@ -301,22 +301,20 @@ def render(result: dict) -> str:
                  "(`storage: stream`) through `mcvae graph`'s code path; wall time from the data's opening to the "
                  "clusters; CPU time (user + system) and peak memory (resident set) are the whole process's "
                  "(`getrusage`).")
-        return "\n".join([
-            "| images | graph | neighbour search | search (s) | wall time (s) | CPU time (s) | peak memory (MiB) | "
-            "accuracy | recall against exact | command -- machine |",
-            "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |", *lines, "",
-            " ".join([prose, PINNED, *_notes(rows)]),
-        ])
+        return _table("| images | graph | neighbour search | search (s) | wall time (s) | CPU time (s) | "
+                      "peak memory (MiB) | accuracy | recall against exact | command -- machine |",
+                      "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |", lines, prose, rows)
     lines = [f"| {r['images']:,} | {r['settings']}, {r['neighbour_search']} | {_wall(r)} | {r['peak_mib']:.0f} | "
              f"{r['accuracy']:.3f} | {_recall(r)} | {_where(r)} |" for r in rows]
     prose = ("Peak memory is the whole process's (the 70,000 images and their moved copies included); CPU time "
              "(user + system, the whole process: on a shared machine the wall time also measures the others' load).")
-    return "\n".join([
-        "| images | graph | wall time (s) | peak memory (MiB) | accuracy (all images) | recall against exact "
-        "| command -- machine |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | --- |", *lines, "",
-        " ".join([prose, PINNED, *_notes(rows)]),
-    ])
+    return _table("| images | graph | wall time (s) | peak memory (MiB) | accuracy (all images) | recall against exact "
+                  "| command -- machine |", "| ---: | --- | ---: | ---: | ---: | ---: | --- |", lines, prose, rows)
+
+
+def _table(header: str, alignment: str, lines: list[str], prose: str, rows: list[dict]) -> str:
+    """A block's table, then its prose, the pinned settings and the rows' notes in one paragraph."""
+    return "\n".join([header, alignment, *lines, "", " ".join([prose, PINNED, *_notes(rows)])])
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from ..report.inference import cluster_probabilities  # the trainer's checks call it through this module
 from .batching import STREAM_REFINE, derive_seed
 from .refinement import distil_labels
 
@@ -182,17 +183,6 @@ class GraphKeeper:
         best = state["best"]
         self.best = None if best is None else {"score": tuple(best["score"]), "epoch": best["epoch"],
                                                "model": best["model"]}
-
-
-def cluster_probabilities(model, images: torch.Tensor, device) -> torch.Tensor:
-    """``(N, K)`` the model's cluster probabilities of ``images`` (on the CPU), in eval mode."""
-    model.eval()
-    try:
-        with torch.no_grad():
-            return torch.cat([model.cluster_probabilities(images[i:i + 512].to(device)).cpu()
-                              for i in range(0, len(images), 512)])
-    finally:
-        model.train()
 
 
 def separated_latents(latents: torch.Tensor, labels: torch.Tensor, n_components: int, seed: int) -> torch.Tensor:
