@@ -37,11 +37,14 @@ def quiet_aspire() -> None:
 
 
 def aspire_rows(images: np.ndarray, labels: np.ndarray, n_classes: int, *, neighbours: int = 10,
-                pixel_size: float = 1.0, seed: int = 0, score_on: np.ndarray | None = None) -> list[dict]:
+                pixel_size: float = 1.0, seed: int = 0, score_on: np.ndarray | None = None,
+                downsample: int | None = None) -> list[dict]:
     """Both peer rows for one ``(N, L, L)`` stack: method, accuracy, NMI, seconds.
 
     :param score_on: the positions of the images to score (e.g. the model's test split); all
         of the stack is classified, as the model's transductive run clusters all of it.
+    :param downsample: Fourier-crop the particles to this size first (ASPIRE's own
+        ``downsample``), as the model's data section does: both then see the same pixels.
     """
     quiet_aspire()
     import scipy.sparse
@@ -53,6 +56,8 @@ def aspire_rows(images: np.ndarray, labels: np.ndarray, n_classes: int, *, neigh
 
     start = time.perf_counter()
     source = ArrayImageSource(images.astype(np.float32), pixel_size=pixel_size)
+    if downsample and downsample < images.shape[-1]:
+        source = source.downsample(downsample)
     classifier = RIRClass2D(source, n_nbor=neighbours, seed=seed, large_pca_implementation="legacy",
                             nn_implementation="legacy", bispectrum_implementation="legacy")
     captured = {}

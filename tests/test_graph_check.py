@@ -161,3 +161,25 @@ def test_the_neighbour_consensus_refuses_a_graph_of_other_images():
 
     with pytest.raises(ValueError, match="3 rows of probabilities for a graph of 4 images"):
         neighbour_consensus(torch.full((3, 2), 0.5), torch.zeros(4, 2, dtype=torch.long))
+
+
+def test_a_run_that_ends_short_of_its_graph_ends_with_its_best_agreeing_state():
+    graph = np.repeat(np.arange(3), 20)
+    neighbours = np.stack([np.flatnonzero(graph == g)[:4] for g in graph])
+    keeper = GraphKeeper(graph, neighbours, 3)
+    model = nn.Linear(2, 2)
+    wobbly = graph.copy()
+    wobbly[:6] = 1  # 90% agreement: healthy, but short of the graph
+    assert keeper.after_epoch(1, graph, model, last=False).healthy  # the best state: full agreement
+    best = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    check = keeper.after_epoch(2, wobbly, model, last=True)
+    assert check.healthy and check.action == "restored" and torch.equal(model.weight, best["weight"])
+    # a run that ends close to its graph keeps its last state
+    labels = np.repeat(np.arange(3), 200)
+    keeper = GraphKeeper(labels, np.stack([np.flatnonzero(labels == g)[:4] for g in labels]), 3)
+    keeper.after_epoch(1, labels, model, last=False)
+    nearly = labels.copy()
+    nearly[0] = 1  # 99.8% agreement
+    assert keeper.after_epoch(2, nearly, model, last=True).action == ""

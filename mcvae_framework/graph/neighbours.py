@@ -225,7 +225,7 @@ def _faiss_candidates(reference, moved, want, chunk_size, progress, seed, nprobe
         bar.update(len(rows))
     bar.close()
     settings.update(backend=f"faiss IVF{cells},Flat{' (GPU)' if on_gpu else ''}", nprobe=min(nprobe, cells),
-                    candidates=want)
+                    copies_queried=want)
     return ids, found
 
 
@@ -242,7 +242,7 @@ def _nndescent_candidates(reference, moved, want, seed, settings):
     data = moved.reshape(poses * n, dim).numpy()
     index = NNDescent(data, metric="dot", n_neighbors=30, random_state=seed, low_memory=True)
     ids, distances = index.query(reference.numpy(), k=want)
-    settings.update(backend="pynndescent", candidates=want)
+    settings.update(backend="pynndescent", copies_queried=want)
     return ids, 1.0 - distances  # pynndescent's "dot" distance is 1 - <a, b>
 
 

@@ -20,9 +20,8 @@ import numpy as np
 import torch
 
 from ..config.components import build
-from ..runtime.checkpoint import load_checkpoint
 from ..runtime.data import dataset_tensors
-from ..runtime.run_layout import RunLayout
+from .inference import cluster_probabilities
 
 
 def neighbour_consensus(probabilities: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
@@ -37,54 +36,53 @@ def neighbour_consensus(probabilities: torch.Tensor, neighbours: torch.Tensor) -
     return (probabilities + probabilities[neighbours].sum(1)) / (neighbours.shape[1] + 1)
 
 
-def graph_rows(config, split: str, n_graph: int) -> tuple[list, slice] | None:
-    """The datasets whose images, in order, are the graph's nodes, and the rows of ``split``
-    among them; ``None`` when the graph does not hold the split's images."""
-    train = build("data", config.data, split="train")
+def graph_sources(config, split: str, dataset, n_graph: int) -> tuple[list, int] | None:
+    """The datasets whose images, in order, are the graph's nodes (``dataset``, the split being
+    scored, among them), and the position of ``dataset`` in that list; ``None`` when the graph
+    does not hold the split's images."""
     if config.training.transductive:
-        test = build("data", config.data, split="test")
-        sources = [train, test]
-        rows = slice(0, len(train)) if split == "train" else slice(len(train), len(train) + len(test))
+        other = build("data", config.data, split="test" if split == "train" else "train")
+        sources, position = ([dataset, other], 0) if split == "train" else ([other, dataset], 1)
+    elif split == "train":
+        sources, position = [dataset], 0
     else:
-        if split != "train":
-            return None
-        sources, rows = [train], slice(0, len(train))
+        return None
     if sum(len(source) for source in sources) != n_graph:
         return None  # the data changed since training: the graph's positions no longer apply
-    return sources, rows
+    return sources, position
 
 
-def consensus_report(model, config, run_dir, split: str, labels: np.ndarray | None, *,
-                     batch_size: int = 256) -> dict | None:
-    """Accuracy, NMI and ARI of the neighbour consensus on ``split`` (with ``labels``), how many
-    images it moves from the model's own cluster; ``None`` for a run without a graph, or a
-    split the graph does not hold."""
+def consensus_report(model, config, graph: dict | None, split: str, dataset, *, batch_size: int = 256) -> dict | None:
+    """Accuracy, NMI and ARI of the neighbour consensus on ``dataset``, the run's ``split`` (when
+    it has labels), how many images it moves from the model's own cluster; ``None`` for a run
+    without a graph (``graph``: the checkpoint's), or a split the graph does not hold."""
     from .evaluation import clustering_metrics  # evaluation imports this module
 
-    graph = load_checkpoint(RunLayout(run_dir).last).get("graph")
     if graph is None:
         return None
     neighbours = graph["neighbours"].long()
-    found = graph_rows(config, split, len(neighbours))
+    found = graph_sources(config, split, dataset, len(neighbours))
     if found is None:
         return None
-    sources, rows = found
-    images = torch.cat([dataset_tensors(source, keys=("image",))["image"] for source in sources])
-    model.eval()
-    device = next(model.parameters()).device
-    probabilities = torch.cat([model.cluster_probabilities(images[start:start + batch_size].to(device)).float().cpu()
-                               for start in range(0, len(images), batch_size)])
+    sources, position = found
+    parts = [dataset_tensors(source, keys=("image", "label") if i == position else ("image",))
+             for i, source in enumerate(sources)]
+    start = sum(len(source) for source in sources[:position])
+    rows = slice(start, start + len(sources[position]))
+    probabilities = cluster_probabilities(model, torch.cat([part["image"] for part in parts]),
+                                          batch_size=batch_size).float()
     agreed = neighbour_consensus(probabilities, neighbours)[rows]
     clusters = agreed.argmax(1).numpy()
     own = probabilities[rows].argmax(1).numpy()
     k = int(probabilities.shape[1])
     out = {"neighbours": int(neighbours.shape[1]), "moved_images": int((clusters != own).sum())}
+    labels = parts[position].get("label")
     if labels is not None:
-        out.update({key: value for key, value in clustering_metrics(labels, clusters, n_clusters=k).items()
+        out.update({key: value for key, value in clustering_metrics(labels.numpy(), clusters, n_clusters=k).items()
                     if key in ("accuracy", "nmi", "ari", "cluster_sizes")})
     else:
         out["cluster_sizes"] = np.bincount(clusters, minlength=k).tolist()
     return out
 
 
-__all__ = ["consensus_report", "graph_rows", "neighbour_consensus"]
+__all__ = ["consensus_report", "graph_sources", "neighbour_consensus"]

@@ -47,7 +47,6 @@ from .inference import load_trained_model, predict_dataset
 from ..model.losses import elbo_terms
 from ..model.pose_terms import random_elements
 from ..runtime.checkpoint import load_checkpoint
-from ..runtime.data import dataset_tensors
 from ..runtime.run_layout import RunLayout
 from .pose_evaluation import (  # noqa: F401  (re-exported: the metrics are one import away)
     POSE_MEAN_PATHS,
@@ -262,24 +261,23 @@ def evaluate_run(run_dir, split: str = "test", *, device: str = "cpu", batch_siz
     report = evaluate_model(model, config, dataset, batch_size=batch_size, n_actions=n_actions, seed=seed,
                             pose_mean=pose_mean)
     report = {"run_dir": str(run_dir), **report, "collapse": collapse_summary(report, run_dir)}
-    graph = graph_summary(run_dir)
+    checkpoint = load_checkpoint(RunLayout(run_dir).last)
+    graph = graph_summary(checkpoint)
     if graph is not None:
         report["graph"] = graph
-        labels = np.asarray(dataset_tensors(dataset, keys=("label",))["label"]) if "accuracy" in report else None
-        consensus = consensus_report(model, config, run_dir, split, labels, batch_size=batch_size)
+        consensus = consensus_report(model, config, checkpoint["graph"], split, dataset, batch_size=batch_size)
         if consensus is not None:
             report["consensus"] = consensus
     write_report(report, run_dir)
     return report
 
 
-def graph_summary(run_dir) -> dict | None:
-    """What the invariant graph chose and how the model kept to it, from the run's last
-    checkpoint: the graph's settings (with the candidates it compared and their label-free
+def graph_summary(checkpoint: dict) -> dict | None:
+    """What the invariant graph chose and how the model kept to it, from a run's loaded
+    ``checkpoint``: the graph's settings (with the candidates it compared and their label-free
     criterion, where it chose), its cluster sizes, and the checks of the model against it
     (``train/graph_check``: agreement on the graph's unanimous images, empty components,
     repairs). ``None`` for a run without the graph."""
-    checkpoint = load_checkpoint(RunLayout(run_dir).last)
     graph = checkpoint.get("graph")
     if graph is None:
         return None

@@ -68,6 +68,23 @@ def predict_images(model, images: torch.Tensor, batch_size: int = 256) -> dict[s
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
+def cluster_probabilities(model, images: torch.Tensor, device=None, batch_size: int = 512) -> torch.Tensor:
+    """``(N, K)``: :meth:`MCEVAE.cluster_probabilities <mcvae_framework.model.mcevae.MCEVAE.cluster_probabilities>`
+    of ``images`` in batches, in eval mode (the model's mode is put back afterwards), on the CPU.
+
+    :param device: where the batches go (default: the model's device).
+    """
+    device = _device_of(model) if device is None else device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return torch.cat([model.cluster_probabilities(images[i:i + batch_size].to(device)).cpu()
+                              for i in range(0, len(images), batch_size)])
+    finally:
+        model.train(was_training)
+
+
 def predict_dataset(model, dataset, batch_size: int = 256) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Every item of ``dataset`` stacked (:func:`~mcvae_framework.runtime.data.dataset_tensors`) and
     the model's predictions for them (:func:`predict_images`): ``(tensors, outputs)``."""
@@ -75,4 +92,5 @@ def predict_dataset(model, dataset, batch_size: int = 256) -> tuple[dict[str, to
     return tensors, predict_images(model, tensors["image"], batch_size)
 
 
-__all__ = ["load_run", "load_trained_model", "predict_dataset", "predict_images", "run_checkpoint"]
+__all__ = ["cluster_probabilities", "load_run", "load_trained_model", "predict_dataset", "predict_images",
+           "run_checkpoint"]

@@ -59,8 +59,8 @@ def build_invariant_graph(config, images, group, n_clusters: int, *, context=Non
         graph = invariant_graph_clusters(images, group, n_clusters, config.graph, seed=config.training.seed,
                                          progress=progress)
         log.info("invariant graph: %s", describe_choice(graph.info))
-        chosen = ("neighbour_search", "backend", "nprobe", "exact_rows", "neighbour_seconds", "eigensolver",
-                  "kmeans")
+        chosen = ("neighbour_search", "backend", "nprobe", "copies_queried", "exact_rows", "neighbour_seconds",
+                  "eigensolver", "kmeans")
         log.info("invariant graph: %d confident images, %.1f s; %s", int(graph.confident.sum()), graph.seconds,
                  ", ".join(f"{key} {graph.info[key]}" for key in chosen if key in graph.info))
     if context is not None:

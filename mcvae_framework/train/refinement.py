@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from ..model.losses import balance_kl, fixed_prior_log_q, neighbour_disagreement
 from ..model.pose_terms import random_elements
+from ..report.inference import cluster_probabilities
 
 
 @dataclass
@@ -172,13 +173,10 @@ def distil_labels(model, images: torch.Tensor, labels: torch.Tensor, *, epochs: 
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-        model.eval()
-        with torch.no_grad():
-            clusters = torch.cat([model.cluster_probabilities(images[i:i + 512].to(device)).argmax(-1)
-                                  for i in range(0, len(images), 512)])
     finally:
         model.train(was_training)
-    return float((clusters == labels).double().mean())
+    clusters = cluster_probabilities(model, images, device).argmax(-1)
+    return float((clusters == labels.cpu()).double().mean())
 
 
 __all__ = ["RefinedLabels", "distil_labels", "propagate", "refine_labels"]
