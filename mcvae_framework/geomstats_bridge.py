@@ -252,12 +252,15 @@ def space_dispersion(group, space, elements: torch.Tensor, mean: torch.Tensor) -
 # ------------------------------------------------------------------ predicted poses
 
 
-def pose_fields(group, tau: torch.Tensor) -> dict:
+def pose_fields(group, tau: torch.Tensor, component: torch.Tensor | None = None) -> dict:
     """The pose arrays ``mcvae predict`` writes to ``.npz`` beside ``tau`` (no geomstats
     import needed):
 
-    * ``pose_matrix`` ``(N, 3, 3)`` float64 -- the group element ``exp(tau)`` as a
-      homogeneous matrix (the map ``p -> A p + t`` in normalised image coordinates);
+    * ``pose_matrix`` ``(N, 3, 3)`` float64 -- the group element ``exp(tau)`` (with a
+      discrete part: ``element(tau, component)``) as a matrix: for the planar groups the
+      homogeneous matrix of the map ``p -> A p + t`` in normalised image coordinates, for
+      a group of another :attr:`~mcvae_framework.interfaces.LieGroup.element_shape` its own
+      matrices (``so3``: rotations of the volume's coordinates);
     * ``pose_geomstats`` -- the same poses as points of the group's geomstats space
       (``group.geomstats_point``: ``2 x 2`` rotations for ``SpecialOrthogonal(2)``,
       homogeneous matrices for ``SpecialEuclidean(2)`` and the ``GeneralLinear``
@@ -266,7 +269,7 @@ def pose_fields(group, tau: torch.Tensor) -> dict:
       :func:`geomstats_space_of`, from it).
     """
     with torch.no_grad():
-        g = group.exp(torch.as_tensor(tau).double())
+        g = group.element(torch.as_tensor(tau).double(), None if component is None else torch.as_tensor(component))
         out = {"pose_matrix": g.cpu().numpy()}
         if has_geomstats_space(group):
             out["pose_geomstats"] = group.geomstats_point(g).double().cpu().numpy()

@@ -19,6 +19,16 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
+#: the kinds of data a group can move (``LieGroup.data_kind``; a data section says which it
+#: yields through ``ComponentConfig.data_kind``), and the batch layout of each.
+DATA_KINDS = {"image": "2-D images (N, C, H, W)", "volume": "3-D volumes (N, C, D, H, W)"}
+
+
+def data_kind_of_shape(shape) -> str | None:
+    """``"image"`` for a ``(C, H, W)`` item shape, ``"volume"`` for ``(C, D, H, W)``, else ``None``."""
+    return {3: "image", 4: "volume"}.get(len(tuple(shape)))
+
+
 @hookspec
 def mcvae_register_groups(register):
     """Register Lie groups (the pose latent's space), for the ``group`` config section.

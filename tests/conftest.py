@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from mcvae_framework.config import plugins
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import volume_data  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def volume_data_of_the_ready_configs():
+    """configs/so3_*.yaml read volumes that benchmarks/volume_data.py makes from a seed (too
+    large to keep in git): write them once, where they are missing, before any test validates
+    the ready configs."""
+    volume_data.ensure_ready_data()
 
 
 @pytest.fixture

@@ -49,6 +49,7 @@ PLUGINS = {
     "translations": ("mcvae-plugin-translations", "mcvae-plugin-translations", "group", "translation2"),
     "laplace-prior": ("mcvae-plugin-laplace-prior", "mcvae-plugin-laplace-prior", "prior", "laplace_mixture"),
     "axis-scaling": ("mcvae-plugin-axis-scaling", "mcvae-plugin-axis-scaling", "group", "axis_scaling"),
+    "quarter-turns": ("mcvae-plugin-quarter-turns", "mcvae-plugin-quarter-turns", "group", "c4"),
 }
 
 CONFIG = """\

@@ -155,6 +155,23 @@ def test_blur_preserves_mass_and_constant_images():
     assert math.isclose(float(blurred.sum()), 1.0, rel_tol=1e-5) and float(blurred.max()) < 0.2
 
 
+def test_volumes_are_blurred_along_every_axis_as_a_separable_convolution():
+    volumes = torch.rand(2, 1, 7, 8, 9, generator=torch.Generator().manual_seed(0))
+    sigma = 1.0
+    radius = max(1, math.ceil(3 * sigma))
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1.0) / sigma) ** 2)
+    taps = taps / taps.sum()
+    expected = volumes
+    for axis in (2, 3, 4):  # one 1-D convolution per axis, borders replicated
+        shape = [1, 1, 1, 1, 1]
+        shape[axis] = len(taps)
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (4 - axis)] = pad[2 * (4 - axis) + 1] = radius
+        expected = torch.nn.functional.conv3d(torch.nn.functional.pad(expected, pad, mode="replicate"),
+                                              taps.view(shape[2:]).view(1, 1, *shape[2:]))
+    assert torch.allclose(gaussian_blur(volumes, sigma), expected, atol=1e-6)
+
+
 def test_too_few_images_are_refused_clearly():
     group = build("group", {"type": "so2"})
     with pytest.raises(ValueError, match="too few"):

@@ -10,6 +10,7 @@ import torch
 
 from ..config.components import build
 from ..config.experiment import check_resources, load_config
+from ..report.plotting import as_pictures
 from ..runtime.data import dataset_tensors
 from . import cli
 from .config_cmd import set_option
@@ -23,10 +24,12 @@ def data_group():
 def pairs_grid(ds, n: int):
     """Images for a grid, ``n`` spread evenly over the dataset (so every class shows):
     rows of canonical images, each followed by the row of the same images as moved; a
-    dataset without canonical images gives its images alone."""
+    dataset without canonical images gives its images alone (volumes as their projections
+    along the depth)."""
     count = min(n, len(ds))
     index = torch.linspace(0, len(ds) - 1, count).round().long()
-    picked = dataset_tensors(ds, keys=("image", "canonical"), indices=index)
+    picked = {key: as_pictures(value) for key, value in
+              dataset_tensors(ds, keys=("image", "canonical"), indices=index).items()}
     per_row = 8
     if "canonical" not in picked:
         return picked["image"], per_row
@@ -57,7 +60,8 @@ def show_command(config_file, overrides, split, out, count):
     click.echo(f"data:        {getattr(ds, 'description', '') or config.data.type}  [{split} split]")
     sizes = ds.split_sizes()
     click.echo("sizes:       " + ", ".join(f"{name} {size:,}" for name, size in sizes.items()))
-    click.echo(f"image shape: {' x '.join(map(str, ds.image_shape))} (C x H x W)")
+    click.echo(f"image shape: {' x '.join(map(str, ds.image_shape))} "
+               f"({'C x D x H x W' if len(ds.image_shape) == 4 else 'C x H x W'})")
     names = getattr(ds, "class_names", None)
     if ds.n_classes is None:
         click.echo("classes:     none (unlabelled)")

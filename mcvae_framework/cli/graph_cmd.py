@@ -32,8 +32,9 @@ def graph_command(config_file, overrides, out, split):
     image sits near its cluster's centre) and, where the group rotates, angle (the
     synchronised rotation in radians, up to one offset per cluster).
 
-    A .npz file also holds every image's neighbours and their similarities, and the
-    settings the graph chose (settings_json). The log (stderr) names them too: exact or
+    A .npz file also holds every image's neighbours and their similarities, for a group
+    with a discrete part or rotations of volumes its synchronised orthogonal pose (poses,
+    N x d x d, up to one per cluster), and the settings the graph chose (settings_json). The log (stderr) names them too: exact or
     approximate neighbour search, index, eigensolver, k-means. Under `torchrun` the graph
     is built once, by rank 0, which alone writes the file.
     """
@@ -107,6 +108,8 @@ def graph_table(graph, dataset) -> dict[str, np.ndarray]:
         columns["angle"] = graph.angles.numpy().astype(np.float64)
     extras = {"neighbours": graph.neighbours.numpy(), "similarities": graph.similarities.numpy(),
               "settings_json": np.asarray(json.dumps({**graph.info, "seconds": round(graph.seconds, 2)}))}
+    if graph.poses is not None:
+        extras["poses"] = graph.poses.numpy()
     return {"columns": columns, "extras": extras}
 
 

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, create_model
 
 from ..errors import ConfigError
-from ..hookspecs import KINDS
+from ..hookspecs import DATA_KINDS, KINDS
 from .plugins import current_registry
 from .registry import ComponentConfig, Registry
 from .sections import ExperimentBase
@@ -218,14 +218,35 @@ def supervised_without_canonical(data_config) -> str:
             "or set loss.mode: unsupervised")
 
 
+def data_kind_problems(config) -> list[tuple[str, str]]:
+    """The group moves one kind of data (``LieGroup.data_kind``: 2-D images or 3-D volumes)
+    and the data section yields another (``ComponentConfig.data_kind``; a file's header at
+    most is read): one problem naming both kinds and the fix."""
+    data, group_config = getattr(config, "data", None), getattr(config, "group", None)
+    if not isinstance(data, ComponentConfig) or not isinstance(group_config, ComponentConfig):
+        return []
+    actual = data.data_kind()
+    if actual is None:
+        return []
+    group = current_registry().get("group", group_config.type).build(group_config)
+    wanted = getattr(group, "data_kind", "image")
+    if wanted == actual:
+        return []
+    return [("group.type", f"the group {group_config.type!r} moves {DATA_KINDS.get(wanted, wanted)}, but the "
+             f"{data.type!r} data section yields {DATA_KINDS.get(actual, actual)}; pick a group for {actual}s "
+             f"(see `mcvae plugins`) or data of {wanted}s")]
+
+
 def compatibility_problems(config) -> list[tuple[str, str]]:
     """``(field path, message)`` for sections that validate one by one but cannot train
     together, as far as the config tells (the data plugin answers for its section through
-    :meth:`ComponentConfig.without_canonical_images`); nothing is read from disk."""
+    :meth:`ComponentConfig.without_canonical_images` and :meth:`ComponentConfig.data_kind`;
+    nothing is read from disk but a data file's header)."""
     data = getattr(config, "data", None)
+    problems = data_kind_problems(config)
     if config.loss.mode == "supervised" and isinstance(data, ComponentConfig) and data.without_canonical_images():
-        return [("loss.mode", supervised_without_canonical(data))]
-    return []
+        problems.append(("loss.mode", supervised_without_canonical(data)))
+    return problems
 
 
 def check_runnable(config, source: str | None = None):

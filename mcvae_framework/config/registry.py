@@ -57,6 +57,14 @@ class ComponentConfig(BaseModel):
         tell; the trainer then checks the first item."""
         return None
 
+    def data_kind(self) -> str | None:
+        """What this data section yields: ``"image"`` (``(C, H, W)`` items) or ``"volume"``
+        (``(C, D, H, W)`` items), for ``mcvae config validate`` to compare with the kind the
+        group moves (:attr:`LieGroup.data_kind <mcvae_framework.interfaces.LieGroup.data_kind>`).
+        Cheap: a file's header at most. ``None`` (the default) when the config cannot tell;
+        the model then checks the built dataset's ``image_shape``."""
+        return None
+
     def data_summary(self, dataset) -> dict[str, str]:
         """Extra ``label: text`` lines ``mcvae data show`` prints about a data section and
         the ``dataset`` built from it (e.g. how its images are moved). Default: none."""

@@ -37,6 +37,13 @@ class ModelConfig(Section):
         "size), so the encoder need not learn those parts of the invariance; a second encoder pass "
         "where the normal form differs from the image; ignored when canonicalize is on",
     )
+    average_components: bool = Field(
+        True,
+        description="for a group with a discrete part (a reflection, a finite group): read z_c and z_v from the "
+        "encoder's features averaged over the image moved by each component's representative (for o2 the image "
+        "and its mirror image), so that they ignore the discrete part by construction when the representatives "
+        "form a group; one more encoder pass per component; ignored when canonicalize is on",
+    )
 
 
 @dataclass(frozen=True)
@@ -173,9 +180,10 @@ class GraphConfig(Section):
         "auto", description="Gaussian blur in pixels (after max_side's averaging) before images are compared "
         "(pixels features only); auto: 0 and 1 are both clustered and the one with the higher modularity is kept")
     search_size: Union[int, Literal["auto"]] = Field(
-        "auto", description="relative moves tried between two images (the group's search_poses); auto: the "
-        "group's own grid (the built-in groups: a rotation every 10 degrees, over the full circle when the angle "
-        "range is the full circle, else over +-60 degrees or half the range)")
+        "auto", description="relative moves tried between two images (the group's search_poses; o2 also tries "
+        "each mirrored); auto: the group's own grid (the built-in planar groups: a rotation every 10 degrees, over "
+        "the full circle when the angle range is the full circle, else over +-60 degrees or half the range; so3: "
+        "100 rotations within its search_reach_deg)")
     pca_dim: Union[int, Literal["auto"]] = Field(
         "auto", description="compare images in a PCA space of this size (0: the features themselves); keeps "
         "large datasets in bounded memory and time and denoises; auto: 128 when the features are larger")

@@ -268,7 +268,8 @@ class InvariantClustering(ClusterMixin, BaseEstimator):
         images = as_images(X) if X is not None else as_images(np.load(Path(self.run_dir_) / IMAGES_FILE))
         outputs = self._outputs(images)
         return class_averages(torch.from_numpy(images), outputs["cluster"].numpy(), outputs["probabilities"],
-                              group=self.model_.group, tau=outputs.get("tau"), n_clusters=int(self.n_clusters),
+                              group=self.model_.group, tau=outputs.get("tau"), component=outputs.get("component"),
+                              n_clusters=int(self.n_clusters),
                               seed=seed)
 
     def __sklearn_tags__(self):

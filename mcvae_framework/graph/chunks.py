@@ -18,11 +18,11 @@ from tqdm.auto import tqdm
 
 
 class ImageChunks:
-    """``N`` images of shape ``(C, H, W)``, read on demand.
+    """``N`` images of shape ``(C, H, W)`` (or volumes of shape ``(C, D, H, W)``), read on demand.
 
     :param read: sorted positions (an int64 numpy array) to a ``(k, C, H, W)`` tensor.
     :param length: ``N``.
-    :param image_shape: ``(C, H, W)``.
+    :param image_shape: ``(C, H, W)`` (``(C, D, H, W)``).
     :param progress: a progress bar of this title counts the images read by slices (the
         graph's pass over all of them); ``None``: no bar.
 
@@ -30,7 +30,6 @@ class ImageChunks:
     tensors, as indexing a tensor of all the images would.
     """
 
-    ndim = 4
     dtype = torch.float32
     device = torch.device("cpu")
 
@@ -43,8 +42,13 @@ class ImageChunks:
         self._bar = None
 
     @property
-    def shape(self) -> tuple[int, int, int, int]:
+    def shape(self) -> tuple[int, ...]:
         return (self.length, *self.image_shape)
+
+    @property
+    def ndim(self) -> int:
+        """4 for images, 5 for ``(C, D, H, W)`` volumes."""
+        return 1 + len(self.image_shape)
 
     def __len__(self) -> int:
         return self.length

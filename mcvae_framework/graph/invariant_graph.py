@@ -9,7 +9,8 @@ of the group, looks like the other. The recipe, for any :class:`~mcvae_framework
    ``features="wavelets"``, oriented edge maps replace the pixels:
    :mod:`~mcvae_framework.graph.wavelets`);
 2. similarity of images ``i`` and ``j`` = the best cosine similarity between ``x_i`` and
-   ``g . x_j`` over the elements ``g`` of ``group.search_poses()``; optionally in a PCA
+   ``g . x_j`` over the elements ``g`` of ``group.search_elements()`` (by default ``exp`` of
+   ``group.search_poses()``; volumes too, for a group that moves them); optionally in a PCA
    space of the moved images, which keeps 70,000 images in bounded memory and time;
 3. the ``neighbours`` most similar images of each image (chunked: only the top-k of every
    row is ever kept), symmetrised into a sparse graph;
@@ -47,6 +48,7 @@ from .spectral import balanced_kmeans, bridge_components, modularity, spectral_c
 from .chunks import ImageChunks, as_image_source
 from .neighbours import neighbour_search as search_neighbours
 from .solvers import solver_choices
+from .synchronisation import best_moves, synchronise_orthogonal, synchronises_orthogonally
 from .wavelets import wavelet_features
 
 log = logging.getLogger("mcvae_framework.graph.invariant_graph")
@@ -66,6 +68,10 @@ class GraphClusters:
         centres the cluster's angles on the pose range), or ``None`` for groups without
         a rotation.
     :ivar seconds: wall time of the whole method.
+    :ivar poses: ``(N, d, d)`` float32 orthogonal pose of every image from the
+        synchronisation of its cluster (:mod:`~mcvae_framework.graph.synchronisation`, up to
+        one orthogonal matrix per cluster), for a group with an orthogonal part that the
+        angles do not describe (a discrete part, or rotations of volumes); else ``None``.
     """
 
     labels: torch.Tensor
@@ -75,11 +81,12 @@ class GraphClusters:
     angles: torch.Tensor | None = None
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    poses: torch.Tensor | None = None
 
     def state_dict(self) -> dict:
         return {"labels": self.labels, "confident": self.confident, "neighbours": self.neighbours,
                 "similarities": self.similarities, "angles": self.angles, "seconds": self.seconds,
-                "info": dict(self.info)}
+                "info": dict(self.info), "poses": self.poses}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "GraphClusters":
@@ -87,14 +94,19 @@ class GraphClusters:
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``(N, C, H, W)`` images blurred by a separable Gaussian of ``sigma`` pixels (the border
-    replicated). Two small matrix products, ``B_H @ x @ B_W.T``: on a CPU about ten times
-    faster than a depthwise convolution of the same kernel."""
+    """``(N, C, H, W)`` images (``(N, C, D, H, W)`` volumes) blurred by a separable Gaussian of
+    ``sigma`` pixels (the border replicated). One small matrix product per axis, ``B_H @ x @ B_W.T``:
+    on a CPU about ten times faster than a depthwise convolution of the same kernel (a grouped
+    ``conv3d``: four times slower for volumes)."""
     if sigma <= 0:
         return images
     rows = blur_matrix(images.shape[-2], sigma).to(images)
     columns = rows if images.shape[-1] == images.shape[-2] else blur_matrix(images.shape[-1], sigma).to(images)
-    return rows @ images @ columns.T
+    out = rows @ images @ columns.T
+    if images.dim() == 5:  # the depth axis moved next to last, blurred, moved back
+        depth = blur_matrix(images.shape[-3], sigma).to(images)
+        out = (depth @ out.transpose(-3, -2)).transpose(-3, -2)
+    return out
 
 
 def blur_matrix(size: int, sigma: float) -> torch.Tensor:
@@ -129,10 +141,18 @@ def image_descriptor(features: str = "pixels", *, blur_sigma: float = 1.0, orien
     raise ValueError(f"invariant graph: unknown features {features!r}; use 'pixels' or 'wavelets'")
 
 
-def moved_features(images: torch.Tensor, group, poses: torch.Tensor, *, blur_sigma: float = 1.0,
-                   batch_size: int = 1024, project=None, describe=None) -> tuple[torch.Tensor, torch.Tensor]:
+#: at most this many pixels (voxels) of moved copies are held at once (volumes, big search grids).
+MOVED_PIXELS_AT_ONCE = 1 << 26
+
+
+def moved_features(images: torch.Tensor, group, poses: torch.Tensor | None, *, blur_sigma: float = 1.0,
+                   batch_size: int = 1024, project=None, describe=None,
+                   elements: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The features the similarity compares.
 
+    :param poses: ``(M, dim)`` coordinates of the search moves (their ``exp``), or ``None``
+        with ``elements``.
+    :param elements: the ``M`` search moves as group elements (``group.search_elements``).
     :param describe: batch -> rows (:func:`image_descriptor`; default: blurred pixels).
     :param project: applied to every chunk's rows (e.g. a PCA projection), so that the
         full-size features of all images are never held at once.
@@ -142,13 +162,15 @@ def moved_features(images: torch.Tensor, group, poses: torch.Tensor, *, blur_sig
     describe = describe or image_descriptor("pixels", blur_sigma=blur_sigma)
     project = project or (lambda rows: rows)
     n = images.shape[0]
-    elements = group.exp(poses.to(images.dtype))
+    elements = group.exp(poses.to(images.dtype)) if elements is None else elements.to(images.dtype)
+    # a chunk's copies stay within MOVED_PIXELS_AT_ONCE (a volume of 24^3 under 600 moves: 8 at once)
+    batch_size = max(1, min(batch_size, MOVED_PIXELS_AT_ONCE // max(1, elements.shape[0] * images[0].numel())))
     reference = moved = None
     for start in range(0, n, batch_size):
         chunk = group.prealign(images[start:start + batch_size])
         rows = project(describe(chunk))
         m, b = elements.shape[0], chunk.shape[0]
-        copies = group.act(chunk.repeat(m, 1, 1, 1), elements.repeat_interleave(b, dim=0))
+        copies = group.act(chunk.repeat(m, *[1] * (chunk.dim() - 1)), elements.repeat_interleave(b, dim=0))
         if reference is None:  # written into place: a list of chunks, concatenated, would hold them twice
             reference, moved = rows.new_empty(n, rows.shape[1]), rows.new_empty(m, n, rows.shape[1])
         reference[start:start + b] = rows
@@ -156,15 +178,27 @@ def moved_features(images: torch.Tensor, group, poses: torch.Tensor, *, blur_sig
     return reference, moved
 
 
-def fit_projection(images: torch.Tensor, group, poses: torch.Tensor, dim: int, *, blur_sigma: float = 1.0,
-                   seed: int, fit_images: int = 2000, describe=None, standardise: bool = False):
+#: the projection is fitted on at most this many pixels (voxels) of images and moved copies.
+FIT_PIXELS = 1 << 27
+
+
+def fit_projection(images: torch.Tensor, group, poses: torch.Tensor | None, dim: int, *, blur_sigma: float = 1.0,
+                   seed: int, fit_images: int = 2000, describe=None, standardise: bool = False,
+                   elements: torch.Tensor | None = None):
     """A projection fitted on the features of a seeded sample of the images and their moved
-    copies: optionally each feature scaled to unit variance (``standardise``), then the
-    leading ``dim`` PCA axes kept (0: all, centred only), and the rows renormalised, so that
-    dot products are cosines."""
+    copies (at most :data:`FIT_PIXELS` pixels: for volumes, fewer images and moves; ``elements``
+    the moves, else ``exp`` of ``poses``): optionally each feature scaled to unit variance
+    (``standardise``), then the leading ``dim`` PCA axes kept (0: all, centred only), and the
+    rows renormalised, so that dot products are cosines."""
     rng = np.random.default_rng(seed)
+    elements = group.exp(poses.to(torch.float32)) if elements is None else elements
+    copies = max(1, FIT_PIXELS // (min(fit_images, len(images)) * images[0].numel()))
+    if copies < len(elements):
+        elements = elements[torch.as_tensor(np.sort(rng.choice(len(elements), copies, replace=False)))]
+    fit_images = min(fit_images, max(1, FIT_PIXELS // (len(elements) * images[0].numel())))
     sample = images[torch.as_tensor(np.sort(rng.choice(len(images), min(fit_images, len(images)), replace=False)))]
-    reference, moved = moved_features(sample, group, poses, blur_sigma=blur_sigma, describe=describe)
+    reference, moved = moved_features(sample, group, None, blur_sigma=blur_sigma, describe=describe,
+                                      elements=elements)
     pool = torch.cat([reference, moved.flatten(0, 1)]).double()
     scale = torch.ones(pool.shape[1], dtype=torch.float64)
     if standardise:
@@ -267,10 +301,12 @@ def central_members(labels: np.ndarray, distance: np.ndarray, fraction: float) -
 
 def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, settings=None, *, seed: int = 0,
                              chunk_size: int = 1024, progress: bool = False, **options) -> GraphClusters:
-    """Cluster ``(N, C, H, W)`` images into ``n_clusters`` pose-invariant groups, no training.
+    """Cluster ``(N, C, H, W)`` images (or ``(N, C, D, H, W)`` volumes, for a group that moves
+    volumes) into ``n_clusters`` pose-invariant groups, no training.
 
     :param group: the :class:`~mcvae_framework.interfaces.LieGroup` of the nuisance; its
-        ``search_poses`` and ``prealign`` define the invariance.
+        ``search_elements`` (by default ``exp`` of ``search_poses``) and ``prealign`` define
+        the invariance.
     :param settings: a :class:`~mcvae_framework.config.sections.GraphConfig` (the ``graph``
         section of a config, where every setting and its default is described); ``options``
         override its fields (``neighbours=15``, ``features="wavelets"``, ...).
@@ -287,8 +323,9 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, setti
     """
     start = time.perf_counter()
     settings = GraphConfig.model_validate({**(settings or GraphConfig()).model_dump(), **options})
-    if images.ndim != 4:
-        raise ValueError(f"invariant graph: images must be a (N, C, H, W) batch, got shape {tuple(images.shape)}")
+    if images.ndim not in (4, 5):
+        raise ValueError(f"invariant graph: images must be a (N, C, H, W) batch (or (N, C, D, H, W) volumes), got "
+                         f"shape {tuple(images.shape)}")
     n = images.shape[0]
     k = settings.resolved_neighbours(n)
     if n <= max(k, n_clusters):
@@ -297,20 +334,28 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, setti
             f"{n_clusters} clusters; give more images or lower graph.neighbours / the component count"
         )
     images = as_image_source(images)
-    factor = max(1, min(images.shape[-2:]) // settings.max_side)
+    factor = max(1, min(images.shape[2:]) // settings.max_side)
     if factor > 1:  # a speed setting: comparing 2x2-averaged 64-px particles matched 64 px at 1/6 of the time
         images = _averaged_down(images, factor)
     with torch.no_grad():
-        poses = group.search_poses(0 if settings.search_size == "auto" else settings.search_size).to(torch.float32)
-        results = [_compare(images, group, poses, n_clusters, k, settings, candidate, seed=seed,
-                            chunk_size=chunk_size, progress=progress) for candidate in settings.candidates()]
+        search_size = 0 if settings.search_size == "auto" else settings.search_size
+        poses = group.search_poses(search_size).to(torch.float32)
+        elements = group.search_elements(search_size).to(torch.float32)
+        # the wavelets are planar: a volume's candidates are pixels only
+        candidates = [c for c in settings.candidates()
+                      if images.ndim == 4 or settings.features != "auto" or c["features"] == "pixels"]
+        results = [_compare(images, group, (poses, elements), n_clusters, k, settings, candidate, seed=seed,
+                            chunk_size=chunk_size, progress=progress) for candidate in candidates]
     chosen = max(results, key=lambda r: r["modularity"])
     labels, index = chosen["labels"], chosen["neighbours"]
     confident = central_members(labels, chosen["distance"], settings.confident_fraction)
-    angles = None
+    angles = synchronised = None
     if chosen["relative"] is not None:
         angles = synchronise_angles(index, chosen["relative"], labels, centre=_pose_range_centre(group), seed=seed)
-    info = {"search_poses": int(poses.shape[0]), "neighbours": k, "downsample": factor,
+    if chosen["relative_moves"] is not None:
+        synchronised = synchronise_orthogonal(index, chosen["relative_moves"], labels, seed=seed,
+                                              special=int(getattr(group, "n_components", 1)) == 1)
+    info = {"search_poses": int(elements.shape[0]), "neighbours": k, "downsample": factor,
             **{key: chosen[key] for key in ("features", "blur_sigma", "pca_dim", "feature_dim", "modularity",
                                             "pieces", "pieces_bridged")},
             "embedding_dim": settings.embedding_dim or 2 * n_clusters,
@@ -319,14 +364,17 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, setti
                            for r in results]}
     log.debug("invariant graph: %s", describe_choice(info))
     return GraphClusters(torch.as_tensor(labels), torch.as_tensor(confident), index, chosen["similarities"], angles,
-                         time.perf_counter() - start, info)
+                         time.perf_counter() - start, info, synchronised)
 
 
-def _compare(images, group, poses, n_clusters: int, k: int, settings, candidate: dict, *, seed: int,
+def _compare(images, group, moves, n_clusters: int, k: int, settings, candidate: dict, *, seed: int,
              chunk_size: int, progress: bool) -> dict:
     """One candidate's graph and clusters: features, neighbours (and a reserve of more, to bridge
-    pieces), relative angles, spectral clusters, and their modularity."""
+    pieces), relative angles (or relative orthogonal moves), spectral clusters, and their modularity.
+
+    :param moves: ``(poses, elements)``: the search moves' coordinates and the moves themselves."""
     tic = time.perf_counter()
+    poses, elements = moves
     features, blur = candidate["features"], candidate["blur_sigma"]
     describe = image_descriptor(features, blur_sigma=blur, orientations=settings.wavelet_orientations)
     size = int(describe(group.prealign(images[:1])).shape[1])
@@ -335,16 +383,20 @@ def _compare(images, group, poses, n_clusters: int, k: int, settings, candidate:
     standardise = features != "pixels"
     project = None
     if standardise or (pca_dim and pca_dim < size):
-        project = fit_projection(images, group, poses, pca_dim, seed=seed, describe=describe, standardise=standardise)
-    reference, moved = moved_features(images, group, poses, project=project, describe=describe)
+        project = fit_projection(images, group, None, pca_dim, seed=seed, describe=describe, standardise=standardise,
+                                 elements=elements)
+    reference, moved = moved_features(images, group, None, project=project, describe=describe, elements=elements)
     search = {}
     reserve, similarity = search_neighbours(reference, moved, 3 * k, method=settings.neighbour_search,
                                             approximate_above=settings.approximate_above, chunk_size=chunk_size,
                                             progress=progress, seed=seed, info=search)
     index = reserve[:, :k]
-    relative = None
+    relative = relative_moves = None
     angle_columns = list(group.angle_coordinates)
-    if angle_columns and len(poses) > 1:
+    if synchronises_orthogonally(group) and len(elements) > 1:
+        # a discrete part, or rotations of volumes: synchronise orthogonal matrices
+        relative_moves = group.orthogonal_part(elements)[best_moves(reference, moved, index)]
+    elif angle_columns and len(poses) > 1:
         grid = poses[:, angle_columns[0]]
         order = torch.argsort(grid)
         in_order = bool((order == torch.arange(len(order))).all())  # then no copy of all moved rows
@@ -357,7 +409,8 @@ def _compare(images, group, poses, n_clusters: int, k: int, settings, candidate:
                                          kmeans_restarts=settings.kmeans_restarts, balanced=settings.balanced)
     return {"features": features, "blur_sigma": blur, "pca_dim": pca_dim if project is not None else 0,
             "feature_dim": int(reference.shape[1]), "neighbours": index, "similarities": similarity[:, :k],
-            "relative": relative, "labels": labels, "distance": distance, "modularity": modularity(graph, labels),
+            "relative": relative, "relative_moves": relative_moves, "labels": labels, "distance": distance,
+            "modularity": modularity(graph, labels),
             "pieces": pieces, "pieces_bridged": bridged, "search": search, "seconds": time.perf_counter() - tic}
 
 
@@ -376,11 +429,12 @@ def describe_choice(info: dict) -> str:
 
 def _averaged_down(images, factor: int):
     """The images averaged over ``factor x factor`` blocks, read lazily when they are chunks."""
+    pool = F.avg_pool3d if images.ndim == 5 else F.avg_pool2d  # volumes: factor^3 voxels into one
     if not isinstance(images, ImageChunks):
-        return F.avg_pool2d(images, factor)
-    channels, height, width = images.image_shape
-    return ImageChunks(lambda positions: F.avg_pool2d(torch.as_tensor(images.read(positions)).float(), factor),
-                       len(images), (channels, height // factor, width // factor), progress=images.progress)
+        return pool(images, factor)
+    channels, *sides = images.image_shape
+    return ImageChunks(lambda positions: pool(torch.as_tensor(images.read(positions)).float(), factor),
+                       len(images), (channels, *(side // factor for side in sides)), progress=images.progress)
 
 
 def _pose_range_centre(group) -> float:

@@ -86,7 +86,8 @@ def wavelet_features(images: torch.Tensor, orientations: int = 8) -> torch.Tenso
     ``orientations`` wavelet moduli averaged the same way, all subsampled by two.
     """
     if images.ndim != 4:
-        raise ValueError(f"wavelet features: images must be a (N, C, H, W) batch, got shape {tuple(images.shape)}")
+        raise ValueError(f"wavelet features: images must be a (N, C, H, W) batch, got shape {tuple(images.shape)} "
+                         "(the wavelets are planar: use graph.features: pixels for volumes)")
     if orientations < 1:
         raise ValueError(f"wavelet features: orientations must be at least 1, got {orientations}")
     n, c, h, w = images.shape

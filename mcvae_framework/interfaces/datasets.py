@@ -76,6 +76,10 @@ class DatasetConfig(ComponentConfig):
         # a user's images are predicted as they are: no seeded moves, no `limit`
         return {**self.model_dump(mode="json", exclude={"transform", "limit"}), "path": str(path)}
 
+    def data_kind(self) -> str | None:
+        # every built-in dataset reads 2-D images, but those that say otherwise (arrays, mrc)
+        return "image"
+
     def without_canonical_images(self) -> str | None:
         if self.transform is None:
             return "set a `transform` in the data section (its items then carry canonical images and poses)"
@@ -172,8 +176,9 @@ def to_unit_float(images: np.ndarray | torch.Tensor, scale: float) -> torch.Tens
 class InMemoryImageDataset(ImageDataset):
     """A dataset held in memory as stacked tensors; ``__getitem__`` is one indexing per key.
 
-    :param tensors: ``image`` (N, C, H, W) float32 in ``[0, 1]`` and optionally ``label``
-        (N,) int64, ``canonical`` (like ``image``), ``pose`` (N, dim) float32.
+    :param tensors: ``image`` (N, C, H, W) (or (N, C, D, H, W) volumes) float32 in ``[0, 1]``
+        and optionally ``label`` (N,) int64, ``canonical`` (like ``image``), ``pose`` (N, dim)
+        float32 and ``pose_component`` (N,) int64.
     :param split: ``train`` or ``test``.
     :param n_classes: number of label classes, ``None`` without labels.
     :param sizes: size of every split (after ``limit``).
@@ -218,13 +223,18 @@ class InMemoryImageDataset(ImageDataset):
 
 class ScaleToUnit:
     """Raw ``(k, C, H, W)`` (or ``(k, H, W)``) rows to float32 in ``[0, 1]``: divided by
-    ``scale`` and clamped, as :func:`to_unit_float` does for a whole split."""
+    ``scale`` and clamped, as :func:`to_unit_float` does for a whole split.
 
-    def __init__(self, scale: float):
+    :param spatial: spatial axes of an item, 2 (images) or 3 (volumes: ``(k, D, H, W)`` rows
+        get their channel axis, ``(k, C, D, H, W)`` rows are kept).
+    """
+
+    def __init__(self, scale: float, spatial: int = 2):
         self.scale = float(scale)
+        self.spatial = int(spatial)
 
     def __call__(self, rows: np.ndarray) -> torch.Tensor:
-        rows = rows[:, None] if rows.ndim == 3 else rows
+        rows = rows[:, None] if rows.ndim == self.spatial + 1 else rows
         return to_unit_float(rows, self.scale)
 
 
@@ -258,8 +268,10 @@ def finish_dataset(config: DatasetConfig, split: str, images, labels: np.ndarray
     if labels is not None:
         tensors["label"] = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     if config.transform is not None:
-        moved, canonical, pose = transform_images(tensors["image"], config.transform, split)
+        moved, canonical, pose, component = transform_images(tensors["image"], config.transform, split)
         tensors.update(image=moved, canonical=canonical, pose=pose)
+        if component is not None:
+            tensors["pose_component"] = component
     return InMemoryImageDataset(
         tensors, split=split, n_classes=n_classes, class_names=class_names, description=description,
         sizes={name: limited_size(sizes[name], config.limit) for name in SPLITS},

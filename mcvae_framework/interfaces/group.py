@@ -30,13 +30,19 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .group_elements import GroupElements
 
-class LieGroup(abc.ABC):
-    """A matrix Lie group acting on images.
 
-    Elements are homogeneous ``(N, 3, 3)`` matrices for the 2-D groups; ``tau`` are Lie
-    algebra coordinates of shape ``(N, dim)``. Every method is batched over the first
-    axis, differentiable, and keeps its input's device and dtype.
+class LieGroup(GroupElements, abc.ABC):
+    """A matrix Lie group acting on images (or volumes).
+
+    Elements are homogeneous ``(N, 3, 3)`` matrices for the 2-D groups (another shape where
+    the group declares one: :attr:`element_shape`); ``tau`` are Lie algebra coordinates of
+    shape ``(N, dim)``. Every method is batched over the first axis, differentiable, and
+    keeps its input's device and dtype. What the group moves (:attr:`data_kind`) and a
+    discrete part beside ``tau`` (:attr:`n_components`) are declared through
+    :class:`~mcvae_framework.interfaces.group_elements.GroupElements`, whose defaults
+    describe a connected group of planar maps.
     """
 
     #: size of the Lie algebra coordinates ``tau``.
@@ -94,7 +100,8 @@ class LieGroup(abc.ABC):
 
     @abc.abstractmethod
     def act(self, images: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Move ``(N, C, H, W)`` images by ``g``: content at point ``p`` moves to ``g p``."""
+        """Move ``(N, C, H, W)`` images (``(N, C, D, H, W)`` volumes for a group whose
+        :attr:`data_kind` is ``"volume"``) by ``g``: content at point ``p`` moves to ``g p``."""
 
     @abc.abstractmethod
     def sample(self, n: int, generator: torch.Generator | None = None, *, dtype=None, device=None) -> torch.Tensor:
@@ -187,6 +194,25 @@ class LieGroup(abc.ABC):
 
 def _shape(t) -> str:
     return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def exact_at_identity(images: torch.Tensor, warped: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``warped`` (the images resampled by the elements ``g``, one per image), except that
+    an image whose element is exactly the identity is returned bit for bit (resampling
+    would blur it by rounding), while gradients still flow to ``g`` as through the warp.
+    What ``act`` of ``AffineGroup2D`` and of the built-in volume group returns."""
+    eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
+    is_identity = (g == eye).flatten(1).all(dim=1).view(-1, *[1] * (images.dim() - 1))
+    if images.device.type == "cpu" and not bool(is_identity.any()):
+        # asking is free on the CPU (on an accelerator it would force a synchronisation,
+        # so there the select below always runs)
+        return warped
+    if torch.is_grad_enabled() and (g.requires_grad or images.requires_grad):
+        # value of the exact image, gradient of the warp (so d/dg is not lost at g = I)
+        exact = images.detach() + (warped - warped.detach())
+    else:
+        exact = images
+    return torch.where(is_identity, exact, warped)
 
 
 class AffineGroup2D(LieGroup):
@@ -337,18 +363,7 @@ class AffineGroup2D(LieGroup):
         g = g.to(dtype=images.dtype, device=images.device).expand(n, 3, 3)
         grid = self.sampling_grid(self._inverse_rows(g), images.shape[-2], images.shape[-1])
         warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        eye = torch.eye(3, dtype=g.dtype, device=g.device)
-        is_identity = (g == eye).flatten(1).all(dim=1).view(n, 1, 1, 1)
-        if images.device.type == "cpu" and not bool(is_identity.any()):
-            # asking is free on the CPU (on an accelerator it would force a synchronisation,
-            # so there the select below always runs)
-            return warped
-        if torch.is_grad_enabled() and (g.requires_grad or images.requires_grad):
-            # value of the exact image, gradient of the warp (so d/dg is not lost at g = I)
-            exact = images.detach() + (warped - warped.detach())
-        else:
-            exact = images
-        return torch.where(is_identity, exact, warped)
+        return exact_at_identity(images, warped, g)
 
     @staticmethod
     def sampling_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -27,20 +27,22 @@ import torch
 
 from .data import ImageDataset, sizes_with_all
 
-from .transform import TransformConfig, build_transform_group, canvas_side, draw_poses, move_images, pad_to_canvas
+from .transform import (TransformConfig, build_transform_group, canvas_side, check_data_kind, draw_poses, move_images,
+                        pad_to_canvas)
 
 #: ``storage: auto`` streams a split whose float32 tensors would take more than this.
 STREAM_ABOVE_BYTES = 1 << 30
 
 
-def in_memory_bytes(n: int, image_shape: tuple[int, int, int], transform: TransformConfig | None) -> int:
-    """What ``n`` items of ``image_shape`` take in memory as float32 tensors (the moved
-    and the canonical images when there is a transform)."""
-    c, _, side = image_shape
+def in_memory_bytes(n: int, image_shape: tuple[int, ...], transform: TransformConfig | None) -> int:
+    """What ``n`` items of ``image_shape`` (``(C, H, W)``, or ``(C, D, H, W)`` for volumes)
+    take in memory as float32 tensors (the moved and the canonical images when there is a
+    transform)."""
+    c, side, spatial = image_shape[0], image_shape[-1], len(image_shape) - 1
     if transform is None:
-        return n * c * side * side * 4
+        return n * c * side**spatial * 4
     canvas = canvas_side(transform, side)
-    return 2 * n * c * canvas * canvas * 4
+    return 2 * n * c * canvas**spatial * 4
 
 
 def wants_streaming(storage: str, n: int, image_shape: tuple[int, int, int], transform) -> bool:
@@ -106,11 +108,14 @@ class StreamingImageDataset(ImageDataset):
     :param positions: ``(N,)`` each item's position in the source.
     :param labels: ``(N,)`` int64 labels, or ``None``.
     :param poses: ``(N, dim)`` float32 poses, with ``transform``; else ``None``.
+    :param pose_components: ``(N,)`` int64 components, for a transform group with a discrete
+        part; else ``None``.
     :param item_splits: each item's split, for the ``all`` split.
     """
 
     def __init__(self, reader: SourceReader, positions, *, split: str, labels: np.ndarray | None,
                  transform: TransformConfig | None, poses: torch.Tensor | None, n_classes: int | None,
+                 pose_components: torch.Tensor | None = None,
                  sizes: dict[str, int], class_names: list[str] | None = None, description: str = "",
                  item_names: list[str] | None = None, item_splits: list[str] | None = None):
         self.reader = reader
@@ -118,9 +123,10 @@ class StreamingImageDataset(ImageDataset):
         self.labels = None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.int64)
         self.transform = transform
         self.poses = poses
+        self.pose_components = pose_components
         side = reader.image_shape[-1]
         self.canvas = canvas_side(transform, side) if transform is not None else side
-        self.image_shape = (reader.image_shape[0], self.canvas, self.canvas)
+        self.image_shape = (reader.image_shape[0],) + (self.canvas,) * (len(reader.image_shape) - 1)
         self.split = split
         self.n_classes = n_classes
         self.class_names = class_names
@@ -134,11 +140,14 @@ class StreamingImageDataset(ImageDataset):
     @classmethod
     def for_split(cls, reader: SourceReader, positions, *, split: str, transform, **kwargs):
         """A split's dataset with its poses drawn now (a pure function of seed, split and index)."""
-        poses = None
+        poses = components = None
         if transform is not None:
             canvas_side(transform, reader.image_shape[-1])  # refuse a small canvas before anything else
-            poses = draw_poses(transform, split, len(positions), build_transform_group(transform))
-        return cls(reader, positions, split=split, transform=transform, poses=poses, **kwargs)
+            group = build_transform_group(transform)
+            check_data_kind(group, torch.empty(0, *reader.image_shape), transform.group)
+            poses, components = draw_poses(transform, split, len(positions), group)
+        return cls(reader, positions, split=split, transform=transform, poses=poses, pose_components=components,
+                   **kwargs)
 
     def __getstate__(self):
         return {**self.__dict__, "_group": None}  # each process builds its own group
@@ -161,7 +170,10 @@ class StreamingImageDataset(ImageDataset):
                 self._group = build_transform_group(self.transform)
             canonical = pad_to_canvas(images, self.canvas)
             pose = self.poses[index]
-            out.update(image=move_images(canonical, pose, self._group), canonical=canonical, pose=pose)
+            component = self.pose_components[index] if self.pose_components is not None else None
+            out.update(image=move_images(canonical, pose, self._group, component), canonical=canonical, pose=pose)
+            if component is not None:
+                out["pose_component"] = component
         return out
 
     def __getitems__(self, indices) -> list[dict[str, torch.Tensor]]:
@@ -186,10 +198,13 @@ def merge_streaming(parts: list[StreamingImageDataset], sizes: dict[str, int]) -
     order = np.argsort(positions, kind="stable")
     labels = None if first.labels is None else torch.cat([p.labels for p in parts]).numpy()[order]
     poses = None if first.poses is None else torch.cat([p.poses for p in parts])[torch.as_tensor(order)]
+    components = None if first.pose_components is None else \
+        torch.cat([p.pose_components for p in parts])[torch.as_tensor(order)]
     names = None if first.item_names is None else [n for p in parts for n in p.item_names]
     splits = [p.split for p in parts for _ in range(len(p))]
     return StreamingImageDataset(
         first.reader, positions[order], split="all", labels=labels, transform=first.transform, poses=poses,
+        pose_components=components,
         n_classes=first.n_classes, sizes=sizes, class_names=first.class_names, description=first.description,
         item_names=[names[i] for i in order] if names is not None else None,
         item_splits=[splits[i] for i in order],

@@ -10,8 +10,8 @@ transform; every other key goes to that group's config (``angle_deg``, ``shift``
 
 How the moved images are made:
 
-* Each image is first zero-padded (centred) to ``canvas x canvas`` pixels (default: the
-  image side, i.e. no padding). The padded, un-moved image is the item's ``canonical``.
+* Each image is first zero-padded (centred) to ``canvas x canvas`` pixels (a volume to
+  ``canvas`` voxels along each axis; default: the image side, i.e. no padding). The padded, un-moved image is the item's ``canonical``.
   Pad whenever the poses would push content out of the frame: ``28 -> 40`` keeps MNIST
   digits whole under SE(2) shifts of 7 px and rotations; rotating a
   28x28 digit without padding cuts its corners. The group acts in the canvas's
@@ -22,7 +22,11 @@ How the moved images are made:
   uses a ``torch.Generator`` seeded from ``(seed, s, b)``. Index ``i`` therefore gets the
   same pose in every process and run, whatever the dataset's length or ``limit``, and the
   train and test splits get independent poses.
-* The images are moved with the group's own ``exp`` and ``act``: a block at a time when
+* A group with a discrete part (``o2``: a mirror image or not) draws each image's component
+  after the block's ``tau``, from the same generator (:meth:`LieGroup.sample_component`); the
+  items then carry ``pose_component`` (an int64) beside ``pose``. A connected group draws
+  nothing more, so its poses are the same as ever.
+* The images are moved with the group's own ``element`` and ``act``: a block at a time when
   the dataset is built and held in memory (reading an item then costs nothing), or a
   batch at a time as items are read by a streaming dataset (``storage: stream``). Both
   use the same poses (:func:`draw_poses`), so both give the same items.
@@ -93,13 +97,14 @@ def pose_generator(seed: int, split: str, block: int) -> torch.Generator:
 
 
 def pad_to_canvas(images: torch.Tensor, canvas: int) -> torch.Tensor:
-    """Zero-pad ``(N, C, H, H)`` images, centred, to ``(N, C, canvas, canvas)``."""
+    """Zero-pad ``(N, C, H, H)`` images (``(N, C, D, D, D)`` volumes), centred, to ``canvas``
+    along every spatial axis."""
     side = images.shape[-1]
     before = (canvas - side) // 2
     after = canvas - side - before
     if before == after == 0:
         return images.contiguous()
-    return F.pad(images, (before, after, before, after))
+    return F.pad(images, (before, after) * (images.dim() - 2))
 
 
 def build_transform_group(config: TransformConfig):
@@ -125,38 +130,63 @@ def canvas_side(config: TransformConfig, side: int) -> int:
     return canvas
 
 
-def draw_poses(config: TransformConfig, split: str, n: int, group) -> torch.Tensor:
-    """``(n, dim)`` float32 poses of indices ``0..n-1`` of a split (see the module doc)."""
+def draw_poses(config: TransformConfig, split: str, n: int, group) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(pose, component)`` of indices ``0..n-1`` of a split (see the module doc): ``(n, dim)``
+    float32 ``tau`` and, for a group with a discrete part, ``(n,)`` int64 components (else
+    ``None``)."""
     pose = torch.empty(n, int(group.dim), dtype=torch.float32)
+    discrete = int(getattr(group, "n_components", 1)) > 1
+    component = torch.empty(n, dtype=torch.int64) if discrete else None
     with torch.no_grad():
         for block, start in enumerate(range(0, n, CHUNK)):
             stop = min(start + CHUNK, n)
             # Always draw a whole block so that index i's pose does not depend on n.
-            tau = group.sample(CHUNK, generator=pose_generator(config.seed, split, block))
+            generator = pose_generator(config.seed, split, block)
+            tau = group.sample(CHUNK, generator=generator)
             pose[start:stop] = tau[: stop - start].to(torch.float32)
-    return pose
+            if discrete:
+                component[start:stop] = group.sample_component(CHUNK, generator)[: stop - start]
+    return pose, component
 
 
-def move_images(canonical: torch.Tensor, pose: torch.Tensor, group) -> torch.Tensor:
-    """``canonical`` images moved by ``exp(pose)``, clamped to ``[0, 1]``."""
+def check_data_kind(group, images: torch.Tensor, tag: str) -> None:
+    """Refuse images a transform's group cannot move (2-D images for a volume group, or the
+    reverse), naming both kinds.
+
+    :raises ConfigError: naming ``data.transform.group``.
+    """
+    kind = getattr(group, "data_kind", "image")
+    actual = "volume" if images.dim() == 5 else "image"
+    if kind != actual:
+        raise ConfigError([("data.transform.group", f"the group {tag!r} moves {kind}s, but the data holds "
+                            f"{actual}s of shape {tuple(images.shape[1:])}; pick a group for {actual}s")],
+                          source="data config")
+
+
+def move_images(canonical: torch.Tensor, pose: torch.Tensor, group, component: torch.Tensor | None = None
+                ) -> torch.Tensor:
+    """``canonical`` images moved by ``element(pose, component)``, clamped to ``[0, 1]``."""
     with torch.no_grad():
-        return group.act(canonical, group.exp(pose)).clamp_(0.0, 1.0)
+        return group.act(canonical, group.element(pose, component)).clamp_(0.0, 1.0)
 
 
 def transform_images(images: torch.Tensor, config: TransformConfig, split: str):
-    """Pad and move ``(N, C, H, H)`` images by seeded poses.
+    """Pad and move ``(N, C, H, H)`` images (or ``(N, C, D, D, D)`` volumes) by seeded poses.
 
-    :returns: ``(moved, canonical, pose)``: the moved images and the padded un-moved
-        ones, both ``(N, C, canvas, canvas)`` float32, and ``pose`` ``(N, dim)``, the
-        Lie-algebra coordinates ``tau`` with ``moved[i] = act(canonical[i], exp(tau[i]))``.
-    :raises ConfigError: the canvas is smaller than the images.
+    :returns: ``(moved, canonical, pose, component)``: the moved images and the padded
+        un-moved ones, both float32 at the canvas size, ``pose`` ``(N, dim)``, the
+        Lie-algebra coordinates ``tau``, and ``component`` ``(N,)`` (``None`` for a
+        connected group), with ``moved[i] = act(canonical[i], element(tau[i], component[i]))``.
+    :raises ConfigError: the canvas is smaller than the images, or the group cannot move them.
     """
     canvas = canvas_side(config, images.shape[-1])
     group = build_transform_group(config)
+    check_data_kind(group, images, config.group)
     canonical = pad_to_canvas(images.to(torch.float32), canvas)
-    pose = draw_poses(config, split, canonical.shape[0], group)
+    pose, component = draw_poses(config, split, canonical.shape[0], group)
     moved = torch.empty_like(canonical)
     for start in range(0, canonical.shape[0], CHUNK):
         stop = start + CHUNK
-        moved[start:stop] = move_images(canonical[start:stop], pose[start:stop], group)
-    return moved, canonical, pose
+        part = component[start:stop] if component is not None else None
+        moved[start:stop] = move_images(canonical[start:stop], pose[start:stop], group, part)
+    return moved, canonical, pose, component

@@ -32,14 +32,18 @@ class Guide:
     angles: torch.Tensor | None = None
     #: ``(N,)`` the graph's clusters, in which the angles share a frame (pose guidance).
     angle_clusters: torch.Tensor | None = None
+    #: ``(N, d, d)`` the graph's synchronised orthogonal poses, which stand for ``angles`` for a
+    #: group with a discrete part or rotations of volumes (pose guidance).
+    poses: torch.Tensor | None = None
     #: ``(N, k)`` the graph's neighbours of every image (neighbour consistency).
     neighbours: torch.Tensor | None = None
     #: ``(N, C, H, W)`` the training images, for the neighbours' encodings (neighbour consistency).
     images: torch.Tensor | None = None
 
     def serves(self, term: GuidedTerm) -> bool:
-        """Whether this guide holds every field ``term`` reads."""
-        return all(getattr(self, name) is not None for name in term.reads)
+        """Whether this guide holds every field ``term`` reads (``poses`` in place of ``angles``)."""
+        return all(getattr(self, name) is not None or (name == "angles" and self.poses is not None)
+                   for name in term.reads)
 
     def to(self, device) -> Guide:
         """A copy with every tensor on ``device``."""

@@ -47,8 +47,9 @@ def estimate_noise_std(images: torch.Tensor) -> float:
     """The standard deviation of white noise in ``(N, C, H, W)`` images (Immerkaer 1996, "Fast
     noise variance estimation"): the mean absolute response to a mask that cancels smooth
     content, scaled so that pure Gaussian noise of deviation ``s`` gives ``s``. Edges add a
-    little; at least :data:`MIN_NOISE_STD`."""
-    images = images.detach().to("cpu", torch.float64).flatten(0, 1).unsqueeze(1)  # every channel alike
+    little; at least :data:`MIN_NOISE_STD`. ``(N, C, D, H, W)`` volumes: over their 2-D slices."""
+    # every channel (and every slice of a volume) alike
+    images = images.detach().to("cpu", torch.float64).reshape(-1, 1, *images.shape[-2:])
     response = F.conv2d(images, _NOISE_MASK.to(images).view(1, 1, 3, 3))
     sigma = math.sqrt(math.pi / 2) * response.abs().mean().item() / 6.0
     return max(sigma, MIN_NOISE_STD)

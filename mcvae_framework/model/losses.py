@@ -35,6 +35,8 @@ from torch import nn
 from .guide import Guide
 from .likelihood import reconstruction_nll
 from .mcevae import MCEVAE, Encoding, Posterior
+from .pose_terms import (component_consistency, enumerated_pose_terms, every_component_consistency,
+                         orthogonal_guidance, random_elements)
 
 
 
@@ -65,19 +67,21 @@ def invariance_terms(model: MCEVAE, x: torch.Tensor, enc: Encoding, canonical: t
     * ``canonical_invariance``: mean squared difference per pixel between the canonical
       decoding of the original and those of its copies;
     * ``pose_consistency``: ``|log(exp(tau(x))^-1 h^-1 exp(tau(h.x)))|^2`` -- a copy's pose
-      is the move composed with the original's pose.
+      is the move composed with the original's pose. For a group with a discrete part the
+      moves include its components, every component's ``tau`` is held to the same rule
+      (:func:`~mcvae_framework.model.pose_terms.every_component_consistency`), and the
+      cross-entropy of ``q(k|x)`` with the component each copy implies for ``x`` is added.
     """
     group = model.group
     n = x.shape[0]
-    h_tau = group.sample(n * n_augment, generator=generator).to(device=x.device, dtype=x.dtype)
-    h = group.exp(h_tau)
+    h = random_elements(group, n * n_augment, generator, x)
     with torch.set_grad_enabled(copy_gradients and torch.is_grad_enabled()):
         copies = group.act(x.repeat_interleave(n_augment, dim=0), h)
         enc_copies = model.encode(copies)
         style = enc_copies.z_style.mean if enc_copies.z_style is not None else None
         canonical_copies = model.decode(enc_copies.z_cluster.mean, style)
-        # The pose of x that each copy implies: h^-1 exp(tau(h.x)).
-        implied_pose = group.compose(group.inverse(h), group.exp(enc_copies.tau.mean))
+        # The pose of x that each copy implies: h^-1 element(tau(h.x), k(h.x)).
+        implied_pose = group.compose(group.inverse(h), model.pose_element(enc_copies.tau.mean, enc_copies.component))
 
     def per_image(values: torch.Tensor) -> torch.Tensor:
         return values.view(n, n_augment).mean(-1).mean()
@@ -90,12 +94,16 @@ def invariance_terms(model: MCEVAE, x: torch.Tensor, enc: Encoding, canonical: t
     invariance = (change.pow(2) / spread).mean(-1)
     canonical_x = canonical.repeat_interleave(n_augment, dim=0)
     canonical_invariance = (canonical_copies - canonical_x).pow(2).flatten(1).mean(-1)
-    pose_x = group.exp(enc.tau.mean).repeat_interleave(n_augment, dim=0)
-    residual = group.log(group.compose(group.inverse(pose_x), implied_pose))
+    if enc.component is None:
+        pose_x = model.pose_element(enc.tau.mean, enc.component).repeat_interleave(n_augment, dim=0)
+        consistency = group.log(group.compose(group.inverse(pose_x), implied_pose)).pow(2).sum(-1)
+    else:  # every component's tau follows the moves; the component itself is taught by the copies
+        consistency = every_component_consistency(model, enc, enc_copies, h, n_augment) + \
+            component_consistency(enc, group.component_of(implied_pose.detach()), n_augment)
     return {
         "invariance": per_image(invariance),
         "canonical_invariance": per_image(canonical_invariance),
-        "pose_consistency": per_image(residual.pow(2).sum(-1)),
+        "pose_consistency": per_image(consistency),
     }
 
 
@@ -170,7 +178,8 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
       in the invariant graph, both encoded with gradients (SCAN's consistency term);
     * ``pose_guide`` (the graph's synchronised ``angles`` and their ``angle_clusters``):
       :func:`pose_guidance` of the pose head's first angle, on the pose head rather than on
-      ``q(c|x)``;
+      ``q(c|x)``; with the graph's synchronised orthogonal ``poses`` instead (groups with a
+      discrete part, rotations of volumes): :func:`~mcvae_framework.model.pose_terms.orthogonal_guidance`;
     * ``balance``, which needs no graph: ``sum_k m_k log(K m_k)`` with ``m`` the batch mean of
       ``q(c|x)``, the KL from ``m`` to the uniform distribution: 0 when every component is
       used equally, ``log K`` when one component takes every image.
@@ -180,13 +189,19 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
     if guide is not None and "index" in batch:
         on = {term.name for term in loss_config.guided_terms() if guide.serves(term)}
     self_label = "self_label" in on
-    if "pose_guide" in on and enc.tau is not None:
+    if "pose_guide" in on and enc.tau is not None and guide.angles is not None:
         index = batch["index"]
         angle = model.group.angle_coordinates[0]
         terms["pose_guide"] = pose_guidance(enc.tau.mean[:, angle], guide.angles[index],
                                             guide.angle_clusters[index],
                                             guide.confident[index].to(enc.tau.mean.dtype),
                                             model.prior.n_components)
+        total = total + loss_config.pose_guide_weight * terms["pose_guide"]
+    elif "pose_guide" in on and enc.tau is not None:  # synchronised orthogonal poses
+        index = batch["index"]
+        terms["pose_guide"] = orthogonal_guidance(
+            model, enc, guide.poses[index], guide.angle_clusters[index],
+            guide.confident[index].to(enc.tau.mean.dtype), model.prior.n_components)
         total = total + loss_config.pose_guide_weight * terms["pose_guide"]
     if not (self_label or "neighbour" in on or loss_config.balance_weight > 0):
         return terms, total
@@ -201,7 +216,7 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
         if copies and model.group is not None and bool(trusted.any()):
             keep = trusted.bool()
             x = batch["image"][keep].repeat_interleave(copies, dim=0)
-            h = model.group.exp(model.group.sample(len(x), generator=generator).to(device=x.device, dtype=x.dtype))
+            h = random_elements(model.group, len(x), generator, x)
             log_q_moved = fixed_prior_log_q(model.prior, model.encode(model.group.act(x, h)).z_cluster.mean)
             moved_labels = labels[keep].repeat_interleave(copies).unsqueeze(1)
             terms["self_label_moved"] = -log_q_moved.gather(1, moved_labels).mean()
@@ -254,14 +269,21 @@ def _elbo(model: MCEVAE, batch: dict, loss_config, epoch: int, generator, cluste
     enc = out.encoding
     warm = ramp(epoch, loss_config.warmup_epochs)
 
-    terms = {"reconstruction": reconstruction_nll(out.reconstruction, x, loss_config, model.noise_std).mean()}
+    enumerated = None
+    if enc.component is not None:  # a discrete part: every component, weighted by q(k|x)
+        enumerated = enumerated_pose_terms(model, x, enc, out.canonical,
+                                           lambda p, t: reconstruction_nll(p, t, loss_config, model.noise_std),
+                                           generator)
+        terms = {"reconstruction": enumerated[0].mean()}
+    else:
+        terms = {"reconstruction": reconstruction_nll(out.reconstruction, x, loss_config, model.noise_std).mean()}
     terms["cluster_kl"] = cluster_kl(enc.z_cluster, out.z_cluster).mean()
     total = terms["reconstruction"] + loss_config.cluster_weight * terms["cluster_kl"]
     if enc.z_style is not None:
         terms["style_kl"] = enc.z_style.kl_standard_normal().mean()
         total = total + warm * loss_config.beta * terms["style_kl"]
     if enc.tau is not None:
-        terms["pose_kl"] = _pose_kl(model, enc.tau, out.tau).mean()
+        terms["pose_kl"] = (enumerated[1] if enumerated is not None else _pose_kl(model, enc.tau, out.tau)).mean()
         total = total + loss_config.pose_weight * terms["pose_kl"]
     extra, extra_total = _extra_terms(model, batch, x, enc, out.canonical, loss_config, generator, warm)
     terms.update(extra)

@@ -12,46 +12,39 @@ never names a concrete one. Data flow of :meth:`MCEVAE.forward`::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..config.components import build
-
-
-@dataclass
-class Posterior:
-    """A diagonal Gaussian ``q(. | x)`` given by its mean and log-variance, ``(N, d)`` each."""
-
-    mean: torch.Tensor
-    logvar: torch.Tensor
-
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        # The noise is drawn where the generator lives (the trainer's is on the CPU).
-        device = generator.device if generator is not None else self.mean.device
-        noise = torch.randn(self.mean.shape, generator=generator, device=device, dtype=self.mean.dtype)
-        noise = noise.to(self.mean.device)
-        return self.mean + torch.exp(0.5 * self.logvar) * noise
-
-    def entropy(self) -> torch.Tensor:
-        """``(N,)`` differential entropy."""
-        d = self.mean.shape[-1]
-        return 0.5 * (self.logvar.sum(-1) + d * (1.0 + math.log(2 * math.pi)))
-
-    def kl_standard_normal(self) -> torch.Tensor:
-        """``(N,)`` closed-form ``KL(q || N(0, I))``."""
-        return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).sum(-1)
+from ..errors import ConfigError
+from ..hookspecs import DATA_KINDS, data_kind_of_shape
+from .pose_head import PoseEncoding, PoseHead, Posterior, head_body  # noqa: F401  (Posterior: re-exported)
 
 
 @dataclass
 class Encoding:
-    """The three posteriors; ``tau`` is ``None`` without a group, ``z_style`` when its size is 0."""
+    """The three posteriors; ``tau`` is ``None`` without a group, ``z_style`` when its size is 0.
+
+    ``tau`` is the pose head's :class:`~mcvae_framework.model.pose_head.PoseEncoding`: for a
+    group with a discrete part the posterior of the most probable component, with every
+    component's and the component logits beside it.
+    """
 
     tau: Posterior | None
     z_cluster: Posterior
     z_style: Posterior | None
+
+    @property
+    def pose(self) -> PoseEncoding | None:
+        """The pose head's output (``tau``), ``None`` without a group."""
+        return self.tau if isinstance(self.tau, PoseEncoding) else None
+
+    @property
+    def component(self) -> torch.Tensor | None:
+        """``(N,)`` the most probable component of the pose, ``None`` for a connected group."""
+        return self.pose.component if self.pose is not None else None
 
 
 @dataclass
@@ -59,17 +52,10 @@ class MCEVAEOutput:
     reconstruction: torch.Tensor  # (N, C, H, W): the canonical image moved by the pose
     canonical: torch.Tensor  # (N, C, H, W): the decoded, pose-free image
     tau: torch.Tensor | None  # (N, group.dim) pose coordinates used
-    pose: torch.Tensor | None  # (N, 3, 3) exp(tau)
+    pose: torch.Tensor | None  # (N, *group.element_shape): element(tau, component)
     encoding: Encoding
     z_cluster: torch.Tensor
     z_style: torch.Tensor | None
-
-
-def head_body(in_features: int, hidden: int) -> tuple[nn.Module, int]:
-    """The optional hidden layer of a posterior head, and the width it leaves."""
-    if not hidden:
-        return nn.Sequential(), in_features
-    return nn.Sequential(nn.Linear(in_features, hidden), nn.SiLU()), hidden
 
 
 class PosteriorHead(nn.Module):
@@ -89,47 +75,6 @@ class PosteriorHead(nn.Module):
         return Posterior(mean, logvar.clamp(-12.0, 6.0))
 
 
-class PoseHead(nn.Module):
-    """Features -> ``q(tau | x)``, with each angle predicted as a ``(cos, sin)`` pair.
-
-    A real-valued output cannot follow an angle all around the circle without a jump; the
-    pair can, and ``atan2`` turns it into ``theta`` on the principal branch. The head
-    starts at the identity for every input: zero weights, and ``(cos, sin) = (1, 0)``.
-    """
-
-    def __init__(self, in_features: int, group, hidden: int = 0, logvar_init: float = -6.0):
-        super().__init__()
-        self.dim = group.dim
-        self.angles = list(group.angle_coordinates)
-        self.body, width = head_body(in_features, hidden)
-        # outputs: dim values (an angle's cos in its own column), one sin per angle, dim log-variances
-        self.out = nn.Linear(width, 2 * self.dim + len(self.angles))
-        with torch.no_grad():
-            self.out.weight.zero_()
-            self.out.bias.zero_()
-            self.out.bias[self.angles] = 1.0
-            self.out.bias[self.dim + len(self.angles):] = logvar_init
-
-    def forward(self, features: torch.Tensor, orientation: torch.Tensor | None = None) -> Posterior:
-        """``orientation``: an ``(N,)`` angle the encoder read (see
-        :class:`~mcvae_framework.interfaces.PoseReadout`); the first angle is then that
-        angle plus the head's own, which starts at 0."""
-        raw = self.out(self.body(features))
-        n_raw = self.dim + len(self.angles)
-        mean, logvar = raw[:, : self.dim], raw[:, n_raw:]
-        if self.angles:
-            cos, sin = mean[:, self.angles], raw[:, self.dim:n_raw]
-            if orientation is not None:
-                # Turn the first (cos, sin) pair by the orientation: atan2 then wraps the sum.
-                c, s = torch.cos(orientation), torch.sin(orientation)
-                first = torch.stack([c * cos[:, 0] - s * sin[:, 0], s * cos[:, 0] + c * sin[:, 0]])
-                cos = torch.cat([first[0, :, None], cos[:, 1:]], dim=1)
-                sin = torch.cat([first[1, :, None], sin[:, 1:]], dim=1)
-            theta = torch.atan2(sin, cos)
-            mean = mean.index_copy(1, torch.tensor(self.angles, device=mean.device), theta)
-        return Posterior(mean, logvar.clamp(-12.0, 6.0))
-
-
 class MCEVAE(nn.Module):
     """Multi-Clustering Equivariant VAE assembled from components.
 
@@ -141,7 +86,8 @@ class MCEVAE(nn.Module):
     """
 
     def __init__(self, group, encoder, decoder, prior, *, z_cluster_dim: int, z_style_dim: int,
-                 head_hidden: int = 0, canonicalize: bool = True, prealign: bool = False, config=None):
+                 head_hidden: int = 0, canonicalize: bool = True, prealign: bool = False,
+                 average_components: bool = True, config=None):
         super().__init__()
         self.group = group
         self.encoder = encoder
@@ -152,6 +98,8 @@ class MCEVAE(nn.Module):
         self.z_style_dim = z_style_dim
         self.canonicalize = canonicalize and group is not None
         self.prealign = prealign and group is not None and not self.canonicalize
+        self.average_components = (average_components and group is not None and not self.canonicalize
+                                   and int(getattr(group, "n_components", 1)) > 1)
         # bfloat16 (or None: float32) for the encoder and decoder passes; set by
         # acceleration.configure_acceleration from training.precision, never saved.
         self.network_dtype: torch.dtype | None = None
@@ -172,27 +120,33 @@ class MCEVAE(nn.Module):
             self.pose_head = None
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
+    def image_shape(self) -> tuple[int, ...]:
         return tuple(self.encoder.image_shape)
+
+    def pose_element(self, tau: torch.Tensor, component: torch.Tensor | None = None) -> torch.Tensor:
+        """The group element of coordinates ``tau`` in ``component`` (``exp(tau)`` for a
+        connected group)."""
+        return self.group.element(tau, component)
 
     # ------------------------------------------------------------------ inference
     def encode(self, x: torch.Tensor) -> Encoding:
         """Posterior parameters of the three latents for images ``x``."""
-        features, tau = self._read(x)
-        features = self._invariant_features(x, features, tau)
+        features, pose = self._read(x)
+        features = self._invariant_features(x, features, pose)
         z_style = self.style_head(features) if self.style_head is not None else None
-        return Encoding(tau=tau, z_cluster=self.cluster_head(features), z_style=z_style)
+        return Encoding(tau=pose, z_cluster=self.cluster_head(features), z_style=z_style)
 
     def invariant_features(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder features the cluster and style heads read: those of ``x`` itself, of
         ``group.prealign(x)`` with ``model.prealign``, or of ``x`` moved back by its mean
-        pose with ``model.canonicalize``."""
+        pose with ``model.canonicalize``; with ``model.average_components`` (a group with a
+        discrete part) averaged over ``x`` moved by each component's representative."""
         if self.canonicalize:
             features, tau = self._read(x)
             return self._invariant_features(x, features, tau)
         return self._invariant_features(x, None, None)
 
-    def _read(self, x: torch.Tensor) -> tuple[torch.Tensor, Posterior | None]:
+    def _read(self, x: torch.Tensor) -> tuple[torch.Tensor, PoseEncoding | None]:
         """One encoder pass over ``x``: its features and the pose posterior."""
         if self.reads_pose:
             features, pose_features, orientation = self._network(self.encoder.forward_with_pose, x)
@@ -201,11 +155,11 @@ class MCEVAE(nn.Module):
         return features, (self.pose_head(features) if self.pose_head is not None else None)
 
     def _invariant_features(self, x: torch.Tensor, features: torch.Tensor | None,
-                            tau: Posterior | None) -> torch.Tensor:
+                            pose: PoseEncoding | None) -> torch.Tensor:
         if self.canonicalize:
             # Read the content from the image moved back to its canonical pose: the
             # invariant heads then see (nearly) the same input for every pose of x.
-            undo = self.group.inverse(self.group.exp(tau.mean))
+            undo = self.group.inverse(self.pose_element(pose.mean, pose.component))
             return self._network(self.encoder, self.group.act(x, undo))
         if self.prealign:
             # The group's data-driven normal form (e.g. centred on the centre of mass) takes the
@@ -213,8 +167,15 @@ class MCEVAE(nn.Module):
             # returns its input unchanged costs no second pass.
             aligned = self.group.prealign(x)
             if aligned is not x or features is None:
-                return self._network(self.encoder, aligned)
-        return features if features is not None else self._network(self.encoder, x)
+                features, x = self._network(self.encoder, aligned), aligned
+        features = features if features is not None else self._network(self.encoder, x)
+        if self.average_components:
+            # the mean over the image moved by every component's representative (the image and
+            # its mirror image): invariant to the discrete part when the representatives form a group
+            representatives = self.group.component_elements(dtype=x.dtype, device=x.device)[1:]
+            moved = [self._network(self.encoder, self.group.act(x, r[None])) for r in representatives]
+            features = torch.stack([features, *moved]).mean(0)
+        return features
 
     def _network(self, network, x: torch.Tensor):
         """``network(x)``, under autocast to ``network_dtype`` when one is set; floating
@@ -236,21 +197,24 @@ class MCEVAE(nn.Module):
             z_style = z_cluster.new_zeros(z_cluster.shape[0], self.z_style_dim)
         return self._network(self.decoder, self.invariant_latent(z_cluster, z_style))
 
-    def move(self, images: torch.Tensor, tau: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``images`` moved by ``exp(tau)`` (unchanged without a group)."""
+    def move(self, images: torch.Tensor, tau: torch.Tensor | None,
+             component: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``images`` moved by ``element(tau, component)`` (unchanged without a group)."""
         if self.group is None or tau is None:
             return images, None
-        pose = self.group.exp(tau)
+        pose = self.pose_element(tau, component)
         return self.group.act(images, pose), pose
 
     def forward(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> MCEVAEOutput:
+        """Encode, decode the canonical image, move it by the pose (of the most probable
+        component, for a group with a discrete part)."""
         enc = self.encode(x)
         pick = (lambda p: p.sample(generator)) if sample else (lambda p: p.mean)
         z_cluster = pick(enc.z_cluster)
         z_style = pick(enc.z_style) if enc.z_style is not None else None
         tau = pick(enc.tau) if enc.tau is not None else None
         canonical = self.decode(z_cluster, z_style)
-        reconstruction, pose = self.move(canonical, tau)
+        reconstruction, pose = self.move(canonical, tau, enc.component)
         return MCEVAEOutput(reconstruction, canonical, tau, pose, enc, z_cluster, z_style)
 
     @torch.no_grad()
@@ -263,8 +227,10 @@ class MCEVAE(nn.Module):
         """What the model says about images ``x``, from one pass with every latent at its
         posterior mean: ``cluster``, cluster ``probabilities`` (the prior's responsibilities
         at the mean of ``z_c``), ``z_cluster``, ``z_style`` (with a style latent), the pose
-        ``tau`` (with a group), the ``canonical`` image and its ``reconstruction`` (the
-        canonical image moved by the pose). The single path from images to predictions:
+        ``tau`` (with a group), for a group with a discrete part the most probable
+        ``component`` and the ``component_probabilities``, the ``canonical`` image and its
+        ``reconstruction`` (the canonical image moved by the pose). The single path from
+        images to predictions:
         evaluation, ``mcvae predict`` and the figures batch it
         (:func:`mcvae_framework.report.inference.predict_images`)."""
         out = self(x, sample=False)
@@ -279,6 +245,9 @@ class MCEVAE(nn.Module):
         }
         if enc.tau is not None:
             result["tau"] = enc.tau.mean
+        if enc.component is not None:
+            result["component"] = enc.component
+            result["component_probabilities"] = torch.softmax(enc.pose.logits, dim=-1)
         if enc.z_style is not None:
             result["z_style"] = enc.z_style.mean
         return result
@@ -299,8 +268,25 @@ def build_model(config, image_shape: tuple[int, int, int] | None = None) -> MCEV
         image_shape = tuple(build("data", config.data, split="test").image_shape)
     m = config.model
     group = build("group", config.group) if config.group is not None else None
+    check_data_fits_group(group, image_shape, config.group)
     encoder = build("encoder", config.encoder, image_shape=image_shape)
     decoder = build("decoder", config.decoder, image_shape=image_shape, latent_dim=m.z_cluster_dim + m.z_style_dim)
     prior = build("prior", config.prior, dim=m.z_cluster_dim)
     return MCEVAE(group, encoder, decoder, prior, z_cluster_dim=m.z_cluster_dim, z_style_dim=m.z_style_dim,
-                  head_hidden=m.head_hidden, canonicalize=m.canonicalize, prealign=m.prealign, config=config)
+                  head_hidden=m.head_hidden, canonicalize=m.canonicalize, prealign=m.prealign,
+                  average_components=m.average_components, config=config)
+
+
+def check_data_fits_group(group, image_shape, group_config=None) -> None:
+    """Refuse data the group cannot move (2-D images for a volume group, or the reverse).
+
+    :raises ConfigError: naming the group, the kind it moves and the data's shape.
+    """
+    if group is None:
+        return
+    wanted, actual = getattr(group, "data_kind", "image"), data_kind_of_shape(image_shape)
+    if actual is not None and actual != wanted:
+        tag = getattr(group_config, "type", None) or type(group).__name__
+        raise ConfigError([("group.type", f"the group {tag!r} moves {DATA_KINDS.get(wanted, wanted)}, but the data "
+                            f"holds {DATA_KINDS[actual]} of shape {tuple(image_shape)}; pick a group for "
+                            f"{actual}s (see `mcvae plugins`) or data of {wanted}s")])

@@ -2,7 +2,8 @@
 as 2-D classification ends in RELION, cryoSPARC, ASPIRE or EMAN2.
 
 A member ``x = g . x0`` is brought into its cluster's frame by the group's own action
-with the inverse pose, ``g^-1 . x`` (``group.act(x, group.inverse(group.exp(tau)))``), so
+with the inverse pose, ``g^-1 . x`` (``group.act(x, group.inverse(group.element(tau, k)))``,
+``k`` the component for a group with a discrete part: a mirror image is flipped back), so
 the same code averages under any group a plugin supplies; without a group the members are
 averaged as they are.
 
@@ -28,13 +29,16 @@ FRC_THRESHOLD = 1.0 / 7.0
 
 
 @torch.no_grad()
-def aligned_images(group, images: torch.Tensor, tau: torch.Tensor | None) -> torch.Tensor:
-    """``images`` moved back into their canonical frame: ``g^-1 . x`` with ``g = exp(tau)``,
-    through the group's own ``exp``, ``inverse`` and ``act``; unchanged without a group."""
+def aligned_images(group, images: torch.Tensor, tau: torch.Tensor | None,
+                   component: torch.Tensor | None = None) -> torch.Tensor:
+    """``images`` moved back into their canonical frame: ``g^-1 . x`` with ``g = exp(tau)``
+    (``element(tau, component)`` for a group with a discrete part), through the group's own
+    ``exp``, ``inverse`` and ``act``; unchanged without a group."""
     if group is None or tau is None:
         return images.float()
     images = images.float()
-    return group.act(images, group.inverse(group.exp(tau.to(images.dtype))))
+    pose = group.exp(tau.to(images.dtype)) if component is None else group.element(tau.to(images.dtype), component)
+    return group.act(images, group.inverse(pose))
 
 
 def fourier_ring_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -121,7 +125,7 @@ def _finite(value) -> float | None:
 
 
 @torch.no_grad()
-def class_averages(images: torch.Tensor, clusters, probabilities=None, *, group=None, tau=None,
+def class_averages(images: torch.Tensor, clusters, probabilities=None, *, group=None, tau=None, component=None,
                    n_clusters: int | None = None, seed: int = 0, batch_size: int = 512, n_pairs: int = 32,
                    pixel_size: float | None = None) -> ClassAverages:
     """Average every cluster's members after moving each back by its pose.
@@ -132,6 +136,7 @@ def class_averages(images: torch.Tensor, clusters, probabilities=None, *, group=
         cluster's column is reported), or ``None``.
     :param group: the model's group (``model.group``), or ``None``.
     :param tau: ``(N, dim)`` inferred poses (Lie-algebra coordinates), or ``None``.
+    :param component: ``(N,)`` inferred components, for a group with a discrete part, or ``None``.
     :param n_clusters: ``K`` (default: from ``probabilities``, else the largest cluster + 1).
     :param seed: the seed of the random halves and member pairs.
     :param n_pairs: pairs of single members whose FRC is averaged per class.
@@ -150,7 +155,8 @@ def class_averages(images: torch.Tensor, clusters, probabilities=None, *, group=
     sums = torch.zeros(k, 2, c, h, w, dtype=torch.float64)
     for start in range(0, n, batch_size):
         part = slice(start, start + batch_size)
-        moved = aligned_images(group, images[part], tau[part] if tau is not None else None).double().cpu()
+        moved = aligned_images(group, images[part], tau[part] if tau is not None else None,
+                               component[part] if component is not None else None).double().cpu()
         sums.index_put_((clusters[part], half[part]), moved, accumulate=True)
     counts = torch.zeros(k, 2, dtype=torch.float64)
     counts.index_put_((clusters, half), torch.ones(n, dtype=torch.float64), accumulate=True)
@@ -163,7 +169,8 @@ def class_averages(images: torch.Tensor, clusters, probabilities=None, *, group=
     for cluster in range(k):
         if counts[cluster].min() >= 1:
             frc[cluster] = fourier_ring_correlation(halves[cluster, 0], halves[cluster, 1])
-        member[cluster] = _member_frc(group, images, tau, np.flatnonzero(clusters.numpy() == cluster), rng, n_pairs)
+        member[cluster] = _member_frc(group, images, (tau, component), np.flatnonzero(clusters.numpy() == cluster),
+                                      rng, n_pairs)
     mean_probability = np.full(k, np.nan)
     if probabilities is not None:
         chosen = torch.as_tensor(np.asarray(probabilities)).double().gather(1, clusters.view(-1, 1)).view(-1)
@@ -177,15 +184,18 @@ def class_averages(images: torch.Tensor, clusters, probabilities=None, *, group=
     )
 
 
-def _member_frc(group, images, tau, members: np.ndarray, rng, n_pairs: int) -> np.ndarray:
-    """Mean FRC of up to ``n_pairs`` random pairs of distinct aligned members."""
+def _member_frc(group, images, poses, members: np.ndarray, rng, n_pairs: int) -> np.ndarray:
+    """Mean FRC of up to ``n_pairs`` random pairs of distinct aligned members (``poses``:
+    ``(tau, component)``, either ``None``)."""
+    tau, component = poses
     rings = min(images.shape[-2:]) // 2 + 1
     if len(members) < 2:
         return np.full(rings, np.nan)
     firsts = rng.choice(members, size=n_pairs)
     seconds = np.array([rng.choice(members[members != a]) for a in firsts])
     pick = torch.as_tensor(np.concatenate([firsts, seconds]))
-    moved = aligned_images(group, images[pick], tau[pick] if tau is not None else None).cpu().numpy()
+    moved = aligned_images(group, images[pick], tau[pick] if tau is not None else None,
+                           component[pick] if component is not None else None).cpu().numpy()
     curves = [fourier_ring_correlation(moved[i], moved[n_pairs + i]) for i in range(n_pairs)]
     return np.nanmean(np.stack(curves), axis=0)
 

@@ -45,6 +45,7 @@ from ..config.components import build
 from .consensus import consensus_report
 from .inference import load_trained_model, predict_dataset
 from ..model.losses import elbo_terms
+from ..model.pose_terms import random_elements
 from ..runtime.checkpoint import load_checkpoint
 from ..runtime.run_layout import RunLayout
 from .pose_evaluation import (  # noqa: F401  (re-exported: the metrics are one import away)
@@ -145,7 +146,8 @@ def invariance_metrics(model, images: torch.Tensor, *, n_actions: int = 4, batch
     """Change of the invariant posterior means under random group actions.
 
     Each image is moved by ``n_actions`` elements drawn from the group's configured pose
-    distribution (``group.sample``, seeded), encoded again, and compared with the
+    distribution (``group.sample``, and ``sample_component`` for a group with a discrete
+    part; seeded), encoded again, and compared with the
     original's encoding (:func:`relative_change`); ``cluster_agreement`` is the fraction of
     moved copies that keep the original's cluster.
     """
@@ -162,8 +164,7 @@ def invariance_metrics(model, images: torch.Tensor, *, n_actions: int = 4, batch
         enc = model.encode(x)
         probs = model.prior.responsibilities(enc.z_cluster.mean)
         for _ in range(n_actions):
-            tau = group.sample(len(x), generator=gen).to(device=device, dtype=x.dtype)
-            moved_enc = model.encode(group.act(x, group.exp(tau)))
+            moved_enc = model.encode(group.act(x, random_elements(group, len(x), gen, x)))
             for k in keys:
                 post, post_m = getattr(enc, k), getattr(moved_enc, k)
                 if post is not None and post.mean.shape[1] > 0:
@@ -227,7 +228,8 @@ def evaluate_model(model, config, dataset, *, batch_size: int = 256, n_actions: 
     group = model.group
     offsets = None
     if group is not None and "pose" in tensors and "tau" in outputs:
-        pose = pose_metrics(group, outputs["tau"], tensors["pose"], clusters, pose_mean=pose_mean, seed=seed)
+        pose = pose_metrics(group, outputs["tau"], tensors["pose"], clusters, pose_mean=pose_mean, seed=seed,
+                            component_pred=outputs.get("component"), component_true=tensors.get("pose_component"))
         offsets = pose.pop("_offsets")
         report["pose"] = pose
     if "canonical" in tensors:

@@ -4,8 +4,13 @@
   reconstructions and, where the dataset knows them, the true canonical images;
 * ``latent_map.png`` -- the invariant cluster latent in 2-D (t-SNE or PCA), coloured by
   label and by cluster;
-* ``prototypes.png`` -- each mixture component's mean decoded, moved by a sweep of poses;
+* ``prototypes.png`` -- each mixture component's mean decoded, moved by a sweep of poses
+  (and by each other component's representative, for a group with a discrete part: its
+  mirror image, say);
 * ``training_curves.png`` -- the loss terms of ``metrics.csv`` per epoch.
+
+Volumes (``(N, C, D, H, W)``) are shown as their projection along the depth axis (the
+mean over ``D``, each brightened to its own maximum), as tomograms are viewed.
 """
 
 from __future__ import annotations
@@ -37,9 +42,19 @@ def _pyplot():
     return plt
 
 
+def as_pictures(images: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` images as they are; ``(N, C, D, H, W)`` volumes as their projection
+    along the depth (mean over ``D``), each scaled to its own maximum."""
+    if images.dim() != 5:
+        return images
+    projection = images.float().mean(2)
+    return projection / projection.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+
+
 def _grid_image(images: torch.Tensor, nrow: int, pad: int = 2) -> np.ndarray:
-    """``(N, C, H, W)`` images in [0, 1] -> an ``(H', W', 3)`` array tiled ``nrow`` per row."""
-    grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=pad, pad_value=1.0)
+    """``(N, C, H, W)`` images (or volumes, see :func:`as_pictures`) in [0, 1] -> an
+    ``(H', W', 3)`` array tiled ``nrow`` per row."""
+    grid = make_grid(as_pictures(images.detach()).float().clamp(0, 1).cpu(), nrow=nrow, padding=pad, pad_value=1.0)
     return grid.permute(1, 2, 0).numpy()
 
 
@@ -55,6 +70,7 @@ def image_rows_figure(rows: dict[str, torch.Tensor], path, title: str | None = N
     n = len(next(iter(rows.values())))
     if any(len(r) != n for r in rows.values()):
         raise ValueError(f"every row needs the same number of images, got {[len(r) for r in rows.values()]}")
+    rows = {name: as_pictures(r) for name, r in rows.items()}
     channels = max(r.shape[1] for r in rows.values())
     tiles = torch.cat([r.expand(-1, channels, -1, -1) if r.shape[1] == 1 else r for r in rows.values()])
     image = _grid_image(tiles, nrow=n)
@@ -140,22 +156,34 @@ def pose_sweep(group, n: int, seed: int = 0, pool: int = 2000) -> torch.Tensor:
 @torch.no_grad()
 def prototype_images(model, n_poses: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Each mixture component's mean decoded (style latent at its prior mean, 0), then
-    moved by a sweep of poses (:func:`pose_sweep`).
+    moved by a sweep of poses (:func:`pose_sweep`), then, for a group with a discrete part,
+    by the representative of each of its other components (e.g. the mirror image).
 
-    :returns: images ``(K, 1 + n_poses, C, H, W)`` -- the canonical prototype, then its
-        moved copies (only the canonical one when the model has no group) -- and the
-        sweep's poses ``(n_poses, dim)`` (``None`` without a group).
+    :returns: images ``(K, 1 + n_poses (+ n_components - 1), C, ...)`` -- the canonical
+        prototype, then its moved copies (only the canonical one when the model has no
+        group) -- and the sweep's poses ``(n_poses, dim)`` (``None`` without a group).
     """
     model.eval()
     means = model.prior.component_means().detach()
     canonical = model.decode(means, None)  # the model fills z_v with its prior mean, 0
     columns, tau = [canonical], None
-    if model.group is not None and n_poses > 0:
-        tau = pose_sweep(model.group, n_poses, seed).to(device=canonical.device, dtype=canonical.dtype)
+    group = model.group
+    if group is not None and n_poses > 0 and group.dim > 0:  # a finite group has no continuous pose to sweep
+        tau = pose_sweep(group, n_poses, seed).to(device=canonical.device, dtype=canonical.dtype)
         for j in range(n_poses):
-            g = model.group.exp(tau[j:j + 1].expand(len(canonical), -1))
-            columns.append(model.group.act(canonical, g))
+            g = group.exp(tau[j:j + 1].expand(len(canonical), -1))
+            columns.append(group.act(canonical, g))
+    if group is not None and int(getattr(group, "n_components", 1)) > 1:
+        for representative in group.component_elements(dtype=canonical.dtype, device=canonical.device)[1:]:
+            columns.append(group.act(canonical, representative[None]))
     return torch.stack(columns, dim=1), tau
+
+
+def component_labels(group) -> list[str]:
+    """Column labels of the components after the first (``["reflection"]`` for O(2))."""
+    k = int(getattr(group, "n_components", 1) or 1) if group is not None else 1
+    names = tuple(getattr(group, "component_names", ()) or ())
+    return [names[i] if i < len(names) else f"component {i}" for i in range(1, k)]
 
 
 def prototypes_figure(model, path, n_poses: int = 8, seed: int = 0, counts=None, split: str | None = None) -> Path:
@@ -186,6 +214,7 @@ def prototypes_figure(model, path, n_poses: int = 8, seed: int = 0, counts=None,
         labels = [f"{name} ({c:,} images)" if c else f"{name} (empty)" for name, c in zip(labels, counts)]
     ax.set_yticks([step_y * (i + 0.5) for i in range(k)], labels)
     names = ["canonical"] + ([f"{t:+.2f}" for t in tau[:, 0].tolist()] if tau is not None else [])
+    names += component_labels(model.group) if len(names) < cols else []  # a discrete part's columns
     ax.set_xticks([step_x * (j + 0.5) for j in range(cols)], names, fontsize=7, rotation=45)
     if tau is not None:
         # name the swept coordinate as the group does (an angle only where it is one)

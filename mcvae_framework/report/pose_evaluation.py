@@ -4,6 +4,11 @@ blocks of ``report.json``; see :mod:`mcvae_framework.report.evaluation`).
 The learned pose is defined only up to a constant offset per cluster, so errors are
 reported raw and after removing each cluster's best offset, averaged on the group's
 geomstats space where it names one (:class:`PoseMean`), else by a hand-written intrinsic mean.
+
+For a group with a discrete part (a reflection, a finite group's elements) poses are
+elements ``element(tau, k)``; a cluster's offset is an element too, in the component most
+of its images' own offsets lie in (so "one flip per cluster" is forgiven), and the report
+adds how often the component is right (``component_accuracy``).
 """
 
 from __future__ import annotations
@@ -53,6 +58,10 @@ def _expand(g: torch.Tensor, n: int) -> torch.Tensor:
     return g.expand(n, *g.shape[-2:]) if g.dim() == 2 else g
 
 
+def _discrete(group) -> bool:
+    return int(getattr(group, "n_components", 1) or 1) > 1
+
+
 def _karcher_mean(group, h: torch.Tensor, start: torch.Tensor, steps: int = 10) -> torch.Tensor:
     """Intrinsic mean of ``h`` (N, 3, 3) by ``m <- m exp(mean log(m^-1 h))`` from ``start``,
     with the group's own (closed-form) ``exp`` and ``log``."""
@@ -60,7 +69,7 @@ def _karcher_mean(group, h: torch.Tensor, start: torch.Tensor, steps: int = 10) 
     for _ in range(steps):
         step = group.log(group.compose(_expand(group.inverse(m[None]), len(h)), h)).mean(0, keepdim=True)
         m = group.compose(m[None], group.exp(step))[0]
-        if step.abs().max() < 1e-7:
+        if step.numel() == 0 or step.abs().max() < 1e-7:  # a finite group has no tau to average
             break
     return m
 
@@ -168,7 +177,9 @@ def best_offset(group, g_pred: torch.Tensor, g_true: torch.Tensor, *, fold: bool
     (robust to misclustered images), then it is refined by the mean of the offsets of the
     images it already fits (error at most the median), kept only if the median error does
     not grow. With ``fold`` (groups that rotate) the rotation error is taken modulo a half
-    turn, and offsets half a turn away are folded in before averaging.
+    turn, and offsets half a turn away are folded in before averaging. For a group with a
+    discrete part the offset lies in the component most of the members' offsets lie in
+    (candidates and the mean are taken there).
 
     :param group: the model's :class:`~mcvae_framework.interfaces.LieGroup`.
     :param g_pred: predicted poses ``(N, 3, 3)`` of one cluster's images.
@@ -181,6 +192,13 @@ def best_offset(group, g_pred: torch.Tensor, g_true: torch.Tensor, *, fold: bool
     h = group.compose(group.inverse(g_pred), g_true)
     gen = torch.Generator().manual_seed(seed)
     pick = torch.randperm(n, generator=gen)[: min(n, n_candidates)]
+    component = None
+    if _discrete(group):  # the component most members' own offsets lie in
+        components = group.component_of(h)
+        component = int(torch.bincount(components, minlength=group.n_components).argmax())
+        pick = pick[components[pick] == component]
+        if len(pick) == 0:
+            pick = torch.nonzero(components == component).squeeze(1)[:n_candidates]
 
     def median_error(offset):
         errors = group.distance(group.compose(g_pred, _expand(offset, n)), g_true)
@@ -190,7 +208,7 @@ def best_offset(group, g_pred: torch.Tensor, g_true: torch.Tensor, *, fold: bool
     scores = [median_error(h[i])[0] for i in pick]
     best = h[pick[int(torch.stack(scores).argmin())]]
     best_score, err = median_error(best)
-    inliers = h[err <= best_score + 1e-6]
+    inliers = h[(err <= best_score + 1e-6) & (group.component_of(h) == component if component is not None else True)]
     half = group.half_turn(dtype=h.dtype, device=h.device) if fold and hasattr(group, "half_turn") else None
     rotation = rotation_error_key(group, group.distance(best[None], best[None])) if half is not None else None
     if rotation is not None:
@@ -244,13 +262,19 @@ def offset_dispersion(group, g_pred: torch.Tensor, g_true: torch.Tensor, cluster
     for c, h_c in sorted(offsets.items()):
         member = clusters_t == c
         h = group.compose(group.inverse(g_pred[member]), g_true[member])
+        if _discrete(group):  # spread within the offset's component (the rest is component_accuracy)
+            h = h[group.component_of(h) == group.component_of(h_c[None])[0]]
+            if len(h) == 0:
+                per_cluster[str(c)] = float("nan")
+                continue
         per_cluster[str(c)] = mean.dispersion(h, h_c)
     values = [v for v in per_cluster.values() if math.isfinite(v)]
     return {"per_cluster": per_cluster, "median": float(np.median(values)) if values else float("nan")}
 
 
 def pose_metrics(group, tau_pred: torch.Tensor, tau_true: torch.Tensor, clusters, *,
-                 pose_mean: str = "auto", max_points: int = 256, seed: int = 0) -> dict:
+                 pose_mean: str = "auto", max_points: int = 256, seed: int = 0,
+                 component_pred=None, component_true=None) -> dict:
     """Pose errors raw, after the best offset per cluster, and (groups that rotate) after
     the best offset per cluster modulo a half turn.
 
@@ -262,27 +286,35 @@ def pose_metrics(group, tau_pred: torch.Tensor, tau_true: torch.Tensor, clusters
         a geomstats space, else the hand-written intrinsic mean), ``geomstats`` or
         ``intrinsic`` (see :class:`PoseMean`).
     :param max_points: at most this many offsets per geomstats mean and dispersion.
+    :param component_pred: ``(N,)`` predicted components, for a group with a discrete part.
+    :param component_true: ``(N,)`` true components (the dataset's ``pose_component``).
     :returns: ``{"raw": ..., "per_cluster_offset": ..., "per_cluster_offset_mod180": ...,
         "offsets": {cluster: tau of its offset}, "offset_dispersion": ...,
         "offset_mean": {"path", "method", ...}, "primary_error": key}``; each error block
-        maps the group's own error keys to their median and mean.
+        maps the group's own error keys to their median and mean. A group with a discrete
+        part adds ``component_accuracy`` (:func:`component_accuracy`) and writes each offset
+        as ``{"component": k, "tau": [...]}``.
     """
     mean = PoseMean(group, pose_mean, max_points=max_points, seed=seed)
     with torch.no_grad():
         tau_pred = tau_pred.double()
         tau_true = tau_true.double()
-        g_pred, g_true = group.exp(tau_pred), group.exp(tau_true)
+        g_pred = group.element(tau_pred, _long(component_pred))
+        g_true = group.element(tau_true, _long(component_true))
         raw = group.distance(g_pred, g_true)
         rotation = rotation_error_key(group, raw)
         offsets = per_cluster_offsets(group, g_pred, g_true, clusters, mean=mean)
-        aligned = group.distance(apply_offsets(group, g_pred, clusters, offsets), g_true)
+        moved = apply_offsets(group, g_pred, clusters, offsets)
+        aligned = group.distance(moved, g_true)
         out = {
             "primary_error": primary_error_key(group, raw),
             "raw": _error_summaries(raw, rotation),
             "per_cluster_offset": _error_summaries(aligned, rotation),
-            "offsets": {str(c): group.log(h[None])[0].tolist() for c, h in sorted(offsets.items())},
+            "offsets": {str(c): _offset_coordinates(group, h) for c, h in sorted(offsets.items())},
             "offset_dispersion": offset_dispersion(group, g_pred, g_true, clusters, offsets, mean),
         }
+        if _discrete(group):
+            out["component_accuracy"] = component_accuracy(group, g_pred, moved, g_true)
         half_turn = getattr(group, "half_turn", None)
         if rotation is not None and half_turn is not None and half_turn(dtype=torch.float64) is not None:
             folded = per_cluster_offsets(group, g_pred, g_true, clusters, fold=True, mean=mean)
@@ -291,6 +323,28 @@ def pose_metrics(group, tau_pred: torch.Tensor, tau_true: torch.Tensor, clusters
         out["offset_mean"] = mean.description
     out["_offsets"] = offsets  # for the canonical alignment; removed before writing
     return out
+
+
+def _long(component) -> torch.Tensor | None:
+    return None if component is None else torch.as_tensor(component).long()
+
+
+def _offset_coordinates(group, h: torch.Tensor):
+    """An offset as the report writes it: ``tau`` (a list), or ``{"component", "tau"}``."""
+    component, tau = group.split_element(h[None])
+    if not _discrete(group):
+        return tau[0].tolist()
+    return {"component": int(component[0]), "tau": tau[0].tolist()}
+
+
+def component_accuracy(group, g_pred: torch.Tensor, aligned: torch.Tensor, g_true: torch.Tensor) -> dict:
+    """How often the predicted component is the true one: ``raw``, and after each cluster's
+    offset (``per_cluster_offset``: up to one component per cluster, e.g. one flip), under
+    the name of the group's discrete part (``discrete_part``, e.g. ``reflection``)."""
+    truth = group.component_of(g_true)
+    return {"name": str(getattr(group, "discrete_part", "component")),
+            "raw": float((group.component_of(g_pred) == truth).double().mean()),
+            "per_cluster_offset": float((group.component_of(aligned) == truth).double().mean())}
 
 
 # ---------------------------------------------------------------------- canonical
@@ -321,6 +375,7 @@ __all__ = [
     "apply_offsets",
     "best_offset",
     "canonical_metrics",
+    "component_accuracy",
     "mod180",
     "offset_dispersion",
     "per_cluster_offsets",

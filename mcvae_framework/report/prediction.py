@@ -12,7 +12,8 @@ extension:
   ``tau_0..dim-1`` (the pose posterior mean in the group's Lie-algebra coordinates: see
   the group's documentation; for the built-in 2-D groups ``tau_0`` is the angle in
   radians, then the log-scale where the group scales, then the translation's algebra
-  coordinates ``u1, u2`` in units of half the image side);
+  coordinates ``u1, u2`` in units of half the image side), ``component`` (for a group with
+  a discrete part: the pose's component, e.g. 1 for a mirror image under ``o2``);
 * ``.npz`` -- the same as arrays (``name``, ``index``, ``label``, ``cluster``,
   ``probabilities``, ``tau``, ``z_cluster``), plus ``canonical`` images ``(N, C, H, W)``
   when asked for, and each pose as a group element: ``pose_matrix`` ``(N, 3, 3)`` (the
@@ -178,8 +179,10 @@ def predictions(model, dataset, *, batch_size: int = 256, with_canonical: bool =
     }
     if "tau" in outputs:
         result["tau"] = outputs["tau"].float().numpy()
+        if "component" in outputs:  # a group with a discrete part: e.g. 1 for a mirror image
+            result["component"] = outputs["component"].numpy().astype(np.int64)
         if model.group is not None:  # .npz only: homogeneous matrices, geomstats points
-            result.update(pose_fields(model.group, outputs["tau"]))
+            result.update(pose_fields(model.group, outputs["tau"], outputs.get("component")))
     if "label" in tensors:
         result["label"] = tensors["label"].numpy().astype(np.int64)
     names = getattr(dataset, "item_names", None)
@@ -208,6 +211,8 @@ def prediction_table(result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         columns[f"probability_{k}"] = result["probabilities"][:, k]
     for j in range(result["tau"].shape[1] if "tau" in result else 0):
         columns[f"tau_{j}"] = result["tau"][:, j]
+    if "component" in result:
+        columns["component"] = result["component"]
     return columns
 
 

@@ -74,6 +74,11 @@ def report_markdown(report: dict) -> str:
             lines.append(f"| {unit}, offset fitted mod 180 | | | {_fmt(folded['median'])} | "
                          f"{_fmt(folded['mean'])} |")
         lines.append("")
+        accuracy = report["pose"].get("component_accuracy")
+        if accuracy:
+            lines += [f"{str(accuracy['name']).capitalize()} accuracy (the discrete part of the pose): "
+                      f"{_fmt(accuracy['raw'])} raw, {_fmt(accuracy['per_cluster_offset'])} up to one "
+                      f"{accuracy['name']} per cluster.", ""]
         how = report["pose"].get("offset_mean")
         if how:
             lines.append(f"Offsets averaged by: {how.get('method')} ({how.get('path')} path"

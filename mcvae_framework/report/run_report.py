@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..config.components import build
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..runtime.checkpoint import atomic_write_text
 from ..runtime.data import ConcatenatedSplits
 from ..runtime.run_layout import RunLayout
@@ -161,6 +161,12 @@ def label_summary(labels, clusters, k: int, class_names=None) -> tuple[str, str]
             confusion_html(full, names, list(range(k)), matched))
 
 
+def makes_run_report(model) -> bool:
+    """Whether :func:`write_run_report` can report on ``model``: class averages, their FRC and
+    the gallery are made for 2-D images, not for ``(C, D, H, W)`` volumes."""
+    return len(model.image_shape) == 3
+
+
 @torch.no_grad()
 def write_run_report(run_dir, split: str = "test", *, checkpoint: str = "last", device: str = "cpu",
                      batch_size: int = 256, n_members: int = 6, seed: int = 0) -> dict[str, Path]:
@@ -172,12 +178,17 @@ def write_run_report(run_dir, split: str = "test", *, checkpoint: str = "last", 
     """
     run_dir = Path(run_dir)
     config, model = load_run(run_dir, checkpoint, device=device)
+    if not makes_run_report(model):
+        raise DataError(f"{run_dir}: the model reads volumes {tuple(model.image_shape)} (C, D, H, W); class averages "
+                        "and report.html are made for 2-D images (`mcvae evaluate` writes report.json and report.md for "
+                        "volumes)")
     dataset = run_dataset(config, split)
     tensors, outputs = predict_dataset(model, dataset, batch_size)
     images, clusters = tensors["image"], outputs["cluster"].numpy()
     k = int(outputs["probabilities"].shape[1])
     averages = class_averages(images, clusters, outputs["probabilities"].float(), group=model.group,
-                              tau=outputs.get("tau"), n_clusters=k, seed=seed, batch_size=batch_size,
+                              tau=outputs.get("tau"), component=outputs.get("component"), n_clusters=k, seed=seed,
+                              batch_size=batch_size,
                               pixel_size=model_pixel_size(dataset, int(images.shape[-1])))
     written = write_class_averages(run_dir, averages, split, len(clusters),
                                    stacked=getattr(dataset, "particle_stack", None) is not None)
@@ -200,4 +211,4 @@ def write_run_report(run_dir, split: str = "test", *, checkpoint: str = "last", 
     return written
 
 
-__all__ = ["SELECTION_FILE", "item_ids", "run_dataset", "selection_command", "write_run_report"]
+__all__ = ["SELECTION_FILE", "item_ids", "makes_run_report", "run_dataset", "selection_command", "write_run_report"]

@@ -7,10 +7,12 @@
 
 The kit builds the dataset through :func:`mcvae_framework.build` for every split in
 ``splits`` (add ``"all"`` when the factory accepts ``split="all"``) and checks item keys,
-dtypes, shapes and ranges, ``image_shape``, ``split_sizes`` (``all`` the sum of ``train``
-and ``test``), the lengths of the optional ``item_names``, ``source_indices`` and
-``item_splits``, batching with the default collate function, that building twice gives
-the same items, and that ``as_tensors()`` (when offered) agrees with the items.
+dtypes, shapes and ranges, ``image_shape`` (``(C, H, W)`` images or ``(C, D, H, W)``
+volumes), ``split_sizes`` (``all`` the sum of ``train`` and ``test``), the lengths of the
+optional ``item_names``, ``source_indices`` and ``item_splits``, batching with the default
+collate function, that building twice gives the same items, and that ``as_tensors()`` (when
+offered) agrees with the items. An item's ``pose_component`` (the discrete part of its
+pose, for a group with one) is an int64 scalar beside its ``pose``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch.utils.data import DataLoader
 from ..config.components import build
 from ..interfaces import ImageDataset
 
-ALLOWED_KEYS = {"image", "label", "canonical", "pose"}
+ALLOWED_KEYS = {"image", "label", "canonical", "pose", "pose_component"}
 
 
 class DatasetContract:
@@ -60,8 +62,8 @@ class DatasetContract:
             assert isinstance(ds, ImageDataset)
             assert ds.split == split
             assert len(ds) > 0
-            c, h, w = ds.image_shape
-            assert min(c, h, w) >= 1
+            assert len(ds.image_shape) in (3, 4), f"image_shape {ds.image_shape} is neither (C, H, W) nor (C, D, H, W)"
+            assert min(ds.image_shape) >= 1
             assert ds.n_classes is None or (isinstance(ds.n_classes, int) and ds.n_classes >= 1)
             sizes = ds.split_sizes()
             assert set(self.splits) <= set(sizes), f"split_sizes() {sizes} lacks a split"
@@ -99,6 +101,9 @@ class DatasetContract:
                 if "pose" in item:
                     assert item["pose"].dtype == torch.float32 and item["pose"].dim() == 1
                     assert "canonical" in item, "a dataset that knows the pose must give the canonical image"
+                if "pose_component" in item:
+                    assert item["pose_component"].dtype == torch.int64 and item["pose_component"].dim() == 0
+                    assert "pose" in item, "pose_component is the discrete part of a pose: give the pose too"
 
     def test_default_collate_batches(self):
         ds = self.build_dataset(self.splits[0])

@@ -27,6 +27,17 @@ inputs raise a ``ValueError`` naming their shape.
 A column of ``tau`` named ``"theta"`` in ``group.coordinate_names`` is treated as an angle
 (drawn in ``(-pi, pi)``, checked against the principal branch); other columns are drawn
 from a normal of std ``coordinate_std``. Class attributes tune the kit.
+
+What a group declares beyond its algebra is checked too
+(:mod:`~mcvae_framework.testing.group_discrete`): its data kind and element shape; for a
+group with a discrete part (``n_components > 1``) that ``component_elements``,
+``component_of``, ``element`` and ``split_element`` agree, that components compose like
+their representatives, that the component prior is normalised and sampling reproducible,
+and that the search moves reach every component; an orthogonal part and a network readout
+of ``tau`` where the group declares them. Random elements then include every component, and
+every action check runs on data of the group's kind (``(N, C, S, S, S)`` volumes for a
+group that moves volumes; a point ``p`` moves to ``A p + t`` for ``(d+1) x (d+1)``
+homogeneous elements, to ``R p`` for ``d x d`` ones).
 """
 
 from __future__ import annotations
@@ -39,236 +50,15 @@ import torch
 from mcvae_framework import build
 from mcvae_framework import geomstats_bridge as bridge
 
-
-def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a - b).abs().max().item()
-
-
-def _pixel_centres(size: int, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised ``(x, y)`` of every pixel centre (affine_grid, align_corners=False)."""
-    c = (2 * torch.arange(size, dtype=dtype) + 1) / size - 1
-    y, x = torch.meshgrid(c, c, indexing="ij")
-    return x, y
+from .group_action import _GroupActionChecks
+from .group_algebra import _max_err
 
 
-class _LieGroupAlgebraChecks:
-    """The first half of :class:`LieGroupContract`: its settings, fixtures and helpers, and
-    the checks of the group's algebra (shapes, axioms, ``exp``/``log``)."""
-
-    #: the group's config section, e.g. ``{"type": "se2", "shift": 0.2}`` (required).
-    group_config: dict | None = None
-    #: std of the non-angle coordinates of the random ``tau`` used by the algebraic checks.
-    coordinate_std: float = 0.5
-    #: side of the smooth test images used by the action checks.
-    image_size: int = 64
-    #: largest pixel difference allowed between two bilinear resamplings of a smooth image.
-    act_tolerance: float = 0.02
-    #: float64 tolerance of the algebraic identities.
-    atol: float = 1e-9
-
-    # ------------------------------------------------------------------ fixtures
-
-    @pytest.fixture
-    def group(self):
-        if not self.group_config or "type" not in self.group_config:
-            pytest.fail(f"{type(self).__name__} must set group_config = {{'type': '<tag>', ...}}")
-        return build("group", self.group_config)
-
-    # ------------------------------------------------------------------ helpers
-
-    def random_tau(
-        self, group, n: int, seed: int = 0, dtype=torch.float64, scale: float = 1.0, special_rows: bool = True
-    ) -> torch.Tensor:
-        """``(n, dim)`` algebra coordinates: angles in ``(-pi, pi)``, the rest normal; with
-        ``special_rows`` the first row is zero and the second tiny, so that series branches
-        are exercised."""
-        gen = torch.Generator().manual_seed(seed)
-        tau = torch.randn(n, group.dim, generator=gen, dtype=torch.float64) * self.coordinate_std
-        for i, name in enumerate(self._names(group)):
-            if name == "theta":
-                tau[:, i] = (torch.rand(n, generator=gen, dtype=torch.float64) * 2 - 1) * (math.pi - 0.05)
-        tau = tau * scale
-        if special_rows:
-            tau[0] = 0.0
-            if n > 1:
-                tau[1] = 1e-9
-        return tau.to(dtype)
-
-    @staticmethod
-    def _names(group) -> tuple[str, ...]:
-        names = tuple(getattr(group, "coordinate_names", ()) or ())
-        return names if len(names) == group.dim else ()
-
-    def _angle_columns(self, group) -> list[int]:
-        return [i for i, name in enumerate(self._names(group)) if name == "theta"]
-
-    def blob_image(self, centre=(0.0, 0.0), width: float = 0.25, dtype=torch.float64, size=None) -> torch.Tensor:
-        """``(1, 1, S, S)`` Gaussian blob at normalised ``centre`` (x, y)."""
-        x, y = _pixel_centres(size or self.image_size, dtype)
-        blob = torch.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * width**2))
-        return blob[None, None]
-
-    def smooth_image(self, dtype=torch.float64, size=None) -> torch.Tensor:
-        """``(1, 1, S, S)`` smooth pattern without symmetries (three blobs off the centre),
-        so that every rotation, shift or zoom changes it, while two bilinear resamplings
-        still agree closely."""
-        size = size or self.image_size
-        return (
-            self.blob_image((0.3, 0.1), 0.2, dtype, size)
-            + 0.7 * self.blob_image((-0.2, -0.25), 0.25, dtype, size)
-            + 0.4 * self.blob_image((-0.1, 0.3), 0.15, dtype, size)
-        )
-
-    # ------------------------------------------------------------------ shapes
-
-    def test_shapes(self, group):
-        assert isinstance(group.dim, int) and group.dim >= 1
-        tau = self.random_tau(group, 5)
-        g = group.exp(tau)
-        assert g.shape == (5, 3, 3)
-        assert group.log(g).shape == (5, group.dim)
-        assert group.identity(4).shape == (4, 3, 3)
-        assert group.log_prior(tau).shape == (5,)
-        assert group.sample(7).shape == (7, group.dim)
-
-    # ------------------------------------------------------------------ axioms
-
-    def test_identity_element(self, group):
-        g = group.exp(self.random_tau(group, 8))
-        e = group.identity(8, dtype=torch.float64)
-        assert _max_err(group.compose(e, g), g) < self.atol
-        assert _max_err(group.compose(g, e), g) < self.atol
-        assert _max_err(group.exp(torch.zeros(3, group.dim, dtype=torch.float64)), group.identity(3, dtype=torch.float64)) < self.atol
-        assert _max_err(group.log(e), torch.zeros(8, group.dim, dtype=torch.float64)) < self.atol
-
-    def test_inverse(self, group):
-        g = group.exp(self.random_tau(group, 8))
-        e = group.identity(8, dtype=torch.float64)
-        assert _max_err(group.compose(g, group.inverse(g)), e) < self.atol
-        assert _max_err(group.compose(group.inverse(g), g), e) < self.atol
-        if getattr(group, "exponential_coordinates", True):
-            # the inverse of exp(tau) is exp(-tau)
-            tau = self.random_tau(group, 8, seed=1)
-            assert _max_err(group.inverse(group.exp(tau)), group.exp(-tau)) < self.atol
-
-    def test_associativity(self, group):
-        a, b, c = (group.exp(self.random_tau(group, 6, seed=s)) for s in (1, 2, 3))
-        left = group.compose(group.compose(a, b), c)
-        right = group.compose(a, group.compose(b, c))
-        assert _max_err(left, right) < self.atol
-
-    def test_one_parameter_subgroup(self, group):
-        # exp((s + t) tau) = exp(s tau) exp(t tau): exp is a true group exponential
-        if not getattr(group, "exponential_coordinates", True):
-            pytest.skip("the group's chart is not the group exponential (exponential_coordinates = False)")
-        tau = self.random_tau(group, 8, seed=4, scale=0.5)
-        assert _max_err(group.exp(0.3 * tau + 0.7 * tau), group.compose(group.exp(0.3 * tau), group.exp(0.7 * tau))) < self.atol
-
-    # ------------------------------------------------------------------ exp / log
-
-    def test_log_exp_round_trip(self, group):
-        tau = self.random_tau(group, 64)
-        assert _max_err(group.log(group.exp(tau)), tau) < 1e-8
-
-    def test_log_exp_round_trip_on_samples(self, group):
-        tau = group.sample(256, torch.Generator().manual_seed(5), dtype=torch.float64)
-        assert _max_err(group.log(group.exp(tau)), tau) < 1e-8
-
-    def test_exp_log_round_trip(self, group):
-        # products leave the principal range of each factor: log must still invert exp
-        a, b = (group.exp(self.random_tau(group, 64, seed=s)) for s in (6, 7))
-        g = group.compose(a, b)
-        assert _max_err(group.exp(group.log(g)), g) < 1e-8
-
-    def test_log_is_on_the_principal_branch(self, group):
-        columns = self._angle_columns(group)
-        if not columns:
-            pytest.skip("the group has no angle coordinate named 'theta'")
-        tau = self.random_tau(group, 32, seed=8)
-        tau[:, columns] = tau[:, columns] + 2 * math.pi * torch.tensor([1.0, -1.0]).repeat(16)[:, None].to(tau)
-        tau[2, columns] = math.pi
-        tau[3, columns] = -math.pi
-        g = group.exp(tau)
-        log = group.log(g)
-        theta = log[:, columns]
-        assert (theta > -math.pi).all() and (theta <= math.pi + 1e-12).all(), theta
-        assert _max_err(group.exp(log), g) < 1e-8
-
-    def test_exp_gradcheck(self, group):
-        tau = self.random_tau(group, 5, seed=9).requires_grad_(True)
-        assert torch.autograd.gradcheck(group.exp, (tau,))
-
-    def test_log_gradcheck(self, group):
-        g = group.exp(self.random_tau(group, 5, seed=10)).requires_grad_(True)
-        assert torch.autograd.gradcheck(group.log, (g,))
-
-    def test_gradients_finite_at_identity(self, group):
-        tau = torch.zeros(2, group.dim, dtype=torch.float32, requires_grad=True)
-        (group.exp(tau) ** 2).sum().backward()
-        assert torch.isfinite(tau.grad).all()
-        g = group.identity(2).requires_grad_(True)
-        group.log(g).sum().backward()
-        assert torch.isfinite(g.grad).all()
-
-
-class LieGroupContract(_LieGroupAlgebraChecks):
+class LieGroupContract(_GroupActionChecks):
     """Generic tests for a :class:`mcvae_framework.interfaces.LieGroup` plugin.
 
     Subclass it in a ``Test*`` class and set :attr:`group_config`.
     """
-
-    # ------------------------------------------------------------------ the action
-
-    def test_act_gradcheck(self, group):
-        gen = torch.Generator().manual_seed(11)
-        images = torch.rand(3, 2, 6, 6, generator=gen, dtype=torch.float64, requires_grad=True)
-        # not at the identity: there every sample lands on a pixel centre, where bilinear
-        # interpolation has a kink and only one-sided derivatives exist
-        tau = self.random_tau(group, 3, seed=11, scale=0.5, special_rows=False).requires_grad_(True)
-        assert torch.autograd.gradcheck(lambda t, x: group.act(x, group.exp(t)), (tau, images))
-
-    def test_act_identity_is_exact(self, group):
-        for dtype in (torch.float32, torch.float64):
-            for size in (28, 33):
-                x = torch.rand(3, 2, size, size, generator=torch.Generator().manual_seed(size), dtype=dtype)
-                out = group.act(x, group.identity(3, dtype=dtype))
-                assert torch.equal(out, x), f"act(identity) changed a {dtype} {size}x{size} image"
-                assert torch.equal(group.act(x, group.exp(torch.zeros(3, group.dim, dtype=dtype))), x)
-
-    def test_act_moves_content_at_p_to_g_p(self, group):
-        p = torch.tensor([0.2, -0.1], dtype=torch.float64)
-        x = self.blob_image(centre=tuple(p.tolist()), width=0.1, size=64).expand(6, 1, 64, 64)
-        g = group.exp(self.random_tau(group, 6, seed=12, scale=0.3))
-        out = group.act(x, g)
-        px, py = _pixel_centres(64, torch.float64)
-        mass = out.sum(dim=(1, 2, 3))
-        centroid = torch.stack(((out * px).sum(dim=(1, 2, 3)) / mass, (out * py).sum(dim=(1, 2, 3)) / mass), dim=-1)
-        expected = (g[:, :2, :2] @ p + g[:, :2, 2])
-        assert _max_err(centroid, expected) < 0.01, (centroid, expected)
-
-    def _central(self, images: torch.Tensor) -> torch.Tensor:
-        s = images.shape[-1]
-        lo, hi = s // 4, s - s // 4
-        return images[..., lo:hi, lo:hi]
-
-    def test_act_composition(self, group):
-        x = self.smooth_image().expand(6, 1, self.image_size, self.image_size)
-        g1 = group.exp(self.random_tau(group, 6, seed=13, scale=0.3))
-        g2 = group.exp(self.random_tau(group, 6, seed=14, scale=0.3))
-        twice = group.act(group.act(x, g2), g1)
-        once = group.act(x, group.compose(g1, g2))
-        assert _max_err(self._central(twice), self._central(once)) < self.act_tolerance
-
-    def test_act_inverse(self, group):
-        x = self.smooth_image().expand(6, 1, self.image_size, self.image_size)
-        g = group.exp(self.random_tau(group, 6, seed=15, scale=0.3))
-        back = group.act(group.act(x, g), group.inverse(g))
-        assert _max_err(self._central(back), self._central(x)) < self.act_tolerance
-
-    def test_act_broadcasts_one_element(self, group):
-        x = torch.rand(4, 1, 16, 16, dtype=torch.float64)
-        g = group.exp(self.random_tau(group, 2, seed=16))[1:]
-        assert _max_err(group.act(x, g), group.act(x, g.expand(4, 3, 3))) == 0.0
 
     # ------------------------------------------------------------------ sampling
 
@@ -315,6 +105,8 @@ class LieGroupContract(_LieGroupAlgebraChecks):
         b = group.sample(50, torch.Generator().manual_seed(3))
         c = group.sample(50, torch.Generator().manual_seed(4))
         assert torch.equal(a, b)
+        if group.dim == 0:  # a finite group: only its components vary
+            a, c = (group.sample_elements(50, torch.Generator().manual_seed(s))[0] for s in (3, 4))
         assert not torch.equal(a, c)
         assert a.dtype == torch.get_default_dtype()
         assert group.sample(3, dtype=torch.float64).dtype == torch.float64
@@ -331,14 +123,24 @@ class LieGroupContract(_LieGroupAlgebraChecks):
         ).requires_grad_(True)
         lp = group.log_prior(tau)
         assert lp.shape == (18,) and torch.isfinite(lp).all()
+        if group.dim == 0:
+            return  # a finite group: nothing continuous to differentiate or to go far along
         lp.sum().backward()
         assert torch.isfinite(tau.grad).all()
         # a proper prior is not flat forever: far away it is less likely than at zero
         assert lp[-1] < group.log_prior(torch.zeros(1, group.dim, dtype=torch.float64))[0]
 
+    def _two_batches(self, group) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two batches of 16 elements that differ from row 2 on (a finite group's second
+        batch is the first moved by another component)."""
+        g1 = self.random_elements(group, 16, seed=19)
+        if group.dim:
+            return g1, self.random_elements(group, 16, seed=20)
+        shift = 1 + torch.randint(self.n_components(group) - 1, (16,), generator=torch.Generator().manual_seed(20))
+        return g1, group.compose(g1, group.component_elements(dtype=g1.dtype)[shift])
+
     def test_distance(self, group):
-        g1 = group.exp(self.random_tau(group, 16, seed=19))
-        g2 = group.exp(self.random_tau(group, 16, seed=20))
+        g1, g2 = self._two_batches(group)
         d = group.distance(g1, g2)
         assert isinstance(d, dict) and d, "distance must return at least one error, keyed by its name"
         for key, value in d.items():
@@ -352,7 +154,7 @@ class LieGroupContract(_LieGroupAlgebraChecks):
         assert torch.stack(list(d.values())).amax(0)[2:].min() > 0, "distance is 0 between different poses"
 
     def test_error_keys_are_declared(self, group):
-        g = group.exp(self.random_tau(group, 4, seed=21))
+        g = self.random_elements(group, 4, seed=21)
         keys = set(group.distance(g, g))
         primary = getattr(group, "primary_error", None)
         assert primary is None or primary in keys, f"primary_error {primary!r} is not a key of distance {sorted(keys)}"
@@ -365,7 +167,7 @@ class LieGroupContract(_LieGroupAlgebraChecks):
         if rotation is None:
             assert half is None, "half_turn is set but rotation_error is None: declare the rotation error key"
             pytest.skip("the group does not rotate (rotation_error is None)")
-        d = group.distance(group.exp(self.random_tau(group, 16, seed=19)), group.exp(self.random_tau(group, 16, seed=20)))
+        d = group.distance(*self._two_batches(group))
         assert (d[rotation] <= 180 + 1e-9).all()
         for i in self._angle_columns(group):
             tau = torch.zeros(2, group.dim, dtype=torch.float64)
@@ -374,12 +176,12 @@ class LieGroupContract(_LieGroupAlgebraChecks):
             assert abs(rot.item() - 20.0) < 1e-6, f"{rotation} must wrap around the circle"
         assert half is not None, f"a group with rotation_error {rotation!r} needs half_turn()"
         e = group.identity(1, dtype=torch.float64)
-        assert half.shape == (1, 3, 3)
+        assert half.shape == (1, *e.shape[1:])
         assert _max_err(group.compose(half, half), e) < self.atol, "half_turn twice is not the identity"
         assert abs(group.distance(half, e)[rotation].item() - 180.0) < 1e-6, "half_turn does not turn by 180 degrees"
         # composing with it turns every pose by half a turn
-        g = group.exp(self.random_tau(group, 4, seed=22))
-        turned = group.distance(group.compose(g, half.expand(4, 3, 3)), g)[rotation]
+        g = self.random_elements(group, 4, seed=22)
+        turned = group.distance(group.compose(g, half.expand(4, *half.shape[1:])), g)[rotation]
         assert _max_err(turned, torch.full_like(turned, 180.0)) < 1e-6
 
     # ------------------------------------------------------------------ geomstats
@@ -395,7 +197,7 @@ class LieGroupContract(_LieGroupAlgebraChecks):
         g = group.exp(self.random_tau(group, 8, seed=23, scale=0.5))
         points = group.geomstats_point(g)
         back = group.from_geomstats_point(points.to(torch.float64))
-        assert back.shape == (8, 3, 3) and _max_err(back, g) < self.atol, "from_geomstats_point does not invert geomstats_point"
+        assert back.shape == g.shape and _max_err(back, g) < self.atol, "from_geomstats_point does not invert geomstats_point"
         m = bridge.modules()
         with bridge.float64_scope():
             belongs = bridge.to_torch(space.belongs(bridge.to_backend(points, m)))
@@ -403,9 +205,9 @@ class LieGroupContract(_LieGroupAlgebraChecks):
         # the geomstats mean of elements spread around a centre lands near that centre
         centre = group.exp(self.random_tau(group, 1, seed=24, scale=0.5, special_rows=False))[0]
         spread = group.exp(self.random_tau(group, 6, seed=25, scale=0.02, special_rows=False))
-        mean = bridge.space_mean(group, space, group.compose(centre.expand(6, 3, 3), spread), centre)
+        mean = bridge.space_mean(group, space, group.compose(centre.expand(6, *centre.shape), spread), centre)
         assert torch.get_default_dtype() == dtype
-        assert mean.shape == (3, 3) and _max_err(mean, centre) < 0.1, (mean, centre)
+        assert mean.shape == centre.shape and _max_err(mean, centre) < 0.1, (mean, centre)
 
     # ------------------------------------------------------------------ dtype and device
 
@@ -413,8 +215,9 @@ class LieGroupContract(_LieGroupAlgebraChecks):
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
     def test_dtype_and_device_are_kept(self, group, dtype, device):
         tau = self.random_tau(group, 4, dtype=dtype).to(device)
-        g = group.exp(tau)
-        x = torch.rand(4, 1, 12, 12, dtype=dtype, device=device)
+        components = self.random_components(group, 4)
+        g = group.element(tau, components.to(device) if components is not None else None)
+        x = torch.rand(*self.data_shape(group, 4, 1, 12), dtype=dtype, device=device)
         e = group.identity(4, dtype=dtype, device=device)
         results = {
             "exp": g,
@@ -449,11 +252,15 @@ class LieGroupContract(_LieGroupAlgebraChecks):
         bad = torch.zeros(3, 2, 3)
         self._raises_naming(bad.shape, group.log, bad)
         self._raises_naming(bad.shape, group.inverse, bad)
-        self._raises_naming(bad.shape, group.act, torch.zeros(3, 1, 8, 8), bad)
+        self._raises_naming(bad.shape, group.act, torch.zeros(*self.data_shape(group, 3, 1, 8)), bad)
 
     def test_bad_images(self, group):
         g = group.identity(2)
-        for bad in (torch.zeros(2, 8, 8), torch.zeros(2, 1, 8, 6), torch.zeros(1, 2, 1, 8, 8)):
+        if self.spatial(group) == 3:
+            bads = (torch.zeros(2, 8, 8, 8), torch.zeros(2, 1, 8, 8, 6), torch.zeros(2, 1, 8, 8), torch.zeros(1, 2, 1, 8, 8, 8))
+        else:
+            bads = (torch.zeros(2, 8, 8), torch.zeros(2, 1, 8, 6), torch.zeros(1, 2, 1, 8, 8))
+        for bad in bads:
             self._raises_naming(bad.shape, group.act, bad, g)
         # one element per image, or a single element for all
-        self._raises_naming(g.shape, group.act, torch.zeros(3, 1, 8, 8), g)
+        self._raises_naming(g.shape, group.act, torch.zeros(*self.data_shape(group, 3, 1, 8)), g)

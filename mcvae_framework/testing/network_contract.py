@@ -10,7 +10,8 @@
 
 Each kit builds the component through :func:`mcvae_framework.build` (so the plugin must
 be loaded) for every shape in ``image_shapes`` -- by default 28x28 grayscale and 64x64
-RGB -- and checks the declared attributes, output shapes and ranges, that gradients
+RGB; a network that takes volumes lists ``(C, D, H, W)`` shapes there too, e.g.
+``(1, 12, 12, 12)`` -- and checks the declared attributes, output shapes and ranges, that gradients
 reach every parameter, and that in eval mode an image's output does not depend on the
 rest of its batch. An encoder's optional pose readout (``forward_with_pose``) is checked
 with the rest: its shapes and range, and the gradients and batch independence of all it
@@ -40,8 +41,8 @@ def _check_gradients(module: nn.Module, output: torch.Tensor, what: str) -> None
 
 
 class _NetworkContract:
-    #: ``(C, H, W)`` shapes every test runs on.
-    image_shapes: tuple[tuple[int, int, int], ...] = ((1, 28, 28), (3, 64, 64))
+    #: ``(C, H, W)`` (or ``(C, D, H, W)`` volume) shapes every test runs on.
+    image_shapes: tuple[tuple[int, ...], ...] = ((1, 28, 28), (3, 64, 64))
     #: batch size of the test inputs (at least 2, for batch norm in training mode).
     batch_size: int = 4
 

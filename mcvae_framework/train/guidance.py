@@ -151,11 +151,11 @@ class ClusterGuidance:
         return {name for term in self.config.loss.guided_terms() for name in term.reads}
 
     def use_graph(self, graph: GraphClusters) -> None:
-        if "angles" in self._guide_reads() and graph.angles is None:
+        if "angles" in self._guide_reads() and graph.angles is None and graph.poses is None:
             raise TrainingError(
                 f"loss.pose_guide_weight > 0 learns the pose from the invariant graph's synchronised angles, but "
                 f"the group {self.config.group.type!r} has no rotation angle to synchronise (its "
-                "angle_coordinates are empty): set loss.pose_guide_weight: 0"
+                "angle_coordinates are empty, and it has no orthogonal part): set loss.pose_guide_weight: 0"
             )
         self.graph = graph
         self.keeper = GraphKeeper(graph.labels.numpy(), graph.neighbours.numpy(), self.model.prior.n_components)
@@ -169,7 +169,8 @@ class ClusterGuidance:
         reads = self._guide_reads()
         if "angles" in reads:
             # the angles' frames belong to the graph's clusters, whatever labels the guide holds later
-            guide.angles, guide.angle_clusters = self.graph.angles, self.graph.labels
+            # synchronised orthogonal poses instead of angles: a discrete part, or rotations of volumes
+            guide.angles, guide.poses, guide.angle_clusters = self.graph.angles, self.graph.poses, self.graph.labels
         if "neighbours" in reads:
             tensors = getattr(self.train_batches, "tensors", None)
             if tensors is None:

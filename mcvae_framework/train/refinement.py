@@ -37,6 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..model.losses import balance_kl, fixed_prior_log_q, neighbour_disagreement
+from ..model.pose_terms import random_elements
 from ..report.inference import cluster_probabilities
 
 
@@ -112,7 +113,7 @@ def refine_labels(model, images: torch.Tensor, labels: torch.Tensor, trusted: to
                 index = order[first:first + batch_size]
                 x = images[index]
                 if group is not None:  # the label holds at every pose
-                    h = group.exp(group.sample(len(x), generator=generator).to(dtype=x.dtype))
+                    h = random_elements(group, len(x), generator, x)
                     x = group.act(x, h)
                 loss = nn.functional.nll_loss(log_probabilities(x), labels_device[index.to(device)])
                 if neighbour_weight > 0 or balance_weight > 0:
@@ -166,7 +167,7 @@ def distil_labels(model, images: torch.Tensor, labels: torch.Tensor, *, epochs: 
                 index = order[first:first + batch_size]
                 x = images[index].to(device)
                 if group is not None:
-                    x = group.act(x, group.exp(group.sample(len(x), generator=generator).to(x)))
+                    x = group.act(x, random_elements(group, len(x), generator, x))
                 log_q = fixed_prior_log_q(model.prior, model.encode(x).z_cluster.mean)
                 loss = nn.functional.nll_loss(log_q, labels[index.to(device)])
                 optimizer.zero_grad(set_to_none=True)

@@ -6,7 +6,10 @@ split (``storage: stream``) reads each batch from the file as training asks for 
 the file may be larger than memory. A ``.npz`` archive is compressed and cannot be
 mapped: it is read whole.
 
-Images are ``N x H x W`` (one channel) or ``N x C x H x W`` with ``H == W``; ``uint8``
+Images are ``N x H x W`` (one channel) or ``N x C x H x W`` with ``H == W``; volumes (for a
+group that moves volumes, such as ``so3``) are ``N x D x H x W`` (one channel) or
+``N x C x D x H x W`` cubes (``kind`` says which; by default a 5-D array, or a 4-D one whose
+last three axes are equal and longer than 4, holds volumes). Values are ``uint8``
 (0..255), other integers within 0..255, or floats within ``[0, 1]``. Labels are ``N``
 integers; values that are not ``0..K-1`` are renumbered in sorted order (the original
 values become the class names).
@@ -14,6 +17,7 @@ values become the class names).
 
 from __future__ import annotations
 
+import zipfile
 from functools import partial
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -40,6 +44,11 @@ class ArraysConfig(SeededSplitConfig):
     #: ``mcvae predict RUN --data FILE.npy`` reads such files with this plugin.
     reads_paths: ClassVar[tuple[str, ...]] = (".npy", ".npz")
 
+    kind: Literal["auto", "images", "volumes"] = Field(
+        "auto", description="images: N x H x W or N x C x H x W; volumes: N x D x H x W or N x C x D x H x W cubes; "
+        "auto: volumes for a 5-D array or a 4-D one whose last three axes are equal and longer than 4, else images",
+    )
+
     _resolve_path = field_validator("path")(resolve_path)
 
     def missing_resources(self) -> list[tuple[str, str]]:
@@ -48,6 +57,31 @@ class ArraysConfig(SeededSplitConfig):
             return [("path", f"no file at {path} (resolved: {path.resolve()}); set `path:` to a .npy or .npz "
                              "file (a relative path is read from the config file's folder)")]
         return []
+
+    def data_kind(self) -> str | None:
+        if self.kind != "auto":
+            return self.kind[:-1]
+        try:
+            return "volume" if holds_volumes(array_shape(Path(self.path)), self.kind) else "image"
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            return None  # unreadable: building the dataset says why
+
+
+def array_shape(path: Path) -> tuple[int, ...]:
+    """The shape of the images array of a ``.npy`` or ``.npz`` file, from its header alone."""
+    if path.suffix.lower() == ".npy":
+        return tuple(np.load(path, mmap_mode="r", allow_pickle=False).shape)
+    with zipfile.ZipFile(path) as archive, archive.open("images.npy") as member:
+        version = np.lib.format.read_magic(member)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return tuple(header(member)[0])
+
+
+def holds_volumes(shape: tuple[int, ...], kind: str) -> bool:
+    """Whether an array of ``shape`` holds volumes (see the ``kind`` field)."""
+    if kind != "auto":
+        return kind == "volumes"
+    return len(shape) == 5 or (len(shape) == 4 and shape[1] == shape[2] == shape[3] and shape[1] > 4)
 
 
 def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -77,18 +111,29 @@ def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                         "without pickled objects") from None
 
 
-def check_images(images: np.ndarray, path: Path, sample: int | None = None) -> tuple[np.ndarray, float]:
-    """``(N, C, H, H)`` images and the value that maps to 1.0.
+def check_images(images: np.ndarray, path: Path, sample: int | None = None, kind: str = "auto"
+                 ) -> tuple[np.ndarray, float]:
+    """``(N, C, H, H)`` images (``(N, C, D, D, D)`` volumes) and the value that maps to 1.0.
 
     :param sample: check the value range of only the first ``sample`` images (a streamed
         file is not read whole here; images read later are clamped to ``[0, 1]``).
+    :param kind: ``images``, ``volumes`` or ``auto`` (see :func:`holds_volumes`).
     :raises DataError: wrong rank, non-square, unsupported dtype or values out of range.
     """
+    if holds_volumes(images.shape, kind):
+        images = images[:, None] if images.ndim == 4 else images
+        if images.ndim != 5:
+            raise DataError(f"arrays {path}: volumes have shape {images.shape} (rank {images.ndim}); expected "
+                            "N x D x H x W or N x C x D x H x W")
+        if not (images.shape[2] == images.shape[3] == images.shape[4]) or images.shape[0] == 0:
+            raise DataError(f"arrays {path}: volumes have shape {images.shape}; they must be cubes (D == H == W) and "
+                            "non-empty: crop or pad them to cubes, and save at least one volume")
+        return images, value_scale(images[:sample] if sample else images, f"arrays {path}")
     if images.ndim == 3:
         images = images[:, None]
     if images.ndim != 4:
         raise DataError(f"arrays {path}: images have shape {images.shape} (rank {images.ndim}); expected "
-                        "N x H x W or N x C x H x W")
+                        "N x H x W or N x C x H x W (or volumes: set kind: volumes)")
     n, c, h, w = images.shape
     if c not in (1, 3) and images.shape[-1] in (1, 3):
         raise DataError(f"arrays {path}: images have shape {images.shape}, which looks channel-last; transpose "
@@ -150,18 +195,21 @@ def make_arrays(config: ArraysConfig, *, split: str = "train"):
     raw_images, raw_labels = read_arrays(path)
     # A file that will be streamed is not read whole just to check its values.
     stream = False
-    if raw_images.ndim in (3, 4):
-        shape = (1, *raw_images.shape[1:]) if raw_images.ndim == 3 else raw_images.shape[1:]
+    volumes = holds_volumes(raw_images.shape, config.kind)
+    with_channels = 5 if volumes else 4  # the rank of an array that has a channel axis
+    if raw_images.ndim in (with_channels - 1, with_channels):
+        shape = raw_images.shape[1:] if raw_images.ndim == with_channels else (1, *raw_images.shape[1:])
         wanted = len(raw_images) if config.limit is None else min(len(raw_images), config.limit * (1 + (split == ALL)))
         stream = wants_streaming(config.storage, wanted, tuple(shape), config.transform)
-    images, scale = check_images(raw_images, path, sample=RANGE_SAMPLE if stream else None)
+    images, scale = check_images(raw_images, path, sample=RANGE_SAMPLE if stream else None, kind=config.kind)
+    spatial = images.ndim - 2
     labels, names = check_labels(raw_labels, len(images), path) if raw_labels is not None else (None, None)
     parts = seeded_split(len(images), labels, config.test_fraction, config.split_seed, f"arrays {path}",
                          allow_empty=split == ALL)
     if isinstance(raw_images, np.memmap):  # each process maps the file itself
-        reader = SourceReader(images.shape[1:], ScaleToUnit(scale), open_source=partial(_open_npy, str(path)))
+        reader = SourceReader(images.shape[1:], ScaleToUnit(scale, spatial), open_source=partial(_open_npy, str(path)))
     else:
-        reader = SourceReader(images.shape[1:], ScaleToUnit(scale), source=images)
+        reader = SourceReader(images.shape[1:], ScaleToUnit(scale, spatial), source=images)
     return build_split(
         config, split, parts, reader, labels, stream=stream,
         n_classes=len(names) if names else None, sizes={k: len(v) for k, v in parts.items()}, class_names=names,

@@ -1,5 +1,7 @@
-"""``mrc``: a cryo-EM particle stack (``.mrcs``, or ``.mrc`` marked as an image stack),
-read with ``mrcfile`` and memory-mapped, so a stack larger than memory streams from disk.
+"""``mrc``: a cryo-EM particle stack (``.mrcs``, or ``.mrc`` marked as an image stack), or a
+stack of volumes (subtomograms: a 4-D ``N x D x H x W`` volume stack, as mrcfile writes a
+4-D array), read with ``mrcfile`` and memory-mapped, so a stack larger than memory streams
+from disk.
 
 Each particle is preprocessed as cryo-EM packages do (see
 :mod:`mcvae_builtins.datasets.preprocess`): optionally inverted, Fourier-cropped to
@@ -51,6 +53,13 @@ class MRCConfig(PreprocessFields, SeededSplitConfig):
 
     _resolve_paths = field_validator("path", "labels")(resolve_path)
 
+    def data_kind(self) -> str | None:
+        try:
+            with mrcfile_module().mmap(self.path, mode="r", permissive=True) as handle:
+                return "volume" if handle.data is not None and handle.data.ndim == 4 else "image"
+        except (OSError, ValueError):
+            return None  # unreadable: building the dataset says why
+
     def missing_resources(self) -> list[tuple[str, str]]:
         out = []
         for name in ("path", "labels"):
@@ -61,13 +70,19 @@ class MRCConfig(PreprocessFields, SeededSplitConfig):
         return out
 
 
+def mrcfile_module():
+    """``mrcfile``, imported when a file is read (not when the plugin loads)."""
+    import mrcfile
+
+    return mrcfile
+
+
 class _MRCStack:
-    """An open, memory-mapped stack: indexing reads particles (``(k, H, W)``)."""
+    """An open, memory-mapped stack: indexing reads particles (``(k, H, W)``) or volumes
+    (``(k, D, H, W)``)."""
 
     def __init__(self, path: str):
-        import mrcfile
-
-        self.handle = mrcfile.mmap(path, mode="r", permissive=False)
+        self.handle = mrcfile_module().mmap(path, mode="r", permissive=False)
         data = self.handle.data
         self.data = data[None] if data.ndim == 2 else data
 
@@ -95,16 +110,19 @@ def open_stack(path: Path) -> _MRCStack:
                         f"be real-valued (MRC modes {', '.join(f'{m} ({t})' for m, t in REAL_MODES.items())}); "
                         "write the real-space particles instead")
     shape = stack.data.shape
-    if stack.data.ndim != 3:
-        raise DataError(f"{where}: the data has shape {shape}; a particle stack is N x H x W (this looks like a stack "
-                        "of volumes); write one image per section")
+    if stack.data.ndim not in (3, 4):
+        raise DataError(f"{where}: the data has shape {shape}; a particle stack is N x H x W and a volume stack "
+                        "N x D x H x W; write the particles (or subtomograms) as one such stack")
     if shape[0] == 0:
         raise DataError(f"{where}: the stack is empty (header nz = 0): there are no particles to train on; "
                         "check that the particles were written")
-    if shape[1] != shape[2]:
+    if stack.data.ndim == 4 and not (shape[1] == shape[2] == shape[3]):
+        raise DataError(f"{where}: the volumes are {shape[3]} x {shape[2]} x {shape[1]} voxels, not cubes; "
+                        "extract the subtomograms in cubic boxes (or pad them to cubes)")
+    if shape[-1] != shape[-2]:
         raise DataError(f"{where}: the particles are {shape[2]} x {shape[1]} pixels (header nx x ny), not square; "
                         "extract them in square boxes (or pad them to a square)")
-    if path.suffix.lower() == ".mrc" and stack.handle.is_volume():
+    if path.suffix.lower() == ".mrc" and stack.data.ndim == 3 and stack.handle.is_volume():
         raise DataError(f"{where}: the header marks it as a 3-D volume (field `ispg` = {int(stack.handle.header.ispg)}),"
                         " not a particle stack; rename it to .mrcs, or mark it as a stack: "
                         "`with mrcfile.open(path, 'r+') as m: m.set_image_stack()`")
@@ -137,8 +155,9 @@ def make_mrc(config: MRCConfig, *, split: str = "train"):
         scale = value_scale(np.asarray(stack.data[:RANGE_SAMPLE]), where, fix)
     labels, names = (read_labels(Path(config.labels), n, where) if config.labels else (None, None))
     parts = seeded_split(n, labels, config.test_fraction, config.split_seed, where, allow_empty=split == ALL)
-    prepare = Preprocess.from_config(config, scale)
-    reader = SourceReader((1, prepare.output_side(side), prepare.output_side(side)), prepare,
+    spatial = stack.data.ndim - 1
+    prepare = Preprocess.from_config(config, scale, spatial)
+    reader = SourceReader((1,) + (prepare.output_side(side),) * spatial, prepare,
                           open_source=partial(_MRCStack, str(path)))
     dataset = build_split(
         config, split, parts, reader, labels, n_classes=len(names) if names else None,

@@ -49,64 +49,70 @@ class PreprocessFields(BaseModel):
                             f"Fourier cropping only shrinks: use at most {side}, or leave it out")
 
 
-def fourier_crop(images: torch.Tensor, side: int) -> torch.Tensor:
-    """``(k, C, H, H)`` images downsampled to ``side`` by keeping the central ``side x side``
-    block of their centred spectrum (the mean of each image is kept)."""
+def fourier_crop(images: torch.Tensor, side: int, spatial: int = 2) -> torch.Tensor:
+    """``(k, C, H, H)`` images (``(k, C, D, D, D)`` volumes with ``spatial=3``) downsampled to
+    ``side`` by keeping the central ``side``-wide block of their centred spectrum (the mean
+    of each image is kept)."""
     full = images.shape[-1]
     if side == full:
         return images
-    spectrum = torch.fft.fftshift(torch.fft.fft2(images.to(torch.float64)), dim=(-2, -1))
+    axes = tuple(range(-spatial, 0))
+    spectrum = torch.fft.fftshift(torch.fft.fftn(images.to(torch.float64), dim=axes), dim=axes)
     start = full // 2 - side // 2  # the zero frequency sits at full // 2, and at side // 2 after the crop
-    block = spectrum[..., start:start + side, start:start + side]
-    out = torch.fft.ifft2(torch.fft.ifftshift(block, dim=(-2, -1))).real * (side * side) / (full * full)
+    block = spectrum[(...,) + (slice(start, start + side),) * spatial]
+    out = torch.fft.ifftn(torch.fft.ifftshift(block, dim=axes), dim=axes).real * (side / full) ** spatial
     return out.to(torch.float32)
 
 
-def circle_mask(side: int, radius: float) -> torch.Tensor:
-    """``(side, side)`` bool: pixels whose centre lies within ``radius * side / 2`` of the centre."""
+def circle_mask(side: int, radius: float, spatial: int = 2) -> torch.Tensor:
+    """``(side,) * spatial`` bool: pixels (voxels) whose centre lies within ``radius * side / 2``
+    of the centre (a disc, or a ball for volumes)."""
     centre = (side - 1) / 2
-    yy, xx = torch.meshgrid(torch.arange(side) - centre, torch.arange(side) - centre, indexing="ij")
-    return (yy ** 2 + xx ** 2) <= (radius * side / 2) ** 2
+    axes = torch.meshgrid(*[torch.arange(side) - centre] * spatial, indexing="ij")
+    return sum(a ** 2 for a in axes) <= (radius * side / 2) ** 2
 
 
 class Preprocess:
     """Raw ``(k, H, W)`` or ``(k, C, H, W)`` rows to float32 ``(k, C, S, S)`` in ``[0, 1]``
-    (picklable: a streaming dataset's workers run it).
+    (volumes, with ``spatial=3``: ``(k, D, H, W)`` or ``(k, C, D, H, W)`` rows to
+    ``(k, C, S, S, S)``; picklable: a streaming dataset's workers run it).
 
     :param scale: with ``normalize: none``, the value that maps to 1 (255 for integers).
     """
 
     def __init__(self, normalize: Normalize = "standardize", *, mask_radius: float = 1.0, clip_sigma: float = 3.0,
-                 invert: bool = False, downsample: int | None = None, scale: float = 1.0):
+                 invert: bool = False, downsample: int | None = None, scale: float = 1.0, spatial: int = 2):
         self.normalize, self.mask_radius, self.clip_sigma = normalize, mask_radius, clip_sigma
-        self.invert, self.downsample, self.scale = invert, downsample, scale
+        self.invert, self.downsample, self.scale, self.spatial = invert, downsample, scale, spatial
 
     @classmethod
-    def from_config(cls, config: PreprocessFields, scale: float = 1.0) -> "Preprocess":
+    def from_config(cls, config: PreprocessFields, scale: float = 1.0, spatial: int = 2) -> "Preprocess":
         return cls(config.normalize, mask_radius=config.mask_radius, clip_sigma=config.clip_sigma,
-                   invert=config.invert, downsample=config.downsample, scale=scale)
+                   invert=config.invert, downsample=config.downsample, scale=scale, spatial=spatial)
 
     def output_side(self, side: int) -> int:
         return self.downsample or side
 
     def __call__(self, rows: np.ndarray) -> torch.Tensor:
         images = torch.from_numpy(np.ascontiguousarray(rows)).to(torch.float32)
-        if images.dim() == 3:
+        spatial = self.spatial
+        if images.dim() == spatial + 1:
             images = images[:, None]
         if self.invert and self.normalize != "none":
             images = -images
         if self.downsample:
-            images = fourier_crop(images, self.downsample)
+            images = fourier_crop(images, self.downsample, spatial)
+        expand = (...,) + (None,) * spatial  # a per-image value against its pixels
         if self.normalize == "standardize":
-            mask = circle_mask(images.shape[-1], self.mask_radius)
+            mask = circle_mask(images.shape[-1], self.mask_radius, spatial)
             inside = images[..., mask]
-            mean = inside.mean(-1)[..., None, None]
-            std = inside.std(-1, unbiased=False)[..., None, None]
+            mean = inside.mean(-1)[expand]
+            std = inside.std(-1, unbiased=False)[expand]
             z = (images - mean) / std.clamp_min(1e-12)  # a blank image becomes 0.5 everywhere
             images = (z + self.clip_sigma) / (2 * self.clip_sigma)
         elif self.normalize == "minmax":
-            flat = images.flatten(-2)
-            lo, hi = flat.min(-1).values[..., None, None], flat.max(-1).values[..., None, None]
+            flat = images.flatten(-spatial)
+            lo, hi = flat.min(-1).values[expand], flat.max(-1).values[expand]
             images = (images - lo) / (hi - lo).clamp_min(1e-12)
         else:
             images = images / self.scale

@@ -1,5 +1,6 @@
 """Convolutional encoder (strided convolutions with batch norm, the paper's shape) and the
-transposed-convolution decoder."""
+transposed-convolution decoder; both take 2-D images or 3-D volumes, with 3-D convolutions
+chosen from the data's shape."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from torch import nn
 from mcvae_framework import ComponentConfig
 from mcvae_framework.interfaces import Decoder, Encoder
 
-from .common import Activation, check_image_shape, check_latent_dim, make_activation
+from .common import Activation, check_image_shape, check_latent_dim, make_activation, spatial_layers
 
 
 class ConvEncoderConfig(ComponentConfig):
@@ -37,24 +38,26 @@ def conv_output_side(side: int, kernel_size: int, stride: int = 2) -> int:
 
 
 class ConvEncoder(Encoder):
-    """Reads ``(N, C, H, H)`` images with strided convolutions; ``(N, feature_dim)`` out."""
+    """Reads ``(N, C, H, H)`` images (``(N, C, D, D, D)`` volumes: 3-D convolutions) with
+    strided convolutions; ``(N, feature_dim)`` out."""
 
     def __init__(self, config: ConvEncoderConfig, image_shape):
         super().__init__()
-        self.image_shape = check_image_shape(image_shape, "encoder", "conv")
-        in_channels, side, _ = self.image_shape
+        self.image_shape = check_image_shape(image_shape, "encoder", "conv", volumes=True)
+        in_channels, side, spatial = self.image_shape[0], self.image_shape[-1], len(self.image_shape) - 1
+        kinds = spatial_layers(self.image_shape)
         layers: list[nn.Module] = []
         for out in config.channels:
             layers.append(
-                nn.Conv2d(in_channels, out, config.kernel_size, stride=2, padding=config.kernel_size // 2,
-                          bias=not config.batch_norm)
+                kinds["conv"](in_channels, out, config.kernel_size, stride=2, padding=config.kernel_size // 2,
+                              bias=not config.batch_norm)
             )
             if config.batch_norm:
-                layers.append(nn.BatchNorm2d(out))
+                layers.append(kinds["batch_norm"](out))
             layers.append(make_activation(config.activation))
             in_channels, side = out, conv_output_side(side, config.kernel_size)
         layers.append(nn.Flatten())
-        flat = in_channels * side * side
+        flat = in_channels * side**spatial
         if config.feature_dim is None:
             self.feature_dim = flat
         else:
@@ -81,39 +84,41 @@ class ConvDecoderConfig(ComponentConfig):
 
 
 class ConvDecoder(Decoder):
-    """Maps ``(N, latent_dim)`` latents to ``(N, C, H, H)`` images in ``[0, 1]``."""
+    """Maps ``(N, latent_dim)`` latents to ``(N, C, H, H)`` images (``(N, C, D, D, D)``
+    volumes: 3-D transposed convolutions) in ``[0, 1]``."""
 
     def __init__(self, config: ConvDecoderConfig, image_shape, latent_dim: int):
         super().__init__()
-        self.image_shape = check_image_shape(image_shape, "decoder", "conv")
+        self.image_shape = check_image_shape(image_shape, "decoder", "conv", volumes=True)
         self.latent_dim = check_latent_dim(latent_dim, "conv")
-        out_channels, side, _ = self.image_shape
+        out_channels, side, self._spatial = self.image_shape[0], self.image_shape[-1], len(self.image_shape) - 1
+        kinds = spatial_layers(self.image_shape)
         n_up = len(config.channels)
         # Smallest start side whose doublings cover the image; the excess is cropped.
         self._start_side = math.ceil(side / 2**n_up)
         first = config.channels[0]
         self.project = nn.Sequential(
-            nn.Linear(self.latent_dim, first * self._start_side**2), make_activation(config.activation)
+            nn.Linear(self.latent_dim, first * self._start_side**self._spatial), make_activation(config.activation)
         )
         self._first_channels = first
         layers: list[nn.Module] = []
         widths = [*config.channels, out_channels]
         for i in range(n_up):
             # kernel 4, stride 2, padding 1 doubles the side exactly.
-            layers.append(nn.ConvTranspose2d(widths[i], widths[i + 1], 4, stride=2, padding=1,
-                                             bias=not (config.batch_norm and i < n_up - 1)))
+            layers.append(kinds["transposed"](widths[i], widths[i + 1], 4, stride=2, padding=1,
+                                              bias=not (config.batch_norm and i < n_up - 1)))
             if i < n_up - 1:
                 if config.batch_norm:
-                    layers.append(nn.BatchNorm2d(widths[i + 1]))
+                    layers.append(kinds["batch_norm"](widths[i + 1]))
                 layers.append(make_activation(config.activation))
         self.upsample = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.project(z).view(z.shape[0], self._first_channels, self._start_side, self._start_side)
+        h = self.project(z).view(z.shape[0], self._first_channels, *(self._start_side,) * self._spatial)
         h = self.upsample(h)
-        side = self.image_shape[1]
+        side = self.image_shape[-1]
         top = (h.shape[-1] - side) // 2
-        return torch.sigmoid(h[..., top:top + side, top:top + side])
+        return torch.sigmoid(h[(...,) + (slice(top, top + side),) * self._spatial])
 
 
 def make_conv_encoder(config: ConvEncoderConfig, *, image_shape) -> ConvEncoder:

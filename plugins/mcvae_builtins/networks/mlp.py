@@ -1,4 +1,5 @@
-"""Fully connected encoder and the gated fully connected decoder of the MCE-VAE paper."""
+"""Fully connected encoder and the gated fully connected decoder of the MCE-VAE paper (on
+2-D images or 3-D volumes alike: they read and write the flattened item)."""
 
 from __future__ import annotations
 
@@ -28,11 +29,12 @@ class MLPEncoderConfig(ComponentConfig):
 
 
 class MLPEncoder(Encoder):
-    """Flattens ``(N, C, H, W)`` images and maps them to ``(N, hidden[-1])`` features."""
+    """Flattens ``(N, C, H, W)`` images (or ``(N, C, D, H, W)`` volumes) and maps them to
+    ``(N, hidden[-1])`` features."""
 
     def __init__(self, config: MLPEncoderConfig, image_shape):
         super().__init__()
-        self.image_shape = check_image_shape(image_shape, "encoder", "mlp")
+        self.image_shape = check_image_shape(image_shape, "encoder", "mlp", volumes=True)
         self.feature_dim = config.hidden[-1]
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(self.image_shape)
@@ -78,11 +80,11 @@ class MLPDecoderConfig(ComponentConfig):
 
 
 class MLPDecoder(Decoder):
-    """Maps ``(N, latent_dim)`` latents to ``(N, C, H, W)`` images in ``[0, 1]``."""
+    """Maps ``(N, latent_dim)`` latents to ``(N, C, H, W)`` images (or volumes) in ``[0, 1]``."""
 
     def __init__(self, config: MLPDecoderConfig, image_shape, latent_dim: int):
         super().__init__()
-        self.image_shape = check_image_shape(image_shape, "decoder", "mlp")
+        self.image_shape = check_image_shape(image_shape, "decoder", "mlp", volumes=True)
         self.latent_dim = check_latent_dim(latent_dim, "mlp")
         layers: list[nn.Module] = []
         width = self.latent_dim
