@@ -17,7 +17,7 @@ from mcvae_framework.graph.invariant_graph import (
     central_members,
     gaussian_blur,
     invariant_graph_clusters,
-
+    noise_weighted_axes,
 )
 from mcvae_framework.interfaces import LieGroup
 
@@ -93,6 +93,43 @@ def test_pca_reduction_keeps_the_grouping():
     graph = invariant_graph_clusters(images, group, 3, neighbours=6, pca_dim=16, kmeans_restarts=5)
     assert graph.info["feature_dim"] == 16
     assert clustering_metrics(labels.numpy(), graph.labels.numpy())["accuracy"] == 1.0
+
+
+def test_the_noise_weighted_projection_keeps_the_signal_axes_and_shrinks_noisy_ones():
+    """Signal in 4 axes of 256 features plus white noise: the noise floor is read from the
+    spectrum, about the 4 signal axes rise above it, weighted by their share of signal; on
+    the clean signal every kept axis keeps a weight near 1."""
+    rng = np.random.default_rng(0)
+    n, width, rank, noise = 3000, 256, 4, 0.5
+    basis = np.linalg.qr(rng.standard_normal((width, rank)))[0]
+    strength = np.array([3.0, 2.0, 1.5, 1.2])  # per-axis signal spread, above the noise's 0.5
+    signal = (rng.standard_normal((n, rank)) * strength) @ basis.T
+    noisy = torch.as_tensor(signal + noise * rng.standard_normal((n, width)))
+    axes, mean, floor = noise_weighted_axes(noisy, images_seen=n, at_most=128)
+    assert floor == pytest.approx(noise ** 2, rel=0.15)
+    assert axes.shape == (rank, width)
+    weights = axes.double().norm(dim=1).numpy()
+    expected = 1 - noise ** 2 / (strength ** 2 + noise ** 2)
+    assert weights == pytest.approx(expected, abs=0.05)
+    assert np.all(np.diff(weights) < 0)  # the weaker the axis, the more it is shrunk
+    # the kept axes span the signal's
+    overlap = np.linalg.svd(basis.T @ (axes.double().numpy().T / weights))[1]
+    assert overlap.min() > 0.95
+    clean_axes, _, clean_floor = noise_weighted_axes(torch.as_tensor(signal), images_seen=n, at_most=128)
+    assert clean_floor < 1e-12 and clean_axes.double().norm(dim=1).min() > 0.999
+
+
+def test_a_noisy_graph_compares_images_on_the_axes_above_the_noise():
+    """``pca_dim: auto`` reports the axes it kept and the noise floor it read; a pinned
+    pca_dim keeps plain PCA (no floor)."""
+    group = build("group", {"type": "so2", "angle_deg": [-180, 180]})
+    images, labels = moved_shapes(group, per_shape=30, seed=2)
+    images = images + 0.3 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
+    graph = invariant_graph_clusters(images, group, 3, neighbours=6, kmeans_restarts=5)
+    assert graph.info["noise_floor"] > 0 and 2 <= graph.info["pca_dim"] < 128
+    assert clustering_metrics(labels.numpy(), graph.labels.numpy())["accuracy"] == 1.0
+    pinned = invariant_graph_clusters(images, group, 3, neighbours=6, pca_dim=16, kmeans_restarts=5)
+    assert pinned.info["noise_floor"] is None and pinned.info["pca_dim"] == 16
 
 
 def blobs(sizes, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -186,7 +186,10 @@ class GraphConfig(Section):
         "100 rotations within its search_reach_deg)")
     pca_dim: Union[int, Literal["auto"]] = Field(
         "auto", description="compare images in a PCA space of this size (0: the features themselves); keeps "
-        "large datasets in bounded memory and time and denoises; auto: 128 when the features are larger")
+        "large datasets in bounded memory and time and denoises; auto (features larger than 128): the PCA axes "
+        "whose variance rises above the features' noise floor (the median eigenvalue, to the Marchenko-Pastur "
+        "edge), at most 128, each weighted by its share of signal (1 - noise / variance), as steerable PCA "
+        "denoises particles")
     max_side: int = Field(
         32, ge=8, description="images larger than this are averaged down by a whole factor (2x2 pixels into one, "
         "...) before they are compared: a speed setting (64-px particles: the same clusters at a sixth of the time)")

@@ -37,6 +37,8 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.integrate
+import scipy.optimize
 import scipy.sparse
 import scipy.sparse.linalg
 import torch
@@ -184,12 +186,19 @@ FIT_PIXELS = 1 << 27
 
 def fit_projection(images: torch.Tensor, group, poses: torch.Tensor | None, dim: int, *, blur_sigma: float = 1.0,
                    seed: int, fit_images: int = 2000, describe=None, standardise: bool = False,
-                   elements: torch.Tensor | None = None):
+                   elements: torch.Tensor | None = None, denoise: bool = False, info: dict | None = None):
     """A projection fitted on the features of a seeded sample of the images and their moved
     copies (at most :data:`FIT_PIXELS` pixels: for volumes, fewer images and moves; ``elements``
     the moves, else ``exp`` of ``poses``): optionally each feature scaled to unit variance
     (``standardise``), then the leading ``dim`` PCA axes kept (0: all, centred only), and the
-    rows renormalised, so that dot products are cosines."""
+    rows renormalised, so that dot products are cosines.
+
+    With ``denoise``, ``dim`` is only an upper bound: the noise floor is read from the
+    features' own spectrum (:func:`noise_weighted_axes`), only the axes whose variance rises
+    above it are kept, and each is weighted by its share of signal (the Wiener factor
+    ``1 - noise / variance``), as steerable PCA denoises particles. ``info`` receives the kept
+    axes and the noise floor.
+    """
     rng = np.random.default_rng(seed)
     elements = group.exp(poses.to(torch.float32)) if elements is None else elements
     copies = max(1, FIT_PIXELS // (min(fit_images, len(images)) * images[0].numel()))
@@ -206,6 +215,13 @@ def fit_projection(images: torch.Tensor, group, poses: torch.Tensor | None, dim:
         scale = spread + 1e-3 * spread.mean()  # near-constant features must not blow up
     pool = pool / scale
     scale = scale.float()
+    if denoise and pool.shape[1] <= NOISE_SPECTRUM_MAX_DIM:
+        axes, mean, floor = noise_weighted_axes(pool, images_seen=len(sample), at_most=dim or pool.shape[1])
+        if info is not None:
+            info.update(pca_dim=int(axes.shape[0]), noise_floor=floor)
+        return lambda rows: F.normalize((rows / scale - mean) @ axes.T, dim=-1)
+    if info is not None:
+        info.update(pca_dim=min(dim, pool.shape[1]) if dim else 0)
     if not dim or dim >= pool.shape[1]:
         mean = pool.mean(dim=0).float()
         return lambda rows: F.normalize(rows / scale - mean, dim=-1)
@@ -215,6 +231,54 @@ def fit_projection(images: torch.Tensor, group, poses: torch.Tensor | None, dim:
     return lambda rows: F.normalize((rows / scale - mean) @ axes.T, dim=-1)
 
 
+#: features wider than this are projected by a plain randomized PCA (the full spectrum that
+#: the noise floor is read from costs width^3)
+NOISE_SPECTRUM_MAX_DIM = 4096
+
+
+def marchenko_pastur_median(ratio: float) -> float:
+    """The median eigenvalue of the covariance of pure unit white noise, ``D`` features over
+    ``n`` samples, ``ratio = D / n`` in ``(0, 1]`` (the Marchenko-Pastur law's median)."""
+    if ratio <= 0:
+        return 1.0
+    low, high = (1 - math.sqrt(ratio)) ** 2, (1 + math.sqrt(ratio)) ** 2
+
+    def density(x):
+        return math.sqrt(max((high - x) * (x - low), 0.0)) / (2 * math.pi * ratio * x)
+
+    def below(x):
+        return scipy.integrate.quad(density, low, x)[0] - 0.5
+
+    return float(scipy.optimize.brentq(below, low, high))
+
+
+def noise_weighted_axes(pool: torch.Tensor, *, images_seen: int, at_most: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """PCA axes of ``pool`` (rows of features) that rise above its noise, each weighted by
+    its share of signal.
+
+    White noise of variance ``s`` spreads its power over every axis, so most of the
+    spectrum of images whose signal lives in a few axes is noise: ``s`` is read from the
+    median eigenvalue of the covariance (divided by the median of the Marchenko-Pastur law,
+    as Gavish and Donoho estimate the noise of a matrix), and an axis counts as signal when its variance
+    exceeds the largest eigenvalue pure noise would reach, the Marchenko-Pastur edge
+    ``s (1 + sqrt(D / n))^2`` for ``D`` features and ``n`` independent images. Each kept
+    axis is weighted by ``1 - s / variance`` (the Wiener factor), so noisy axes count for
+    less in the cosine. On clean images the floor is far below the leading axes: they
+    keep weights near 1.
+
+    :returns: ``(axes (K, D) weighted, mean (D,), noise floor s)``, ``2 <= K <= at_most``.
+    """
+    mean = pool.mean(dim=0)
+    centred = pool - mean
+    covariance = centred.T @ centred / len(pool)
+    variance, vectors = torch.linalg.eigh(covariance)
+    variance, vectors = variance.flip(0).clamp_min(0), vectors.flip(1)
+    ratio = min(pool.shape[1] / max(images_seen, 1), 1.0)
+    floor = float(variance.median()) / marchenko_pastur_median(ratio)
+    edge = floor * (1 + math.sqrt(ratio)) ** 2
+    keep = min(max(int((variance > edge).sum()), 2), at_most)
+    weights = (1 - floor / variance[:keep].clamp_min(1e-30)).clamp_min(0)
+    return (vectors[:, :keep] * weights).T.float(), mean.float(), floor
 
 
 def relative_angles(reference: torch.Tensor, moved: torch.Tensor, neighbours: torch.Tensor,
@@ -356,8 +420,8 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, setti
         synchronised = synchronise_orthogonal(index, chosen["relative_moves"], labels, seed=seed,
                                               special=int(getattr(group, "n_components", 1)) == 1)
     info = {"search_poses": int(elements.shape[0]), "neighbours": k, "downsample": factor,
-            **{key: chosen[key] for key in ("features", "blur_sigma", "pca_dim", "feature_dim", "modularity",
-                                            "pieces", "pieces_bridged")},
+            **{key: chosen[key] for key in ("features", "blur_sigma", "pca_dim", "noise_floor", "feature_dim",
+                                            "modularity", "pieces", "pieces_bridged")},
             "embedding_dim": settings.embedding_dim or 2 * n_clusters,
             "cluster_sizes": np.bincount(labels, minlength=n_clusters).tolist(), **chosen["search"],
             **solver_choices(n), "candidates": [{key: r[key] for key in ("features", "blur_sigma", "modularity", "seconds")}
@@ -381,10 +445,10 @@ def _compare(images, group, moves, n_clusters: int, k: int, settings, candidate:
     pca_dim = settings.resolved_pca_dim(size)
     # Wavelet features mix scales (averages, edge moduli): each is standardised first.
     standardise = features != "pixels"
-    project = None
+    project, projection = None, {"pca_dim": 0}
     if standardise or (pca_dim and pca_dim < size):
         project = fit_projection(images, group, None, pca_dim, seed=seed, describe=describe, standardise=standardise,
-                                 elements=elements)
+                                 elements=elements, denoise=settings.pca_dim == "auto", info=projection)
     reference, moved = moved_features(images, group, None, project=project, describe=describe, elements=elements)
     search = {}
     reserve, similarity = search_neighbours(reference, moved, 3 * k, method=settings.neighbour_search,
@@ -407,7 +471,8 @@ def _compare(images, group, moves, n_clusters: int, k: int, settings, candidate:
     labels, distance = spectral_clusters(graph, n_clusters, embedding_dim=settings.embedding_dim or 2 * n_clusters,
                                          seed=seed, diffusion_time=settings.diffusion_time,
                                          kmeans_restarts=settings.kmeans_restarts, balanced=settings.balanced)
-    return {"features": features, "blur_sigma": blur, "pca_dim": pca_dim if project is not None else 0,
+    return {"features": features, "blur_sigma": blur, "pca_dim": projection["pca_dim"],
+            "noise_floor": projection.get("noise_floor"),
             "feature_dim": int(reference.shape[1]), "neighbours": index, "similarities": similarity[:, :k],
             "relative": relative, "relative_moves": relative_moves, "labels": labels, "distance": distance,
             "modularity": modularity(graph, labels),
@@ -423,8 +488,16 @@ def describe_choice(info: dict) -> str:
     return (f"{info['neighbours']} neighbours, {info['search_poses']} search poses, "
             f"{'images averaged down ' + str(info['downsample']) + 'x, ' if info['downsample'] > 1 else ''}"
             f"{info['features']} features (blur {info['blur_sigma']:g}, "
-            f"{'PCA ' + str(info['pca_dim']) if info['pca_dim'] else 'no PCA'}){pieces}; modularity of the "
+            f"{_projection_words(info)}){pieces}; modularity of the "
             f"candidates: {compared}; clusters of sizes {info['cluster_sizes']}")
+
+
+def _projection_words(info: dict) -> str:
+    if not info["pca_dim"]:
+        return "no PCA"
+    if info.get("noise_floor") is None:
+        return f"PCA {info['pca_dim']}"
+    return f"PCA {info['pca_dim']} axes above the noise floor {info['noise_floor']:.2g}, Wiener-weighted"
 
 
 def _averaged_down(images, factor: int):
