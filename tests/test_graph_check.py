@@ -183,3 +183,29 @@ def test_a_run_that_ends_short_of_its_graph_ends_with_its_best_agreeing_state():
     nearly = labels.copy()
     nearly[0] = 1  # 99.8% agreement
     assert keeper.after_epoch(2, nearly, model, last=True).action == ""
+
+
+def test_a_repair_that_leaves_the_model_agreeing_less_is_undone():
+    """A model still learning the graph's clusters (80% agreement, below the 90% health line)
+    is re-seeded; when the repair leaves it agreeing on fewer images than before, its state
+    from before the repair comes back and the check says so. A repair that helps is kept."""
+    graph = np.repeat(np.arange(3), 20)
+    neighbours = np.stack([np.flatnonzero(graph == g)[:4] for g in graph])
+    learning = graph.copy()
+    learning[::5] = (learning[::5] + 1) % 3  # 80% agreement
+    keeper = GraphKeeper(graph, neighbours, 3)
+    model = nn.Linear(2, 2)
+    check = keeper.after_epoch(1, learning, model, last=False)
+    assert not check.healthy and check.action == "reseeded"
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)  # what the re-seeding and teaching did
+    assert keeper.undo_if_worse(model, before, agreement=0.5)
+    assert torch.equal(model.weight, before["weight"]) and keeper.checks[-1].action == "reseeded, undone"
+    assert keeper.summary()["checks"][-1]["action"] == "reseeded, undone"
+    check = keeper.after_epoch(2, learning, model, last=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    assert not keeper.undo_if_worse(model, before, agreement=0.95)  # it helped: kept
+    assert not torch.equal(model.weight, before["weight"]) and keeper.checks[-1].action == "reseeded"

@@ -477,3 +477,25 @@ def test_affine_base_reports_no_rotation_for_a_group_without_one():
     # a translation group: translation is its primary error, and no rotation is invented
     group.has_translation = True
     assert set(group.distance(a, b)) == {"translation"} and group.primary_error == "translation"
+
+
+def test_moved_images_are_padded_with_their_own_background():
+    """An image on a black background is padded with 0 exactly as zero padding does; a
+    particle standardised onto a grey, noisy background turned by 45 degrees gains corners at
+    its background level, not black ones that no unturned image has."""
+    from mcvae_framework.interfaces import background_level
+
+    group = build("group", {"type": "se2", "angle_deg": [-180, 180]})
+    turn = group.exp(torch.tensor([[math.pi / 4, 0.0, 0.0]]))
+    black = torch.zeros(1, 1, 16, 16)
+    black[..., 5:11, 6:10] = 1.0
+    grid = group.sampling_grid(group._inverse_rows(turn), 16, 16)
+    zero_padded = torch.nn.functional.grid_sample(black, grid, mode="bilinear", padding_mode="zeros",
+                                                  align_corners=False)
+    assert torch.equal(group.act(black, turn), zero_padded)
+    grey = 0.5 + 0.1 * torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    level = background_level(grey)
+    assert level.shape == (1, 1, 1, 1) and abs(float(level) - 0.5) < 0.05
+    turned = group.act(grey, turn)
+    assert abs(float(turned[..., 0, 0]) - float(level)) < 1e-6  # a corner that came from outside the frame
+    assert turned.min() > 0.1

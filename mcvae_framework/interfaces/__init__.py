@@ -22,7 +22,7 @@ from .datasets import (
     seeded_split,
     to_unit_float,
 )
-from .group import AffineGroup2D, LieGroup, exact_at_identity
+from .group import AffineGroup2D, LieGroup, background_level, exact_at_identity
 from .group_elements import OrthogonalBlock2D
 from .networks import Decoder, Encoder, PoseReadout
 from .prior import MixturePrior, assignment_moments, validate_latents
@@ -33,7 +33,7 @@ __all__ = [
     # the interfaces
     "AffineGroup2D", "Decoder", "Encoder", "ImageDataset", "LieGroup", "MixturePrior", "OrthogonalBlock2D",
     "ParticleStack", "PoseReadout",
-    "assignment_moments", "exact_at_identity", "validate_latents",
+    "assignment_moments", "background_level", "exact_at_identity", "validate_latents",
     # what a dataset plugin shares with the built-ins
     "ALL", "SPLITS", "DatasetConfig", "InMemoryImageDataset", "ScaleToUnit", "SeededSplitConfig", "SourceReader",
     "StreamingImageDataset", "TransformConfig", "array_reader", "balanced_first", "build_split", "check_split",

@@ -196,6 +196,21 @@ def _shape(t) -> str:
     return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
 
 
+def background_level(images: torch.Tensor) -> torch.Tensor:
+    """``(N, C, 1, 1)`` (``(N, C, 1, 1, 1)`` for volumes): every image's mean value outside
+    the disc (ball) inscribed in its frame, where an object centred in the frame rarely
+    reaches: the level that moved images are padded with. 0 for images on a black
+    background (digits, shapes), the noise's mean for particles standardised onto a grey
+    background."""
+    sides = images.shape[2:]
+    axes = torch.meshgrid(*[torch.arange(side, device=images.device, dtype=images.dtype) - (side - 1) / 2
+                            for side in sides], indexing="ij")
+    outside = sum(axis ** 2 for axis in axes) > (min(sides) / 2) ** 2
+    if not bool(outside.any()):
+        return images.new_zeros(images.shape[:2] + (1,) * len(sides))
+    return images[..., outside].mean(-1).view(images.shape[:2] + (1,) * len(sides))
+
+
 def exact_at_identity(images: torch.Tensor, warped: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """``warped`` (the images resampled by the elements ``g``, one per image), except that
     an image whose element is exactly the identity is returned bit for bit (resampling
@@ -224,8 +239,8 @@ class AffineGroup2D(LieGroup):
     Supplies ``identity``, ``compose``, ``inverse`` (closed form for any invertible ``A``),
     ``act`` (the sampling grid of :func:`~torch.nn.functional.affine_grid` with
     ``theta`` = top two rows of ``g^-1`` and ``align_corners=False``, then one
-    :func:`~torch.nn.functional.grid_sample` call for the whole batch, bilinear, zero
-    padding; see the module docstring for the coordinate convention), ``distance``,
+    :func:`~torch.nn.functional.grid_sample` call for the whole batch, bilinear, padded
+    with the image's :func:`background_level`; see the module docstring for the coordinate convention), ``distance``,
     ``half_turn`` and the shape checks. A subclass sets ``name``, ``dim``,
     ``coordinate_names``, ``has_translation`` and ``has_scale`` (and ``has_rotation``
     where the default guess is wrong) and implements ``exp``, ``log``, ``sample`` and
@@ -345,8 +360,9 @@ class AffineGroup2D(LieGroup):
     def act(self, images: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Move ``(N, C, H, H)`` images by ``(N, 3, 3)`` (or ``(1, 3, 3)``) elements ``g``.
 
-        The content at normalised point ``p`` moves to ``g p`` (bilinear sampling, zero
-        padding, ``align_corners=False``). Where ``g`` is exactly the identity the image
+        The content at normalised point ``p`` moves to ``g p`` (bilinear sampling,
+        ``align_corners=False``); what moves in from outside the frame takes the image's
+        background level (:func:`background_level`: 0 for images on a black background). Where ``g`` is exactly the identity the image
         is returned bit for bit (resampling would blur it by rounding), while gradients
         still flow to ``g`` as through the warp.
 
@@ -362,7 +378,11 @@ class AffineGroup2D(LieGroup):
             )
         g = g.to(dtype=images.dtype, device=images.device).expand(n, 3, 3)
         grid = self.sampling_grid(self._inverse_rows(g), images.shape[-2], images.shape[-1])
-        warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # what moves in from outside the frame is the image's own background, not black: a
+        # particle on a grey, noisy background turned by 45 degrees must not gain black corners
+        # that no unturned image has (images on a black background pad with 0, as before)
+        fill = background_level(images)
+        warped = F.grid_sample(images - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
         return exact_at_identity(images, warped, g)
 
     @staticmethod

@@ -128,6 +128,7 @@ class GraphKeeper:
                                       last=epoch + 1 == epochs.total_epochs).action
         action = context.all_gather_objects(action)[0]
         if action == "reseeded":
+            before = copy.deepcopy(model.state_dict()) if context.is_main else None
             guidance.fit_prior(separate=True)
             if context.is_main:
                 config = guidance.config
@@ -137,9 +138,25 @@ class GraphKeeper:
                                           lr=config.training.lr, generator=generator, device=guidance.device)
                 log.info("epoch %d: the graph's clusters taught directly for %d passes: the model now agrees on "
                          "%.1f%% of the training images", epoch + 1, config.graph.repair_epochs, 100 * agreement)
+                self.undo_if_worse(model, before, agreement)
         if action:
             context.broadcast_module_state(model)
         return action
+
+    def undo_if_worse(self, model, before: dict, agreement: float) -> bool:
+        """Put ``model``'s state from ``before`` a re-seeding back when the repair left it
+        agreeing with the graph on fewer training images (``agreement``) than it did before:
+        a model still learning the graph's clusters (agreeing on 70-85% at the end of
+        pretraining on noisy particles) is set back by a prior moved under it, one that
+        collapsed is not. Returns whether it was undone."""
+        check = self.checks[-1]
+        if agreement >= check.agreement:
+            return False
+        model.load_state_dict(before)
+        check.action = "reseeded, undone"
+        log.info("epoch %d: the repair is undone (the model agreed on %.1f%% before it, %.1f%% after): training "
+                 "goes on from the state before it", check.epoch, 100 * check.agreement, 100 * agreement)
+        return True
 
     def after_epoch(self, epoch: int, clusters: np.ndarray, model, *, last: bool) -> Check:
         """Check ``model``'s ``clusters`` after ``epoch`` (1-based), keep its state when it is the
