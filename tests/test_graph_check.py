@@ -209,3 +209,22 @@ def test_a_repair_that_leaves_the_model_agreeing_less_is_undone():
         model.weight.add_(1.0)
     assert not keeper.undo_if_worse(model, before, agreement=0.95)  # it helped: kept
     assert not torch.equal(model.weight, before["weight"]) and keeper.checks[-1].action == "reseeded"
+
+
+def test_train_log_is_written_after_a_library_silenced_existing_loggers(tmp_path):
+    """Importing ASPIRE runs ``logging.config`` with ``disable_existing_loggers``, which
+    silences every logger made before it; a run started afterwards in the same process must
+    still write its train.log."""
+    import logging
+
+    from mcvae_framework.train.run_logging import RunLog
+
+    chatty = logging.getLogger("mcvae_framework.train.trainer")
+    chatty.disabled = True  # what disable_existing_loggers does (dictConfig itself would reset pytest's handlers)
+    run_log = RunLog()
+    run_log.open(tmp_path / "train.log", console=False)
+    try:
+        chatty.info("the graph chose its settings")
+    finally:
+        run_log.close()
+    assert "the graph chose its settings" in (tmp_path / "train.log").read_text()

@@ -108,6 +108,16 @@ class ProgressLogHandler(logging.Handler):
             self.handleError(record)
 
 
+def enable_package_loggers() -> None:
+    """Switch the framework's own loggers back on. ``logging.config`` with
+    ``disable_existing_loggers`` (the default of ``dictConfig`` and ``fileConfig``) silences
+    every logger created before it: importing ASPIRE does that, and a run started after it in
+    the same process (a notebook that simulates particles first) wrote an empty train.log."""
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if isinstance(logger, logging.Logger) and name.split(".")[0] == "mcvae_framework":
+            logger.disabled = False
+
+
 class RunLog:
     """``RUN/train.log`` (appended to) and, with ``console``, the console, attached to the
     trainer's logger while a run lasts; the records do not reach the root logger meanwhile."""
@@ -118,6 +128,7 @@ class RunLog:
 
     def open(self, path: Path, console: bool) -> None:
         log.setLevel(logging.INFO)
+        enable_package_loggers()
         file_handler = logging.FileHandler(path, mode="a", encoding="utf-8")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self._handlers.append(file_handler)
