@@ -83,7 +83,8 @@ def run_one(family, variant: str, seed: int, workdir: Path, threads: int, peers:
              "graph_seconds": graph["seconds"], "repairs": checks.get("repairs", 0),
              "restored": checks.get("restored", False),
              "graph_settings": {key: graph.get(key) for key in ("neighbours", "search_poses", "downsample", "features",
-                                                               "blur_sigma", "pca_dim", "pieces", "pieces_bridged")},
+                                                               "blur_sigma", "pca_dim", "noise_floor", "pieces",
+                                                               "pieces_bridged")},
              "candidates": graph.get("candidates")}]
     if peers and family.particles:
         from aspire_peer import aspire_rows
@@ -114,8 +115,11 @@ def render(result: dict) -> str:
     rows = result["rows"]
     lines = [f"`{result['command']}` -- {result['machine']}.", "",
              "Settings were chosen on the **development** half only; the **held-out** half ran only once they were "
-             "fixed, and is reported as it came out (its first run, before two fixes, is in issue 27's closing "
-             "note; rows whose command names a commit ran before the last change to how a run ends). Accuracy on the test split (20%); each family's **worst** seed; the model's own "
+             "fixed, and is reported as it came out. The last changes (the graph's noise-weighted PCA, moved images "
+             "padded with their background level, an undone repair) were tried on the development family "
+             "particles_views after the held-out particles_128 had failed: particles_128 is no longer untouched, "
+             "particles_96 (fixed before those runs) is. Rows whose command says *ran before 7b9583f* come from the "
+             "code before those changes; issue 27's closing notes list every run. Accuracy on the test split (20%); each family's **worst** seed; the model's own "
              "invariant graph beside it. *Each image alone*: the model's cluster of an image, as for an image it never saw; "
              "*with its graph*: every image's cluster probabilities averaged with those of its graph neighbours "
              "(`report.json`'s `consensus`; the test images are nodes of the graph of a transductive run). ASPIRE `RIRClass2D` on the same particles, Fourier-cropped to the size the model reads (its nearest-neighbour graph "
