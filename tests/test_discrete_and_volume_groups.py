@@ -185,6 +185,30 @@ def test_every_component_follows_the_moves_when_the_head_is_equivariant():
     assert wrong.max() > 0.01
 
 
+def test_the_component_cross_entropy_of_the_pose_guide_scales_with_its_weight():
+    from types import SimpleNamespace
+
+    from mcvae_framework.model.pose_head import PoseEncoding, Posterior
+    from mcvae_framework.model.pose_terms import orthogonal_guidance
+
+    group = build("group", {"type": "o2"})
+    gen = torch.Generator().manual_seed(7)
+    n = 8
+    poses, tau, component = group.sample_elements(n, gen, dtype=torch.float64)
+    per = tau[:, None, :].expand(n, 2, 1).clone()
+    logits = torch.randn(n, 2, generator=gen, dtype=torch.float64)
+    pose = PoseEncoding(tau, torch.zeros_like(tau), logits, Posterior(per, per * 0))
+    enc = SimpleNamespace(pose=pose, tau=pose, component=pose.component)
+    model = SimpleNamespace(group=group, pose_element=group.element)
+    targets = group.orthogonal_part(poses)
+    clusters, weight = torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.float64)
+    terms = [orthogonal_guidance(model, enc, targets, clusters, weight, 1, component_weight=w) for w in (0.0, 0.1, 1.0)]
+    # the squared part is the same whatever the weight; the cross-entropy is weighted linearly
+    assert terms[2] > terms[0]
+    assert torch.allclose(terms[1] - terms[0], 0.1 * (terms[2] - terms[0]))
+    assert torch.allclose(orthogonal_guidance(model, enc, targets, clusters, weight, 1), terms[2])
+
+
 def test_orthogonal_synchronisation_recovers_rotations_and_reflections():
     from mcvae_framework.graph.synchronisation import synchronise_orthogonal
 

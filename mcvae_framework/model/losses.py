@@ -201,7 +201,8 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
         index = batch["index"]
         terms["pose_guide"] = orthogonal_guidance(
             model, enc, guide.poses[index], guide.angle_clusters[index],
-            guide.confident[index].to(enc.tau.mean.dtype), model.prior.n_components)
+            guide.confident[index].to(enc.tau.mean.dtype), model.prior.n_components,
+            component_weight=loss_config.pose_guide_component_weight)
         total = total + loss_config.pose_guide_weight * terms["pose_guide"]
     if not (self_label or "neighbour" in on or loss_config.balance_weight > 0):
         return terms, total
