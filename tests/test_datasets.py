@@ -351,7 +351,7 @@ def test_arrays_labels_are_renumbered(npz_path):
 
 
 @pytest.mark.parametrize("arrays,fragment", [
-    ({"images": np.zeros((4, 2, 3, 5, 5))}, r"rank 5\); expected N x H x W or N x C x H x W"),
+    ({"images": np.zeros((4, 2, 3, 5, 5))}, r"volumes have shape \(4, 2, 3, 5, 5\); they must be cubes"),
     ({"images": np.zeros((4, 5, 5, 3))}, "looks channel-last; transpose"),
     ({"images": np.zeros((4, 1, 5, 6))}, "must be square"),
     ({"images": np.zeros((4, 5, 5)), "labels": np.zeros(3, int)}, r"labels have shape \(3,\) but there are 4 images"),

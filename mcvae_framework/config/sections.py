@@ -40,8 +40,8 @@ class ModelConfig(Section):
     average_components: bool = Field(
         True,
         description="for a group with a discrete part (a reflection, a finite group): read z_c and z_v from the "
-        "encoder's features averaged over the image moved by each component's representative (for o2 the image "
-        "and its mirror image), so that they ignore the discrete part by construction when the representatives "
+        "encoder's features averaged over the image moved by each component's representative (for a reflection "
+        "group the image and its mirror image), so that they ignore the discrete part by construction when the representatives "
         "form a group; one more encoder pass per component; ignored when canonicalize is on",
     )
 
@@ -137,10 +137,10 @@ class LossConfig(Section):
     )
     pose_guide_component_weight: float = Field(
         0.1, ge=0,
-        description="for a group with a discrete part (o2's reflection): the weight of the cross-entropy that "
+        description="for a group with a discrete part (a reflection): the weight of the cross-entropy that "
         "teaches q(k|x) the graph's synchronised component, relative to pose_guide_weight; below 1 the graph's "
         "component is a hint the ELBO can overrule, and the encoder is not bent to the graph's mistakes (mirrored "
-        "digits, seed 0: 1 -> accuracy 0.847, reflection 0.846; 0.1 -> 0.875, 0.845; 0 -> 0.873, 0.740)",
+        "MNIST, seed 0: 1 -> accuracy 0.847, reflection 0.846; 0.1 -> 0.875, 0.845; 0 -> 0.873, 0.740)",
     )
     reseed_below: float = Field(
         0.1, ge=0, lt=1,
@@ -188,10 +188,10 @@ class GraphConfig(Section):
         "auto", description="Gaussian blur in pixels (after max_side's averaging) before images are compared "
         "(pixels features only); auto: 0 and 1 are both clustered and the one with the higher modularity is kept")
     search_size: Union[int, Literal["auto"]] = Field(
-        "auto", description="relative moves tried between two images (the group's search_poses; o2 also tries "
-        "each mirrored); auto: the group's own grid (the built-in planar groups: a rotation every 10 degrees, over "
-        "the full circle when the angle range is the full circle, else over +-60 degrees or half the range; so3: "
-        "100 rotations within its search_reach_deg)")
+        "auto", description="relative moves tried between two images (the group's search_poses; a group with "
+        "a reflection also tries each mirrored); auto: the group's own grid (the built-in planar groups: a rotation every 10 degrees, over "
+        "the full circle when the angle range is the full circle, else over +-60 degrees or half the range; the "
+        "built-in rotations of space: 100 rotations within the group's search_reach_deg)")
     pca_dim: Union[int, Literal["auto"]] = Field(
         "auto", description="compare images in a PCA space of this size (0: the features themselves); keeps "
         "large datasets in bounded memory and time and denoises; auto (features larger than 128): the PCA axes "

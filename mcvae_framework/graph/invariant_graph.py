@@ -37,8 +37,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.integrate
-import scipy.optimize
 import scipy.sparse
 import scipy.sparse.linalg
 import torch
@@ -49,6 +47,7 @@ from ..config.sections import GraphConfig
 from .spectral import balanced_kmeans, bridge_components, modularity, spectral_clusters, symmetric_graph  # noqa: F401
 from .chunks import ImageChunks, as_image_source
 from .neighbours import neighbour_search as search_neighbours
+from .noise import NOISE_SPECTRUM_MAX_DIM, marchenko_pastur_median, noise_weighted_axes  # noqa: F401
 from .solvers import solver_choices
 from .synchronisation import best_moves, synchronise_orthogonal, synchronises_orthogonally
 from .wavelets import wavelet_features
@@ -193,11 +192,8 @@ def fit_projection(images: torch.Tensor, group, poses: torch.Tensor | None, dim:
     (``standardise``), then the leading ``dim`` PCA axes kept (0: all, centred only), and the
     rows renormalised, so that dot products are cosines.
 
-    With ``denoise``, ``dim`` is only an upper bound: the noise floor is read from the
-    features' own spectrum (:func:`noise_weighted_axes`), only the axes whose variance rises
-    above it are kept, and each is weighted by its share of signal (the Wiener factor
-    ``1 - noise / variance``), as steerable PCA denoises particles. ``info`` receives the kept
-    axes and the noise floor.
+    With ``denoise``, ``dim`` is an upper bound: :func:`~mcvae_framework.graph.noise.noise_weighted_axes`
+    keeps the axes above the features' noise, Wiener-weighted (``info``: axes kept, floor).
     """
     rng = np.random.default_rng(seed)
     elements = group.exp(poses.to(torch.float32)) if elements is None else elements
@@ -229,56 +225,6 @@ def fit_projection(images: torch.Tensor, group, poses: torch.Tensor | None, dim:
     axes = torch.as_tensor(pca.components_, dtype=torch.float32)
     mean = torch.as_tensor(pca.mean_, dtype=torch.float32)
     return lambda rows: F.normalize((rows / scale - mean) @ axes.T, dim=-1)
-
-
-#: features wider than this are projected by a plain randomized PCA (the full spectrum that
-#: the noise floor is read from costs width^3)
-NOISE_SPECTRUM_MAX_DIM = 4096
-
-
-def marchenko_pastur_median(ratio: float) -> float:
-    """The median eigenvalue of the covariance of pure unit white noise, ``D`` features over
-    ``n`` samples, ``ratio = D / n`` in ``(0, 1]`` (the Marchenko-Pastur law's median)."""
-    if ratio <= 0:
-        return 1.0
-    low, high = (1 - math.sqrt(ratio)) ** 2, (1 + math.sqrt(ratio)) ** 2
-
-    def density(x):
-        return math.sqrt(max((high - x) * (x - low), 0.0)) / (2 * math.pi * ratio * x)
-
-    def below(x):
-        return scipy.integrate.quad(density, low, x)[0] - 0.5
-
-    return float(scipy.optimize.brentq(below, low, high))
-
-
-def noise_weighted_axes(pool: torch.Tensor, *, images_seen: int, at_most: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """PCA axes of ``pool`` (rows of features) that rise above its noise, each weighted by
-    its share of signal.
-
-    White noise of variance ``s`` spreads its power over every axis, so most of the
-    spectrum of images whose signal lives in a few axes is noise: ``s`` is read from the
-    median eigenvalue of the covariance (divided by the median of the Marchenko-Pastur law,
-    as Gavish and Donoho estimate the noise of a matrix), and an axis counts as signal when its variance
-    exceeds the largest eigenvalue pure noise would reach, the Marchenko-Pastur edge
-    ``s (1 + sqrt(D / n))^2`` for ``D`` features and ``n`` independent images. Each kept
-    axis is weighted by ``1 - s / variance`` (the Wiener factor), so noisy axes count for
-    less in the cosine. On clean images the floor is far below the leading axes: they
-    keep weights near 1.
-
-    :returns: ``(axes (K, D) weighted, mean (D,), noise floor s)``, ``2 <= K <= at_most``.
-    """
-    mean = pool.mean(dim=0)
-    centred = pool - mean
-    covariance = centred.T @ centred / len(pool)
-    variance, vectors = torch.linalg.eigh(covariance)
-    variance, vectors = variance.flip(0).clamp_min(0), vectors.flip(1)
-    ratio = min(pool.shape[1] / max(images_seen, 1), 1.0)
-    floor = float(variance.median()) / marchenko_pastur_median(ratio)
-    edge = floor * (1 + math.sqrt(ratio)) ** 2
-    keep = min(max(int((variance > edge).sum()), 2), at_most)
-    weights = (1 - floor / variance[:keep].clamp_min(1e-30)).clamp_min(0)
-    return (vectors[:, :keep] * weights).T.float(), mean.float(), floor
 
 
 def relative_angles(reference: torch.Tensor, moved: torch.Tensor, neighbours: torch.Tensor,
@@ -493,10 +439,8 @@ def describe_choice(info: dict) -> str:
 
 
 def _projection_words(info: dict) -> str:
-    if not info["pca_dim"]:
-        return "no PCA"
-    if info.get("noise_floor") is None:
-        return f"PCA {info['pca_dim']}"
+    if not info["pca_dim"] or info.get("noise_floor") is None:
+        return f"PCA {info['pca_dim']}" if info["pca_dim"] else "no PCA"
     return f"PCA {info['pca_dim']} axes above the noise floor {info['noise_floor']:.2g}, Wiener-weighted"
 
 

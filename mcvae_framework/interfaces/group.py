@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .group_elements import GroupElements
+from .resampling import background_level, exact_at_identity  # noqa: F401 (exact_at_identity: public here too)
 
 
 class LieGroup(GroupElements, abc.ABC):
@@ -196,38 +197,6 @@ def _shape(t) -> str:
     return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
 
 
-def background_level(images: torch.Tensor) -> torch.Tensor:
-    """``(N, C, 1, 1)`` (``(N, C, 1, 1, 1)`` for volumes): every image's mean value outside
-    the disc (ball) inscribed in its frame, where an object centred in the frame rarely
-    reaches: the level that moved images are padded with. 0 for images on a black
-    background (digits, shapes), the noise's mean for particles standardised onto a grey
-    background."""
-    sides = images.shape[2:]
-    axes = torch.meshgrid(*[torch.arange(side, device=images.device, dtype=images.dtype) - (side - 1) / 2
-                            for side in sides], indexing="ij")
-    outside = sum(axis ** 2 for axis in axes) > (min(sides) / 2) ** 2
-    if not bool(outside.any()):
-        return images.new_zeros(images.shape[:2] + (1,) * len(sides))
-    return images[..., outside].mean(-1).view(images.shape[:2] + (1,) * len(sides))
-
-
-def exact_at_identity(images: torch.Tensor, warped: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """``warped`` (the images resampled by the elements ``g``, one per image), except that
-    an image whose element is exactly the identity is returned bit for bit (resampling
-    would blur it by rounding), while gradients still flow to ``g`` as through the warp.
-    What ``act`` of ``AffineGroup2D`` and of the built-in volume group returns."""
-    eye = torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)
-    is_identity = (g == eye).flatten(1).all(dim=1).view(-1, *[1] * (images.dim() - 1))
-    if images.device.type == "cpu" and not bool(is_identity.any()):
-        # asking is free on the CPU (on an accelerator it would force a synchronisation,
-        # so there the select below always runs)
-        return warped
-    if torch.is_grad_enabled() and (g.requires_grad or images.requires_grad):
-        # value of the exact image, gradient of the warp (so d/dg is not lost at g = I)
-        exact = images.detach() + (warped - warped.detach())
-    else:
-        exact = images
-    return torch.where(is_identity, exact, warped)
 
 
 class AffineGroup2D(LieGroup):
@@ -410,7 +379,8 @@ class AffineGroup2D(LieGroup):
         if not (self.has_translation or self.has_scale):
             return images
         n, _, h, w = images.shape
-        mass = images.sum(1).clamp_min(0)  # (N, H, W)
+        # the mass above the background: on a grey background the frame itself would pull every centre to the middle
+        mass = (images - background_level(images)).sum(1).clamp_min(0)  # (N, H, W)
         total = mass.flatten(1).sum(-1).clamp_min(1e-8)
         ys = (2 * torch.arange(h, dtype=images.dtype, device=images.device) + 1) / h - 1
         xs = (2 * torch.arange(w, dtype=images.dtype, device=images.device) + 1) / w - 1
