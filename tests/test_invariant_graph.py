@@ -17,8 +17,8 @@ from mcvae_framework.graph.invariant_graph import (
     central_members,
     gaussian_blur,
     invariant_graph_clusters,
-    noise_weighted_axes,
 )
+from mcvae_framework.graph.noise import noise_weighted_axes
 from mcvae_framework.interfaces import LieGroup
 
 

@@ -47,7 +47,7 @@ from ..config.sections import GraphConfig
 from .spectral import balanced_kmeans, bridge_components, modularity, spectral_clusters, symmetric_graph  # noqa: F401
 from .chunks import ImageChunks, as_image_source
 from .neighbours import neighbour_search as search_neighbours
-from .noise import NOISE_SPECTRUM_MAX_DIM, marchenko_pastur_median, noise_weighted_axes  # noqa: F401
+from .noise import NOISE_SPECTRUM_MAX_DIM, noise_weighted_axes
 from .solvers import solver_choices
 from .synchronisation import best_moves, synchronise_orthogonal, synchronises_orthogonally
 from .wavelets import wavelet_features

@@ -22,7 +22,8 @@ from .datasets import (
     seeded_split,
     to_unit_float,
 )
-from .group import AffineGroup2D, LieGroup, background_level, exact_at_identity
+from .group import AffineGroup2D, LieGroup
+from .resampling import background_level, exact_at_identity
 from .group_elements import OrthogonalBlock2D
 from .networks import Decoder, Encoder, PoseReadout
 from .prior import MixturePrior, assignment_moments, validate_latents
