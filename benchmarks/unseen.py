@@ -115,11 +115,13 @@ def render(result: dict) -> str:
     rows = result["rows"]
     lines = [f"`{result['command']}` -- {result['machine']}.", "",
              "Settings were chosen on the **development** half only; the **held-out** half ran only once they were "
-             "fixed, and is reported as it came out. The last changes (the graph's noise-weighted PCA, moved images "
-             "padded with their background level, an undone repair) were tried on the development family "
-             "particles_views after the held-out particles_128 had failed: particles_128 is no longer untouched, "
-             "particles_96 (fixed before those runs) is. Rows whose command says *ran before 7b9583f* come from the "
-             "code before those changes; issue 27's closing notes list every run. Accuracy on the test split (20%); each family's **worst** seed; the model's own "
+             "fixed. Twice a held-out family showed a failure that development stacks were then built to reproduce and "
+             "fix: particles_128 (the graph lost in noise: noise-weighted PCA, moved images padded with their background "
+             "level, an undone repair, 7b9583f-bd7df92) and particles_96 (the model drifting below a perfect graph at SNR 1: "
+             "the particle template reads the clusters from each particle turned back by its pose, 7ad35f5). Neither is "
+             "untouched any more; particles_80, added (0991126) after those changes and before any run on it, is. Rows "
+             "whose command says *ran before ...* come from older code; issue 27's closing notes list every run. "
+             "Accuracy on the test split (20%); each family's **worst** seed; the model's own "
              "invariant graph beside it. *Each image alone*: the model's cluster of an image, as for an image it never saw; "
              "*with its graph*: every image's cluster probabilities averaged with those of its graph neighbours "
              "(`report.json`'s `consensus`; the test images are nodes of the graph of a transductive run). ASPIRE `RIRClass2D` on the same particles, Fourier-cropped to the size the model reads (its nearest-neighbour graph "
