@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .group_elements import GroupElements
-from .resampling import background_level, exact_at_identity  # noqa: F401 (exact_at_identity: public here too)
+from .resampling import background_level, exact_at_identity
 
 
 class LieGroup(GroupElements, abc.ABC):
