@@ -119,3 +119,17 @@ def test_baselines_without_the_graph_drop_every_term_that_learns_from_it(protoco
     assert config["graph"]["enabled"] is False
     assert all(config["loss"][name] == 0 for term in GUIDED_TERMS for name in term.fields)
     assert base["graph"]["enabled"] is True  # the protocol config itself is left alone
+
+
+def test_closest_views_reads_the_angle_between_two_views_of_one_volume_only():
+    from unseen_data import PARTICLES_64, PARTICLES_80, closest_views_deg
+
+    # two volumes with two views each: (0, 0) is the pole; a tilt of 10 degrees from it, and far apart ones
+    views = np.radians([[0, 0], [0, 10], [0, 90], [90, 90]])
+    assert closest_views_deg(views, 2) == pytest.approx(10.0, abs=1e-6)
+    # the same directions, but the close pair split over two volumes: only same-volume pairs count
+    assert closest_views_deg(views[[0, 2, 1, 3]], 2) == pytest.approx(90.0, abs=1e-3)
+    assert closest_views_deg(views, 1) is None
+    assert PARTICLES_64.closest_views_deg(0) is None  # one view per volume
+    # the held-out particles_80 seed 0 stack holds two views of one volume 6 degrees apart
+    assert 5 < PARTICLES_80.closest_views_deg(0) < 7 < PARTICLES_80.closest_views_deg(1)
