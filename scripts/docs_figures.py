@@ -98,10 +98,27 @@ def mcvae(*args) -> None:
     subprocess.run([sys.executable, "-m", "mcvae_framework.cli", *map(str, args)], check=True)
 
 
+def same_config(run: dict, today: dict) -> bool:
+    """Whether a run's comparable config is ``today``'s: equal, but for fields of the core's
+    sections (``model``, ``loss``, ``graph``, ``training``) added since the run, which it lacks,
+    and which hold their default today (the behaviour the run already had)."""
+    from mcvae_framework.config.sections import GraphConfig, LossConfig, ModelConfig, TrainingConfig
+
+    core = {"model": ModelConfig, "loss": LossConfig, "graph": GraphConfig, "training": TrainingConfig}
+    today = json.loads(json.dumps(today))
+    for section, fields in today.items():
+        if section not in core or not isinstance(run.get(section), dict):
+            continue
+        for name in [n for n in fields if n not in run[section] and n in core[section].model_fields]:
+            if fields[name] == core[section].model_fields[name].default:
+                del fields[name]
+    return run == today
+
+
 def ensure_run(run_dir: Path, config_file: Path, expected: dict) -> Path:
     """Train and evaluate into ``run_dir`` unless it holds an evaluated run of ``expected``."""
     config_json = run_dir / "config.json"
-    if config_json.is_file() and comparable(json.loads(config_json.read_text())) != expected:
+    if config_json.is_file() and not same_config(comparable(json.loads(config_json.read_text())), expected):
         raise SystemExit(f"{run_dir} was trained from another config than {config_file}; retrain it "
                          "(leave --...-run out) or give the right run")
     if not (run_dir / "checkpoints" / "last.pt").is_file():

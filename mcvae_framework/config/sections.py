@@ -226,6 +226,11 @@ class GraphConfig(Section):
         0, ge=0, description="before the VAE trains, warm the encoder up for N passes over the graph's confident "
         "images: a linear read-out learns their labels (at random poses) while every image agrees with its graph "
         "neighbours; its labels of all training images then replace the graph's, every image trusted (0: off)")
+    pose_warmup_steps: int = Field(
+        0, ge=0, description="before the VAE trains, teach the encoder and the pose head the graph's synchronised "
+        "poses alone (the pose_guide term on batches of its confident images, no decoder) for up to N steps, "
+        "stopping once the term's mean over 50 steps is below 0.02; for rotations of volumes, which the pose "
+        "head otherwise learns only after a plateau longer than a run (0: off)")
     refine_smoothing: int = Field(
         0, ge=0, description="rounds of label propagation over the graph applied to the refinement's read-out "
         "before its labels are read: q <- (p + mean of the neighbours' q) / 2")

@@ -161,6 +161,21 @@ def pose_guidance(theta: torch.Tensor, target: torch.Tensor, clusters: torch.Ten
     return (weight * (1 - torch.cos(difference - offset))).sum() / weight.sum().clamp_min(1.0)
 
 
+def pose_guide_term(model: MCEVAE, enc: Encoding, guide: Guide, index: torch.Tensor,
+                    component_weight: float = 1.0) -> torch.Tensor:
+    """The ``pose_guide`` term of the images at ``index`` (their encoding ``enc``): :func:`pose_guidance`
+    of the pose head's first angle against the graph's synchronised ``angles``, or, with the graph's
+    synchronised orthogonal ``poses`` instead (a discrete part, rotations of volumes),
+    :func:`~mcvae_framework.model.pose_terms.orthogonal_guidance`."""
+    weight = guide.confident[index].to(enc.tau.mean.dtype)
+    if guide.angles is not None:
+        angle = model.group.angle_coordinates[0]
+        return pose_guidance(enc.tau.mean[:, angle], guide.angles[index], guide.angle_clusters[index], weight,
+                             model.prior.n_components)
+    return orthogonal_guidance(model, enc, guide.poses[index], guide.angle_clusters[index], weight,
+                               model.prior.n_components, component_weight=component_weight)
+
+
 def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide: Guide | None,
                    generator: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | float]:
     """The cluster-guidance terms on the prior's responsibilities ``q(c|x)``.
@@ -189,20 +204,9 @@ def guidance_terms(model: MCEVAE, batch: dict, enc: Encoding, loss_config, guide
     if guide is not None and "index" in batch:
         on = {term.name for term in loss_config.guided_terms() if guide.serves(term)}
     self_label = "self_label" in on
-    if "pose_guide" in on and enc.tau is not None and guide.angles is not None:
-        index = batch["index"]
-        angle = model.group.angle_coordinates[0]
-        terms["pose_guide"] = pose_guidance(enc.tau.mean[:, angle], guide.angles[index],
-                                            guide.angle_clusters[index],
-                                            guide.confident[index].to(enc.tau.mean.dtype),
-                                            model.prior.n_components)
-        total = total + loss_config.pose_guide_weight * terms["pose_guide"]
-    elif "pose_guide" in on and enc.tau is not None:  # synchronised orthogonal poses
-        index = batch["index"]
-        terms["pose_guide"] = orthogonal_guidance(
-            model, enc, guide.poses[index], guide.angle_clusters[index],
-            guide.confident[index].to(enc.tau.mean.dtype), model.prior.n_components,
-            component_weight=loss_config.pose_guide_component_weight)
+    if "pose_guide" in on and enc.tau is not None:
+        terms["pose_guide"] = pose_guide_term(model, enc, guide, batch["index"],
+                                              loss_config.pose_guide_component_weight)
         total = total + loss_config.pose_guide_weight * terms["pose_guide"]
     if not (self_label or "neighbour" in on or loss_config.balance_weight > 0):
         return terms, total

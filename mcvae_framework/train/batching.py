@@ -23,7 +23,7 @@ from ..runtime.data import IndexedDataset
 from ..runtime.distributed import DistributedContext
 
 #: independent random streams derived from ``training.seed`` (see :func:`derive_seed`).
-STREAM_DATA, STREAM_LOSS, STREAM_EVAL, STREAM_WORKERS, STREAM_REFINE = 1, 2, 3, 4, 5
+STREAM_DATA, STREAM_LOSS, STREAM_EVAL, STREAM_WORKERS, STREAM_REFINE, STREAM_POSE_WARMUP = 1, 2, 3, 4, 5, 6
 
 
 def derive_seed(*parts: int) -> int:
@@ -213,6 +213,7 @@ __all__ = [
     "STREAM_DATA",
     "STREAM_EVAL",
     "STREAM_LOSS",
+    "STREAM_POSE_WARMUP",
     "STREAM_REFINE",
     "STREAM_WORKERS",
     "derive_seed",

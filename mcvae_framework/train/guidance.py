@@ -22,6 +22,7 @@ from ..graph.invariant_graph import GraphClusters, central_members
 from ..model.guide import Guide
 from .graph_build import build_invariant_graph
 from .graph_check import GraphKeeper, cluster_probabilities, separated_latents
+from .pose_warmup import check_pose_warmup, warm_up_on_graph
 from .refinement import refine_labels
 
 log = logging.getLogger("mcvae_framework.train.trainer")
@@ -115,6 +116,15 @@ class ClusterGuidance:
 
     # ------------------------------------------------------------------ the invariant graph
 
+    def start_graph(self, fresh: bool) -> None:
+        """The invariant graph, and on a ``fresh`` run (not a resumed one, whose encoder has them)
+        the encoder's warm-ups on it: ``graph.refine_epochs``, then ``graph.pose_warmup_steps``."""
+        self.build_graph()
+        if fresh and self.config.graph.refine_epochs:
+            self.refine_labels()
+        if fresh and self.config.graph.pose_warmup_steps:
+            self.warm_up_pose()
+
     def build_graph(self) -> None:
         """The invariant graph of the training images (rank 0 computes, every process gets it;
         :func:`~mcvae_framework.train.graph_build.build_invariant_graph`, as ``mcvae graph``)."""
@@ -145,6 +155,16 @@ class ClusterGuidance:
         refined = self.context.all_gather_objects(refined)[0]
         self.context.broadcast_module_state(self.model.encoder)
         self.set_guide(refined.labels, torch.ones_like(refined.labels, dtype=torch.bool))
+
+    def warm_up_pose(self) -> None:
+        """``graph.pose_warmup_steps``: the encoder and the pose head learn the graph's synchronised
+        poses before the VAE trains (:func:`~mcvae_framework.train.pose_warmup.warm_up_on_graph`, on
+        rank 0); every process then gets them."""
+        check_pose_warmup(self.config, self.graph)
+        if self.context.is_main:
+            warm_up_on_graph(self.model, self.graph, self.training_images(), self.config, self.device)
+        self.context.broadcast_module_state(self.model.encoder)
+        self.context.broadcast_module_state(self.model.pose_head)
 
     def _guide_reads(self) -> set[str]:
         """The guide fields that the switched-on graph-guided terms read."""

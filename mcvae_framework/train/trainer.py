@@ -173,9 +173,7 @@ class Trainer:
             if self.resume:
                 self._restore()
             if self.config.graph.enabled and self.graph is None:
-                self.guidance.build_graph()
-                if self.config.graph.refine_epochs and not self.resume:
-                    self.guidance.refine_labels()
+                self.guidance.start_graph(fresh=not self.resume)
             if not self.resume:
                 self._save_checkpoint()  # epoch 0: an interruption in epoch 1 still resumes
             self._train()
