@@ -22,7 +22,7 @@ from ..graph.invariant_graph import GraphClusters, central_members
 from ..model.guide import Guide
 from .graph_build import build_invariant_graph
 from .graph_check import GraphKeeper, cluster_probabilities, separated_latents
-from .pose_warmup import check_pose_warmup, warm_up_on_graph
+from .pose_warmup import warm_up_on_graph
 from .refinement import refine_labels
 
 log = logging.getLogger("mcvae_framework.train.trainer")
@@ -160,23 +160,28 @@ class ClusterGuidance:
         """``graph.pose_warmup_steps``: the encoder and the pose head learn the graph's synchronised
         poses before the VAE trains (:func:`~mcvae_framework.train.pose_warmup.warm_up_on_graph`, on
         rank 0); every process then gets them."""
-        check_pose_warmup(self.config, self.graph)
+        self._needs_rotations(self.graph, "graph.pose_warmup_steps", "teaches the pose head the invariant "
+                              "graph's synchronised poses")
         if self.context.is_main:
             warm_up_on_graph(self.model, self.graph, self.training_images(), self.config, self.device)
         self.context.broadcast_module_state(self.model.encoder)
         self.context.broadcast_module_state(self.model.pose_head)
+
+    def _needs_rotations(self, graph: GraphClusters, setting: str, purpose: str) -> None:
+        """Refuse ``setting`` (> 0, which ``purpose``) when the graph synchronised no rotation."""
+        if graph.angles is None and graph.poses is None:
+            raise TrainingError(
+                f"{setting} > 0 {purpose}, but the group {self.config.group.type!r} has no rotation angle to "
+                f"synchronise (its angle_coordinates are empty, and it has no orthogonal part): set {setting}: 0")
 
     def _guide_reads(self) -> set[str]:
         """The guide fields that the switched-on graph-guided terms read."""
         return {name for term in self.config.loss.guided_terms() for name in term.reads}
 
     def use_graph(self, graph: GraphClusters) -> None:
-        if "angles" in self._guide_reads() and graph.angles is None and graph.poses is None:
-            raise TrainingError(
-                f"loss.pose_guide_weight > 0 learns the pose from the invariant graph's synchronised angles, but "
-                f"the group {self.config.group.type!r} has no rotation angle to synchronise (its "
-                "angle_coordinates are empty, and it has no orthogonal part): set loss.pose_guide_weight: 0"
-            )
+        if "angles" in self._guide_reads():
+            self._needs_rotations(graph, "loss.pose_guide_weight", "learns the pose from the invariant graph's "
+                                  "synchronised angles")
         self.graph = graph
         self.keeper = GraphKeeper(graph.labels.numpy(), graph.neighbours.numpy(), self.model.prior.n_components)
         self.set_guide(graph.labels, graph.confident)

@@ -12,7 +12,8 @@ model's rotations ended 70 degrees from the truth though the graph's were 3 degr
 So before pretraining the encoder and the pose head learn the graph's poses alone: the
 same term (:func:`~mcvae_framework.model.losses.pose_guide_term`, the graph's confident
 images, each cluster in its own frame) on random batches of the training images, an
-encoder pass per step and no decoder, which makes a step about a sixth of an ELBO step.
+encoder pass per step and no decoder: on the subtomograms a step took 45 ms against an ELBO
+step's 0.8 s.
 It stops after ``steps`` steps or as soon as the term's mean over the last
 :data:`WINDOW` steps falls below ``stop_below`` (the default 0.02 is ``1 - cos`` of 11 degrees).
 
@@ -27,7 +28,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import TrainingError
 from ..model.guide import Guide
 from ..model.losses import pose_guide_term
 from .batching import STREAM_POSE_WARMUP, derive_seed
@@ -90,15 +90,6 @@ def warm_up_pose(model, images: torch.Tensor, guide: Guide, *, steps: int, batch
                       last=sum(history[-window:]) / max(window, 1), seconds=time.perf_counter() - start)
 
 
-def check_pose_warmup(config, graph) -> None:
-    """Refuse ``graph.pose_warmup_steps`` when the graph has no rotations to teach (on every process)."""
-    if graph.angles is None and graph.poses is None:
-        raise TrainingError(
-            f"graph.pose_warmup_steps > 0 teaches the pose head the invariant graph's synchronised poses, but the "
-            f"group {config.group.type!r} has no rotation to synchronise (its angle_coordinates are empty, and it "
-            "has no orthogonal part): set graph.pose_warmup_steps: 0")
-
-
 def warm_up_on_graph(model, graph, images: torch.Tensor, config, device) -> PoseWarmup:
     """:func:`warm_up_pose` on the graph's synchronised poses of the training ``images``, with the
     run's batch size, learning rate and seed; logs what it did."""
@@ -114,4 +105,4 @@ def warm_up_on_graph(model, graph, images: torch.Tensor, config, device) -> Pose
     return done
 
 
-__all__ = ["PoseWarmup", "WINDOW", "check_pose_warmup", "warm_up_on_graph", "warm_up_pose"]
+__all__ = ["PoseWarmup", "WINDOW", "warm_up_on_graph", "warm_up_pose"]
