@@ -56,7 +56,8 @@ def test_mcvae_graph_writes_one_row_per_image_in_the_datas_order(tmp_path):
     result = CliRunner().invoke(cli, ["graph", config, "--out", str(tmp_path / "g.csv")])
     assert result.exit_code == 0, result.output
     rows = read_rows(tmp_path / "g.csv")
-    assert list(rows[0]) == ["index", "split", "cluster", "confident", "angle"]
+    assert list(rows[0]) == ["index", "split", "cluster", "confident", "angle", "pose_trust"]
+    assert all(0 <= float(r["pose_trust"]) <= 1 for r in rows)
     assert [int(r["index"]) for r in rows] == list(range(len(truth)))
     clusters = np.array([int(r["cluster"]) for r in rows])
     # 0s and 1s are told apart; row i's cluster is the cluster of the data's image i

@@ -13,6 +13,7 @@ from mcvae_framework import build
 from mcvae_framework.report.evaluation import clustering_metrics
 from mcvae_framework.graph.neighbours import exact_neighbours
 from mcvae_framework.graph.invariant_graph import (
+    GraphClusters,
     balanced_kmeans,
     central_members,
     gaussian_blur,
@@ -304,3 +305,36 @@ def test_synchronised_angles_recover_the_rotations_up_to_one_offset_per_cluster(
     offset = torch.angle(torch.exp(1j * difference).mean())
     residual = torch.angle(torch.exp(1j * (difference - offset))).abs()
     assert math.degrees(float(residual.median())) < 3.0
+
+
+def test_poses_of_a_shape_that_looks_the_same_after_half_a_turn_are_not_trusted():
+    # over the full circle a bar's relative angles are right only up to half a turn: its
+    # synchronised angles are noise, and the pose guidance should not teach them
+    group = build("group", {"type": "so2", "angle_deg": [-180, 180]})
+    shapes = shape_images(24)[:2]  # bar and triangle
+    labels = torch.arange(2).repeat_interleave(60)
+    tau = group.sample(120, torch.Generator().manual_seed(5))
+    graph = invariant_graph_clusters(group.act(shapes[labels], group.exp(tau)), group, 2, neighbours=8,
+                                     kmeans_restarts=5)
+    assert graph.pose_trust.shape == (120,) and bool(((graph.pose_trust >= 0) & (graph.pose_trust <= 1)).all())
+    bar, triangle = graph.pose_trust[labels == 0], graph.pose_trust[labels == 1]
+    assert float(triangle.median()) > 0.95 > 0.7 > float(bar.mean())
+    assert graph.info["pose_trust"] == [round(float(graph.pose_trust[graph.labels == c].mean()), 3) for c in (0, 1)]
+    assert GraphClusters.from_state_dict(graph.state_dict()).pose_trust.equal(graph.pose_trust)
+
+
+def test_pose_trust_reads_the_residual_turn_of_every_neighbour_pair():
+    from mcvae_framework.graph.synchronisation import pose_trust, rotation_cosine
+
+    angle = torch.tensor(0.7)
+    turn = torch.tensor([[angle.cos(), -angle.sin()], [angle.sin(), angle.cos()]])
+    assert torch.isclose(rotation_cosine(turn), angle.cos())
+    assert rotation_cosine(torch.diag(torch.tensor([1.0, -1.0]))).abs() < 1e-6  # the wrong mirror image: 0
+    spin = torch.eye(3)
+    spin[:2, :2] = turn
+    assert torch.isclose(rotation_cosine(spin), angle.cos())  # a turn of space about one axis
+    neighbours = torch.tensor([[1, 2], [0, 2], [0, 3], [2, 1]])
+    labels = np.array([0, 0, 0, 1])
+    agreement = torch.tensor([[1.0, 0.5], [1.0, -1.0], [0.2, 1.0], [1.0, 1.0]])
+    # image 1's mean is below 0; image 2 counts its neighbour in its cluster only; image 3 has none
+    assert torch.allclose(pose_trust(neighbours, labels, agreement), torch.tensor([0.75, 0.0, 0.2, 0.0]))

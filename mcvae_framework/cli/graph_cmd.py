@@ -30,7 +30,9 @@ def graph_command(config_file, overrides, out, split):
     training.seed), and write one row per image in the data's own order: name (for data
     with file names), index (the position in the source), split, cluster, confident (the
     image sits near its cluster's centre) and, where the group rotates, angle (the
-    synchronised rotation in radians, up to one offset per cluster).
+    synchronised rotation in radians, up to one offset per cluster) and pose_trust (0-1: how
+    well the image's synchronised pose agrees with its neighbours' relative poses; low over a
+    whole cluster where its shape looks the same after part of a turn).
 
     A .npz file also holds every image's neighbours and their similarities, for a group
     with a discrete part or rotations of volumes its synchronised orthogonal pose (poses,
@@ -106,6 +108,8 @@ def graph_table(graph, dataset) -> dict[str, np.ndarray]:
     columns["confident"] = graph.confident.numpy().astype(np.int64)
     if graph.angles is not None:
         columns["angle"] = graph.angles.numpy().astype(np.float64)
+    if graph.pose_trust is not None:
+        columns["pose_trust"] = graph.pose_trust.numpy().astype(np.float64)
     extras = {"neighbours": graph.neighbours.numpy(), "similarities": graph.similarities.numpy(),
               "settings_json": np.asarray(json.dumps({**graph.info, "seconds": round(graph.seconds, 2)}))}
     if graph.poses is not None:

@@ -37,8 +37,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse
-import scipy.sparse.linalg
 import torch
 import torch.nn.functional as F
 from sklearn.decomposition import PCA
@@ -49,7 +47,8 @@ from .chunks import ImageChunks, as_image_source
 from .neighbours import neighbour_search as search_neighbours
 from .noise import NOISE_SPECTRUM_MAX_DIM, noise_weighted_axes
 from .solvers import solver_choices
-from .synchronisation import best_moves, synchronise_orthogonal, synchronises_orthogonally
+from .synchronisation import best_moves, pose_trust_info, synchronise, synchronises_orthogonally
+from .synchronisation import synchronise_angles  # noqa: F401  (its home before synchronisation.py took it)
 from .wavelets import wavelet_features
 
 log = logging.getLogger("mcvae_framework.graph.invariant_graph")
@@ -73,6 +72,9 @@ class GraphClusters:
         synchronisation of its cluster (:mod:`~mcvae_framework.graph.synchronisation`, up to
         one orthogonal matrix per cluster), for a group with an orthogonal part that the
         angles do not describe (a discrete part, or rotations of volumes); else ``None``.
+    :ivar pose_trust: ``(N,)`` float32 in ``[0, 1]``: how well every image's synchronised pose
+        agrees with its neighbours' relative poses (:func:`~mcvae_framework.graph.synchronisation.pose_trust`);
+        ``None`` without angles or poses.
     """
 
     labels: torch.Tensor
@@ -83,11 +85,13 @@ class GraphClusters:
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
     poses: torch.Tensor | None = None
+    pose_trust: torch.Tensor | None = None
 
     def state_dict(self) -> dict:
         return {"labels": self.labels, "confident": self.confident, "neighbours": self.neighbours,
                 "similarities": self.similarities, "angles": self.angles, "seconds": self.seconds,
-                "info": dict(self.info), "poses": self.poses}
+                "info": dict(self.info), "poses": self.poses,
+                "pose_trust": self.pose_trust}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "GraphClusters":
@@ -262,43 +266,6 @@ def relative_angles(reference: torch.Tensor, moved: torch.Tensor, neighbours: to
     return angle
 
 
-def synchronise_angles(neighbours: torch.Tensor, relative: torch.Tensor, labels: np.ndarray,
-                       centre: float = 0.0, seed: int = 0) -> torch.Tensor:
-    """Every image's rotation angle, from the neighbours' relative rotations, per cluster.
-
-    Angular synchronisation (Singer 2011): within each cluster, the leading eigenvector of
-    the Hermitian matrix ``H_ij = exp(i r_ij)`` over its neighbour pairs gives angles
-    ``theta_i`` with ``theta_i - theta_j ~ r_ij``. Such angles are defined up to one offset
-    per cluster, chosen here so that the cluster's circular mean angle is ``centre`` (the
-    middle of the pose range, where a uniform pose distribution centres).
-
-    :returns: ``(N,)`` angles in ``(-pi, pi]``.
-    """
-    n, k = neighbours.shape
-    rows = np.repeat(np.arange(n), k)
-    cols = neighbours.numpy().ravel()
-    phases = np.exp(1j * relative.double().numpy().ravel())
-    angles = np.zeros(n)
-    rng = np.random.default_rng(seed)
-    for cluster in np.unique(labels):
-        members = np.flatnonzero(labels == cluster)
-        position = np.full(n, -1)
-        position[members] = np.arange(len(members))
-        inside = (position[rows] >= 0) & (position[cols] >= 0)
-        i, j, w = position[rows[inside]], position[cols[inside]], phases[inside]
-        size = len(members)
-        matrix = scipy.sparse.csr_matrix((np.concatenate([w, w.conj()]), (np.concatenate([i, j]),
-                                          np.concatenate([j, i]))), shape=(size, size))
-        if size < 3 or matrix.nnz == 0:
-            continue
-        start = rng.random(size) + 1j * rng.random(size)
-        _, vector = scipy.sparse.linalg.eigsh(matrix, k=1, which="LA", v0=start)
-        phase = vector[:, 0] / np.abs(vector[:, 0]).clip(min=1e-12)
-        phase *= np.exp(1j * centre) / (phase.mean() / max(abs(phase.mean()), 1e-12))
-        angles[members] = np.angle(phase)
-    return torch.as_tensor(angles, dtype=torch.float32)
-
-
 def central_members(labels: np.ndarray, distance: np.ndarray, fraction: float) -> np.ndarray:
     """``(N,)`` bool: in every cluster, the ``fraction`` of its members nearest its centre."""
     keep = np.zeros(len(labels), dtype=bool)
@@ -359,22 +326,19 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, setti
     chosen = max(results, key=lambda r: r["modularity"])
     labels, index = chosen["labels"], chosen["neighbours"]
     confident = central_members(labels, chosen["distance"], settings.confident_fraction)
-    angles = synchronised = None
-    if chosen["relative"] is not None:
-        angles = synchronise_angles(index, chosen["relative"], labels, centre=_pose_range_centre(group), seed=seed)
-    if chosen["relative_moves"] is not None:
-        synchronised = synchronise_orthogonal(index, chosen["relative_moves"], labels, seed=seed,
-                                              special=int(getattr(group, "n_components", 1)) == 1)
+    angles, synchronised, trust = synchronise(index, chosen["relative"], chosen["relative_moves"], labels, group,
+                                              centre=_pose_range_centre(group), seed=seed)
     info = {"search_poses": int(elements.shape[0]), "neighbours": k, "downsample": factor,
             **{key: chosen[key] for key in ("features", "blur_sigma", "pca_dim", "noise_floor", "feature_dim",
                                             "modularity", "pieces", "pieces_bridged")},
             "embedding_dim": settings.embedding_dim or 2 * n_clusters,
             "cluster_sizes": np.bincount(labels, minlength=n_clusters).tolist(), **chosen["search"],
-            **solver_choices(n), "candidates": [{key: r[key] for key in ("features", "blur_sigma", "modularity", "seconds")}
+            **solver_choices(n), **pose_trust_info(trust, labels, n_clusters),
+            "candidates": [{key: r[key] for key in ("features", "blur_sigma", "modularity", "seconds")}
                            for r in results]}
     log.debug("invariant graph: %s", describe_choice(info))
     return GraphClusters(torch.as_tensor(labels), torch.as_tensor(confident), index, chosen["similarities"], angles,
-                         time.perf_counter() - start, info, synchronised)
+                         time.perf_counter() - start, info, synchronised, trust)
 
 
 def _compare(images, group, moves, n_clusters: int, k: int, settings, candidate: dict, *, seed: int,
@@ -435,7 +399,8 @@ def describe_choice(info: dict) -> str:
             f"{'images averaged down ' + str(info['downsample']) + 'x, ' if info['downsample'] > 1 else ''}"
             f"{info['features']} features (blur {info['blur_sigma']:g}, "
             f"{_projection_words(info)}){pieces}; modularity of the "
-            f"candidates: {compared}; clusters of sizes {info['cluster_sizes']}")
+            f"candidates: {compared}; clusters of sizes {info['cluster_sizes']}"
+            + (f"; pose trust of the clusters {info['pose_trust']}" if info.get("pose_trust") else ""))
 
 
 def _projection_words(info: dict) -> str:
