@@ -330,6 +330,13 @@ class TrainingConfig(Section):
         description="a training epoch of a small dataset held in memory repeats its shuffled order until it has "
         "at least this many steps, so that an epoch count means enough optimisation on a folder of a few "
         "hundred images too (0: one pass)")
+    batch_norm_images: int = Field(
+        1024, ge=0,
+        description="after every epoch, the batch-norm layers' running statistics are recomputed from one plain pass "
+        "over this many training images (a fixed sample), so that evaluation, the graph checks and predictions "
+        "normalise an image as training did; the running averages of the training passes mix the moved copies' "
+        "statistics in, and on a folder of a few hundred shapes they put a model that agreed with its graph on "
+        "100% of the images under a plain batch's statistics at 95% (0: keep those averages)")
     transductive: bool = Field(
         False, description="also train on the test split's images, without their labels (unsupervised modes "
         "only): the invariant graph, the self-labels and the ELBO cover every image, as a clustering of one "

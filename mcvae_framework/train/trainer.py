@@ -47,6 +47,7 @@ from ..config.experiment import check_dataset_fits, config_to_dict, load_config,
 from ..runtime.data import UnlabelledUnion
 from ..runtime.distributed import DistributedContext, resolve_device, wrap_for_training
 from ..runtime.run_layout import RunLayout
+from .batch_norm import recalibrate_after_epoch
 from .epochs import EpochRunner
 from ..errors import ConfigError, McvaeError, RunFolderError, TrainingError
 from .guidance import ClusterGuidance
@@ -313,6 +314,9 @@ class Trainer:
         for epoch in range(self.epochs_done, self.epochs.total_epochs):
             lr = self.optimizer.param_groups[0]["lr"]
             train_terms, n_images, seconds = self.epochs.train_epoch(epoch, self.train_batches)
+            # what reads the model in evaluation mode next normalises an image as training did
+            recalibrate_after_epoch(self.model, self.config.training, len(self.train_data),
+                                    self.guidance.training_images, self.device)
             if epoch + 1 == self.epochs.pretrain_epochs:
                 self.guidance.fit_prior()
             elif epoch >= self.epochs.pretrain_epochs and self.config.loss.reseed_below > 0:
