@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from .batching import STREAM_EVAL, derive_seed
+from .batching import STREAM_EVAL, derive_seed, sample_indices
 
 
 class _PlainPass(nn.Module):
@@ -41,13 +41,6 @@ def has_batch_norm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def sample_indices(n_images: int, size: int, seed: int) -> torch.Tensor:
-    """A fixed, sorted sample of ``size`` of ``n_images`` positions (all when fewer)."""
-    if size >= n_images:
-        return torch.arange(n_images)
-    return torch.randperm(n_images, generator=torch.Generator().manual_seed(seed))[:size].sort().values
-
-
 def recalibrate_batch_norm(model: nn.Module, images: torch.Tensor, device, batch_size: int) -> None:
     """Recompute every batch-norm layer's running mean and variance from ``images`` (one
     plain pass in training mode, without gradients; the model's mode is put back)."""
@@ -59,10 +52,12 @@ def recalibrate_batch_norm(model: nn.Module, images: torch.Tensor, device, batch
 def recalibrate_after_epoch(model: nn.Module, training, n_images: int, training_images, device) -> None:
     """After an epoch: :func:`recalibrate_batch_norm` on ``training.batch_norm_images`` of the
     ``n_images`` training images (``training_images(indices)`` reads them), the same sample
-    every epoch; nothing when that is 0 or the model has no batch norm."""
+    every epoch (the first of the sample :meth:`~mcvae_framework.train.guidance.ClusterGuidance.sample_latents`
+    reads); nothing when that is 0 or the model has no batch norm."""
     if training.batch_norm_images and has_batch_norm(model):
-        pick = sample_indices(n_images, training.batch_norm_images, derive_seed(training.seed, STREAM_EVAL))
+        generator = torch.Generator().manual_seed(derive_seed(training.seed, STREAM_EVAL))
+        pick = sample_indices(n_images, training.batch_norm_images, generator)
         recalibrate_batch_norm(model, training_images(pick), device, training.eval_batch_size)
 
 
-__all__ = ["has_batch_norm", "recalibrate_after_epoch", "recalibrate_batch_norm", "sample_indices"]
+__all__ = ["has_batch_norm", "recalibrate_after_epoch", "recalibrate_batch_norm"]

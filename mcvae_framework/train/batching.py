@@ -33,6 +33,12 @@ def derive_seed(*parts: int) -> int:
     return (int(state[0]) << 31) ^ int(state[1])
 
 
+def sample_indices(n_images: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """A sorted sample of ``size`` of ``n_images`` positions (all when fewer), drawn from
+    ``generator``: seeded from one stream, the same sample every time."""
+    return torch.randperm(n_images, generator=generator)[:size].sort().values
+
+
 def seed_everything(seed: int) -> None:
     """Seed python's ``random``, numpy's global RNG and torch (CPU and every GPU)."""
     random.seed(seed)
@@ -218,5 +224,6 @@ __all__ = [
     "STREAM_WORKERS",
     "derive_seed",
     "make_batches",
+    "sample_indices",
     "seed_everything",
 ]

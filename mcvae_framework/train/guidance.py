@@ -15,7 +15,7 @@ import logging
 import torch
 from sklearn.cluster import KMeans
 
-from .batching import STREAM_EVAL, STREAM_REFINE, derive_seed
+from .batching import STREAM_EVAL, STREAM_REFINE, derive_seed, sample_indices
 from ..runtime.data import dataset_tensors
 from ..errors import TrainingError
 from ..graph.invariant_graph import GraphClusters, central_members
@@ -279,7 +279,7 @@ class ClusterGuidance:
         images (draws, not means, so that a component fitted to them is as wide as the
         posteriors it holds), and the sample's indices."""
         generator = torch.Generator().manual_seed(derive_seed(self.config.training.seed, STREAM_EVAL))
-        pick = torch.randperm(len(self.train_data), generator=generator)[:size].sort().values
+        pick = sample_indices(len(self.train_data), size, generator)
         return cluster_latent_draws(self.model, self.training_images(pick), self.device, generator), pick
 
 
