@@ -6,6 +6,7 @@ and ASPIRE's rotation-invariant classifier beside both on every particle stack.
 
     python benchmarks/unseen.py [--half development|held-out|all] [--families a,b]
         [--variants snr1,...] [--seeds 0,1,2] [--peers] [--threads N] [--out FILE] [--no-doc]
+        [--keep-runs DIR]
     python benchmarks/unseen.py --merge part1.json part2.json ...   # one block from several runs
 
 The families were split into a development half (settings were chosen on it) and a held-out
@@ -178,6 +179,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--variants", default="", help="comma-separated variants of the particle families")
     parser.add_argument("--peers", action="store_true", help="also run ASPIRE on every particle stack")
     parser.add_argument("--merge", nargs="+", default=None, help="JSON results of earlier runs to publish as one")
+    parser.add_argument("--keep-runs", default=None, help="keep the data and run folders here (default: a temporary folder)")
     args = parser.parse_args(argv)
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
@@ -188,12 +190,13 @@ def main(argv=None) -> dict:
         name for name, f in FAMILIES.items() if args.half in ("all", f.half)]
     rows = []
     with tempfile.TemporaryDirectory(prefix="mcvae_unseen_") as tmp:
+        work = Path(args.keep_runs) if args.keep_runs else Path(tmp)
         for name in names:
             family = FAMILIES[name]
             variants = [v for v in args.variants.split(",") if v in family.variants] or list(family.variants)
             for variant in variants:
                 for seed in seed_list(args):
-                    rows += run_one(family, variant, seed, Path(tmp), args.threads, args.peers)
+                    rows += run_one(family, variant, seed, work, args.threads, args.peers)
     return publish({"rows": rows}, args, argv)
 
 
