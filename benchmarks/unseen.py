@@ -8,6 +8,12 @@ and ASPIRE's rotation-invariant classifier beside both on every particle stack.
         [--variants snr1,...] [--seeds 0,1,2] [--peers] [--threads N] [--out FILE] [--no-doc]
         [--keep-runs DIR]
     python benchmarks/unseen.py --merge part1.json part2.json ...   # one block from several runs
+    python benchmarks/unseen.py --merge benchmarks/results/unseen.json rerun.json   # reruns over it
+
+``--merge`` publishes several results as one block: a later file's row replaces an earlier one's
+of the same family, stack, seed and method, and the block's command lists the later runs
+first, drops a run whose rows were all replaced and says which rows a partly replaced run
+still gives (``merge_results``).
 
 The families were split into a development half (settings were chosen on it) and a held-out
 half (run once the settings were fixed, reported untouched) before any setting was chosen;
@@ -17,6 +23,8 @@ the block says which is which, and reports each family's **worst** seed.
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import sys
 import tempfile
 import time
@@ -172,7 +180,90 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> dict:
+# --- one block from several runs (--merge) ---------------------------------------------------------
+
+#: the note this script writes on a run whose rows were partly replaced (rewritten on every merge),
+#: and the note on a run of older code (dropped where only ASPIRE's rows of that run are left)
+_REPLACED_NOTE, _OLD_CODE_NOTE = "(its ", "(ran before"
+
+
+def _split_runs(command: str) -> list[tuple[str, list[str]]]:
+    """A block's command as its runs, each ``(command line, [notes in parentheses after it])``."""
+    runs = []
+    for text in re.split(r";\s+(?=python )", command.strip()):
+        line, _, tail = text.partition(" (")
+        runs.append((line.strip(), re.findall(r"\((?:[^()]|\([^()]*\))*\)", "(" + tail if tail else "")))
+    return runs
+
+
+def _claims(line: str) -> set[tuple]:
+    """The (family, stack, seed, kind) rows a command line of this script produces; kind is
+    ``model`` or ``peer`` (ASPIRE's rows, with ``--peers`` on a particle stack)."""
+    words = shlex.split(line)
+    start = next((i + 1 for i, word in enumerate(words) if word.endswith("unseen.py")), 0)
+    args, _ = build_parser().parse_known_args(words[start:])
+    names = [n for n in args.families.split(",") if n] or [
+        name for name, f in FAMILIES.items() if args.half in ("all", f.half)]
+    claims = set()
+    for name in names:
+        family = FAMILIES[name]
+        variants = [v for v in args.variants.split(",") if v in family.variants] or list(family.variants)
+        kinds = ("model", "peer") if args.peers and family.particles else ("model",)
+        claims |= {(name, v, s, k) for v in variants for s in seed_list(args) for k in kinds}
+    return claims
+
+
+def _row_key(row: dict) -> tuple:
+    return (row["family"], row["variant"], row["seed"], "peer" if row["method"].startswith("aspire") else "model")
+
+
+def merge_results(parts: list[dict]) -> dict:
+    """Several results of this script as one: rows and command.
+
+    A later part's row replaces an earlier part's row of the same family, stack, seed and
+    method. The command lists the runs newest first (the later parts' runs, then the earlier
+    ones); a run none of whose rows is left is dropped; a run some of whose rows were replaced
+    says which it still gives: "its ASPIRE rows only" where only its model rows were rerun (the
+    "ran before" note of older code then goes: ASPIRE's rows do not depend on this framework),
+    else the stacks it still gives. A run owns the rows it names (``--families``, ``--variants``,
+    ``--seeds``, ``--peers``), the newest run naming a row owning it.
+    """
+    rows = {}
+    for part in parts:
+        for row in part["rows"]:
+            rows[_row_key(row) + (row["method"],)] = row
+    runs = [run for part in reversed(parts) for run in _split_runs(part["command"])]
+    claims = [_claims(line) for line, _ in runs]
+    owner = {}
+    for index, claimed in enumerate(claims):
+        for key in claimed:
+            owner.setdefault(key, index)
+    for key in rows:
+        if key[:4] not in owner:
+            raise SystemExit(f"--merge: the row {key[:3]} ({key[4]}) is named by none of the parts' commands: "
+                             "merge the result file that produced it")
+    commands = []
+    for index, (line, notes) in enumerate(runs):
+        kept = {key[:4] for key in rows if owner[key[:4]] == index}
+        if not kept:
+            continue
+        notes = [note for note in notes if not note.startswith(_REPLACED_NOTE)]
+        lost = claims[index] - kept
+        if lost and {k[3] for k in kept} == {"peer"} and {k[:3] for k in lost} >= {k[:3] for k in kept}:
+            notes = [n for n in notes if not n.startswith(_OLD_CODE_NOTE)]
+            notes.append("(its ASPIRE rows only: the model's rows were rerun above)")
+        elif lost:
+            stacks = []
+            for stack in sorted({key[:3] for key in kept}):
+                peer_only = stack + ("model",) in lost
+                stacks.append(" ".join(str(part) for part in stack[:2] if part != "") + f" seed {stack[2]}"
+                              + (" (ASPIRE's only)" if peer_only else ""))
+            notes.append(f"(its rows of {', '.join(stacks)}: the others were rerun above)")
+        commands.append(" ".join([line, *notes]))
+    return {"rows": list(rows.values()), "command": "; ".join(commands)}
+
+
+def build_parser():
     parser = benchmark_parser(__file__, __doc__, block="unseen", seeds="0,1,2", threads=0)
     parser.add_argument("--half", choices=(DEVELOPMENT, HELD_OUT, "all"), default="all")
     parser.add_argument("--families", default="", help="comma-separated family names (default: the half's)")
@@ -180,12 +271,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--peers", action="store_true", help="also run ASPIRE on every particle stack")
     parser.add_argument("--merge", nargs="+", default=None, help="JSON results of earlier runs to publish as one")
     parser.add_argument("--keep-runs", default=None, help="keep the data and run folders here (default: a temporary folder)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> dict:
+    args = build_parser().parse_args(argv)
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
-        return publish({"rows": [row for part in parts for row in part["rows"]],
-                        "command": "; ".join(part["command"] for part in parts)}, args, argv,
-                       machine=parts[0]["machine"])
+        return publish(merge_results(parts), args, argv, machine=parts[-1]["machine"])
     names = [n for n in args.families.split(",") if n] or [
         name for name, f in FAMILIES.items() if args.half in ("all", f.half)]
     rows = []

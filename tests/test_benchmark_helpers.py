@@ -133,3 +133,52 @@ def test_closest_views_reads_the_angle_between_two_views_of_one_volume_only():
     assert PARTICLES_64.closest_views_deg(0) is None  # one view per volume
     # the held-out particles_80 seed 0 stack holds two views of one volume 6 degrees apart
     assert 5 < PARTICLES_80.closest_views_deg(0) < 7 < PARTICLES_80.closest_views_deg(1)
+
+
+def _unseen_row(family, variant, seed, method, accuracy):
+    return {"family": family, "variant": variant, "seed": seed, "method": method, "accuracy": accuracy}
+
+
+def test_unseen_merge_replaces_rerun_rows_and_says_what_an_older_run_still_gives():
+    import unseen
+
+    old = {"command": "python benchmarks/unseen.py --families particles_80 --variants snr1 --seeds 0,1 --peers "
+                      "--out a.json (ran before abc: older code); python benchmarks/unseen.py --families digits "
+                      "--seeds 0 --out d.json; python benchmarks/unseen.py --families particles_80 --variants snr0.1 "
+                      "--seeds 2 --peers --out c.json (ran before abc: older code)",
+           "rows": [_unseen_row("particles_80", "snr1", seed, method, 0.5) for seed in (0, 1)
+                    for method in ("mce_vae", "aspire_spectral", "aspire_kmeans")]
+           + [_unseen_row("digits", "", 0, "mce_vae", 0.5)]
+           + [_unseen_row("particles_80", "snr0.1", 2, m, 0.5) for m in ("mce_vae", "aspire_spectral")]}
+    rerun = {"command": "python benchmarks/unseen.py --families particles_80 --variants snr1,snr0.1 --seeds 0 "
+                        "--out b.json; python benchmarks/unseen.py --families digits --seeds 0 --out e.json; "
+                        "python benchmarks/unseen.py --families particles_80 --variants snr0.1 --seeds 2 --out f.json",
+             "rows": [_unseen_row("particles_80", v, 0, "mce_vae", 0.9) for v in ("snr1", "snr0.1")]
+             + [_unseen_row("digits", "", 0, "mce_vae", 0.9), _unseen_row("particles_80", "snr0.1", 2, "mce_vae", 0.9)]}
+    merged = unseen.merge_results([old, rerun])
+
+    by_key = {(r["family"], r["variant"], r["seed"], r["method"]): r["accuracy"] for r in merged["rows"]}
+    assert len(merged["rows"]) == 10
+    assert by_key[("particles_80", "snr1", 0, "mce_vae")] == 0.9  # rerun
+    assert by_key[("particles_80", "snr1", 1, "mce_vae")] == 0.5  # not rerun: the older run's row stays
+    assert by_key[("particles_80", "snr1", 0, "aspire_spectral")] == 0.5  # ASPIRE's rows were not rerun
+    assert by_key[("digits", "", 0, "mce_vae")] == 0.9
+    runs = [line + "".join(" " + note for note in notes) for line, notes in unseen._split_runs(merged["command"])]
+    assert runs[:3] == rerun["command"].split("; ")  # the newest runs first
+    # the older digits run gave nothing left: gone; the mixed run says what it still gives and keeps its old-code
+    # note (seed 1's model row came from that code); the run left with ASPIRE rows only loses it
+    assert len(runs) == 5 and not any("d.json" in run for run in runs)
+    assert runs[3].endswith("--out a.json (ran before abc: older code) (its rows of particles_80 snr1 seed 0 "
+                            "(ASPIRE's only), particles_80 snr1 seed 1: the others were rerun above)")
+    assert runs[4].endswith("--out c.json (its ASPIRE rows only: the model's rows were rerun above)")
+    # merging again changes nothing: the notes are rewritten, not piled up
+    assert unseen.merge_results([merged]) == {"rows": merged["rows"], "command": merged["command"]}
+
+
+def test_unseen_merge_refuses_a_row_no_command_names():
+    import unseen
+
+    part = {"command": "python benchmarks/unseen.py --families digits --seeds 0",
+            "rows": [_unseen_row("digits", "", 1, "mce_vae", 0.5)]}
+    with pytest.raises(SystemExit, match="named by none"):
+        unseen.merge_results([part])
