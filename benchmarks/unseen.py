@@ -206,6 +206,9 @@ def _claims(line: str) -> set[tuple]:
         name for name, f in FAMILIES.items() if args.half in ("all", f.half)]
     claims = set()
     for name in names:
+        if name not in FAMILIES:
+            raise SystemExit(f"--merge: the run {line!r} names the family {name!r}, which unseen_data.py does not "
+                             f"define (it has {', '.join(FAMILIES)}): merge only results of this script's families")
         family = FAMILIES[name]
         variants = [v for v in args.variants.split(",") if v in family.variants] or list(family.variants)
         kinds = ("model", "peer") if args.peers and family.particles else ("model",)

@@ -182,3 +182,6 @@ def test_unseen_merge_refuses_a_row_no_command_names():
             "rows": [_unseen_row("digits", "", 1, "mce_vae", 0.5)]}
     with pytest.raises(SystemExit, match="named by none"):
         unseen.merge_results([part])
+    part = {"command": "python benchmarks/unseen.py --families blobs --seeds 0", "rows": []}
+    with pytest.raises(SystemExit, match="'blobs', which unseen_data.py does not define"):
+        unseen.merge_results([part])
