@@ -278,12 +278,16 @@ def build_parser():
 
 
 def main(argv=None) -> dict:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
         return publish(merge_results(parts), args, argv, machine=parts[-1]["machine"])
     names = [n for n in args.families.split(",") if n] or [
         name for name, f in FAMILIES.items() if args.half in ("all", f.half)]
+    unknown = [name for name in names if name not in FAMILIES]
+    if unknown:  # before any run starts, not after an hour of them
+        parser.error(f"--families {args.families}: no family {', '.join(unknown)} (the families: {', '.join(FAMILIES)})")
     rows = []
     with tempfile.TemporaryDirectory(prefix="mcvae_unseen_") as tmp:
         work = Path(args.keep_runs) if args.keep_runs else Path(tmp)

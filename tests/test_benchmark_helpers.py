@@ -185,3 +185,12 @@ def test_unseen_merge_refuses_a_row_no_command_names():
     part = {"command": "python benchmarks/unseen.py --families blobs --seeds 0", "rows": []}
     with pytest.raises(SystemExit, match="'blobs', which unseen_data.py does not define"):
         unseen.merge_results([part])
+
+
+def test_unseen_refuses_an_unknown_family_before_any_run(capsys):
+    import unseen
+
+    with pytest.raises(SystemExit) as exit_info:
+        unseen.main(["--families", "digits,blobs", "--no-doc"])
+    assert exit_info.value.code == 2
+    assert "no family blobs (the families: shapes_filled" in capsys.readouterr().err
