@@ -180,6 +180,27 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
+class UnknownFamily(ValueError):
+    """``--families`` names a family ``unseen_data.py`` does not define."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        super().__init__(f"no family {', '.join(names)} (the families: {', '.join(FAMILIES)})")
+
+
+def selected_stacks(args) -> list[tuple]:
+    """The ``(family, variant)`` pairs that ``--half``, ``--families`` and ``--variants`` select,
+    in run order: what a run trains, and what ``--merge`` reads a run's command to have made."""
+    names = [n for n in args.families.split(",") if n] or [
+        name for name, f in FAMILIES.items() if args.half in ("all", f.half)]
+    unknown = [name for name in names if name not in FAMILIES]
+    if unknown:
+        raise UnknownFamily(unknown)
+    return [(FAMILIES[name], variant) for name in names
+            for variant in [v for v in args.variants.split(",") if v in FAMILIES[name].variants]
+            or list(FAMILIES[name].variants)]
+
+
 # --- one block from several runs (--merge) ---------------------------------------------------------
 
 #: the note this script writes on a run whose rows were partly replaced (rewritten on every merge),
@@ -202,18 +223,13 @@ def _claims(line: str) -> set[tuple]:
     words = shlex.split(line)
     start = next((i + 1 for i, word in enumerate(words) if word.endswith("unseen.py")), 0)
     args, _ = build_parser().parse_known_args(words[start:])
-    names = [n for n in args.families.split(",") if n] or [
-        name for name, f in FAMILIES.items() if args.half in ("all", f.half)]
-    claims = set()
-    for name in names:
-        if name not in FAMILIES:
-            raise SystemExit(f"--merge: the run {line!r} names the family {name!r}, which unseen_data.py does not "
-                             f"define (it has {', '.join(FAMILIES)}): merge only results of this script's families")
-        family = FAMILIES[name]
-        variants = [v for v in args.variants.split(",") if v in family.variants] or list(family.variants)
-        kinds = ("model", "peer") if args.peers and family.particles else ("model",)
-        claims |= {(name, v, s, k) for v in variants for s in seed_list(args) for k in kinds}
-    return claims
+    try:
+        stacks = selected_stacks(args)
+    except UnknownFamily as error:
+        raise SystemExit(f"--merge: the run {line!r} names the family {error.names[0]!r}, which unseen_data.py does "
+                         f"not define (it has {', '.join(FAMILIES)}): merge only results of this script's families")
+    return {(family.name, variant, seed, kind) for family, variant in stacks for seed in seed_list(args)
+            for kind in (("model", "peer") if args.peers and family.particles else ("model",))}
 
 
 def _row_key(row: dict) -> tuple:
@@ -283,20 +299,16 @@ def main(argv=None) -> dict:
     if args.merge:
         parts = [json.loads(Path(p).read_text()) for p in args.merge]
         return publish(merge_results(parts), args, argv, machine=parts[-1]["machine"])
-    names = [n for n in args.families.split(",") if n] or [
-        name for name, f in FAMILIES.items() if args.half in ("all", f.half)]
-    unknown = [name for name in names if name not in FAMILIES]
-    if unknown:  # before any run starts, not after an hour of them
-        parser.error(f"--families {args.families}: no family {', '.join(unknown)} (the families: {', '.join(FAMILIES)})")
+    try:
+        stacks = selected_stacks(args)  # before any run starts, not after an hour of them
+    except UnknownFamily as error:
+        parser.error(f"--families {args.families}: {error}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="mcvae_unseen_") as tmp:
         work = Path(args.keep_runs) if args.keep_runs else Path(tmp)
-        for name in names:
-            family = FAMILIES[name]
-            variants = [v for v in args.variants.split(",") if v in family.variants] or list(family.variants)
-            for variant in variants:
-                for seed in seed_list(args):
-                    rows += run_one(family, variant, seed, work, args.threads, args.peers)
+        for family, variant in stacks:
+            for seed in seed_list(args):
+                rows += run_one(family, variant, seed, work, args.threads, args.peers)
     return publish({"rows": rows}, args, argv)
 
 
