@@ -371,3 +371,33 @@ def test_data_show_draws_volumes_as_projections(tmp_path, volume_file):
     assert result.exit_code == 0, result.output
     assert "1 x 10 x 10 x 10 (C x D x H x W)" in result.output
     assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_pose_guide_keeps_each_cluster_in_the_graphs_reflection_frame():
+    # The model's poses mirror the graph's on 6 of 8 images: an offset chosen from them would be
+    # a flip and teach those 6 reflections back; the guide teaches the graph's own reflections
+    # (the free flip per cluster is fixed at the graph's), whatever the model says now.
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from mcvae_framework.model.pose_head import PoseEncoding, Posterior
+    from mcvae_framework.model.pose_terms import orthogonal_guidance
+
+    group = build("group", {"type": "o2"})
+    gen = torch.Generator().manual_seed(3)
+    n = 8
+    poses, tau, component = group.sample_elements(n, gen, dtype=torch.float64)
+    flip = torch.tensor([1, 1, 1, 1, 1, 1, 0, 0])
+    own_component = (component + flip) % 2
+    per = tau[:, None, :].expand(n, 2, 1).clone()
+    logits = torch.nn.functional.one_hot(own_component, 2).double() * 3.0
+    pose = PoseEncoding(tau, torch.zeros_like(tau), logits, Posterior(per, per * 0))
+    enc = SimpleNamespace(pose=pose, tau=pose, component=pose.component)
+    model = SimpleNamespace(group=group, pose_element=group.element)
+    targets = group.orthogonal_part(poses)
+    clusters, weight = torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.float64)
+    with_ce, without = (orthogonal_guidance(model, enc, targets, clusters, weight, 1, component_weight=w) for w in (1.0, 0.0))
+    graphs = F.nll_loss(torch.log_softmax(logits, -1), component)
+    assert torch.allclose(with_ce - without, graphs)
+    assert not torch.allclose(graphs, F.nll_loss(torch.log_softmax(logits, -1), own_component))
