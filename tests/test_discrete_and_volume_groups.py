@@ -391,7 +391,7 @@ def test_the_pose_guide_keeps_each_cluster_in_the_graphs_reflection_frame():
     flip = torch.tensor([1, 1, 1, 1, 1, 1, 0, 0])
     own_component = (component + flip) % 2
     per = tau[:, None, :].expand(n, 2, 1).clone()
-    logits = torch.nn.functional.one_hot(own_component, 2).double() * 3.0
+    logits = F.one_hot(own_component, 2).double() * 3.0
     pose = PoseEncoding(tau, torch.zeros_like(tau), logits, Posterior(per, per * 0))
     enc = SimpleNamespace(pose=pose, tau=pose, component=pose.component)
     model = SimpleNamespace(group=group, pose_element=group.element)

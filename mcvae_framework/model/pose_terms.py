@@ -114,7 +114,7 @@ def orthogonal_guidance(model, enc, targets: torch.Tensor, clusters: torch.Tenso
     between them for a rotation of the plane or of space -- where ``M'(x)`` is the pose in
     the component ``T(x) O_c`` lies in; for a group with a discrete part the weighted
     cross-entropy of ``q(k|x)`` with that component is added (a mirror image is taught to
-    be one, up to one flip per cluster: without it the reflection accuracy of mirrored
+    be one, in its cluster's graph frame: without it the reflection accuracy of mirrored
     digits fell from 0.85 to 0.62), times ``component_weight`` (``loss.pose_guide_component_weight``).
     The graph's components are right for about 86% of mirrored digits; at full weight the
     encoder is bent to fit the rest too, which cost the clustering 3 points of accuracy (0.875
