@@ -211,6 +211,55 @@ def test_a_repair_that_leaves_the_model_agreeing_less_is_undone():
     assert not torch.equal(model.weight, before["weight"]) and keeper.checks[-1].action == "reseeded"
 
 
+def test_the_self_label_weight_doubles_for_every_check_short_of_the_target_up_to_its_cap():
+    graph = np.repeat(np.arange(3), 40)
+    neighbours = np.stack([np.flatnonzero(graph == g)[:4] for g in graph])
+    keeper = GraphKeeper(graph, neighbours, 3)
+    model = nn.Linear(2, 2)
+    short = graph.copy()
+    short[::20] = (short[::20] + 1) % 3  # 95% of the unanimous images kept
+    scales = []
+    for epoch, clusters in enumerate([short, graph, short, short], start=1):
+        keeper.after_epoch(epoch, clusters, model, last=False)
+        scales.append(keeper.self_label_scale(0.99))
+    assert scales == [2, 2, 4, 4]  # a check at the target leaves it as it is; the cap holds it at 4
+    assert graph_check_module.MAX_SELF_LABEL_SCALE == 4 and keeper.self_label_scale(0.9) == 1
+
+
+def test_a_run_below_its_self_label_target_trains_on_with_a_doubled_weight_and_resumes_with_it(tmp_path,
+                                                                                                   monkeypatch):
+    run = tmp_path / "run"
+    config = guided_config(run, epochs=3, pretrain_epochs=1, self_label_target=1.0)
+    real = graph_check_module.cluster_probabilities
+
+    def one_in_ten_elsewhere(model, images, device):
+        probabilities = real(model, images, device)
+        probabilities[::10] = probabilities[::10].roll(1, dims=1)  # some unanimous images leave their cluster
+        return probabilities
+
+    monkeypatch.setattr(graph_check_module, "cluster_probabilities", one_in_ten_elsewhere)
+    trainer = Trainer(config, console=False)
+    trainer.run()
+    checks = evaluate_run(run)["graph"]["model_checks"]["checks"]
+    assert all(check["core_agreement"] < 1.0 for check in checks)  # the end of pretraining and 3 ELBO epochs
+    assert [check["self_label_weight"] for check in checks] == [10.0, 20.0, 20.0, 20.0]  # 5 doubled, capped at 4x
+    assert trainer.loss_module.loss_config.self_label_weight == 20.0
+    assert trainer.config.loss.self_label_weight == 5.0  # the config itself is left as it was
+    assert "the self-labelling weight is now 20 (4 times loss.self_label_weight)" in (run / "train.log").read_text()
+    weights = []  # the weight a resumed run trains on with, before its next epoch
+    monkeypatch.setattr(Trainer, "_train", lambda self: weights.append(self.loss_module.loss_config.self_label_weight))
+    Trainer({**config, "training": {**config["training"], "epochs": 4}}, resume=True, console=False).run()
+    assert weights == [20.0]  # where the run had got to, not the configured 5
+
+
+def test_a_self_label_target_without_the_self_labelling_term_is_refused(tmp_path):
+    from mcvae_framework.config.experiment import validate_config
+
+    with pytest.raises(ValueError, match="self_label_target raises the self-labelling term's weight, but "
+                                         "self_label_weight is 0.0"):
+        validate_config(guided_config(tmp_path / "run", self_label_weight=0.0, self_label_target=0.99))
+
+
 def test_train_log_is_written_after_a_library_silenced_existing_loggers(tmp_path):
     """Importing ASPIRE runs ``logging.config`` with ``disable_existing_loggers``, which
     silences every logger made before it; a run started afterwards in the same process must

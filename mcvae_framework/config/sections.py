@@ -118,6 +118,15 @@ class LossConfig(Section):
         "carry the label of x (encoded with gradients, h drawn from the group's pose distribution): the "
         "clusters are then learned at every pose, not only at each image's own",
     )
+    self_label_target: Union[float, None] = Field(
+        None, gt=0, le=1,
+        description="the share of the invariant graph's unanimous images (those whose neighbours all share their "
+        "cluster) the model must keep in their graph cluster: after every epoch's check (train/graph_check) that "
+        "finds fewer, self_label_weight doubles for the rest of the run, at most 4 times its value (logged, and "
+        "in report.json's model checks); null leaves the weight as it is. For data on which the model learns the "
+        "graph's clusters slowly and ends below its graph (mirrored digits: 91% of the training images by the last "
+        "epoch)",
+    )
     neighbour_weight: float = Field(
         0.0, ge=0,
         description="weight of the neighbour-consistency term -log sum_k q(k|x) q(k|x_n), x_n a random one of "
@@ -149,6 +158,13 @@ class LossConfig(Section):
         "fair part (N/K) of the training images is re-seeded by splitting the largest cluster in two "
         "(logged, and counted in metrics.csv as reseeded_components); 0 disables",
     )
+
+    @model_validator(mode="after")
+    def _target_needs_the_term(self):
+        if self.self_label_target is not None and self.self_label_weight <= 0:
+            raise ValueError("self_label_target raises the self-labelling term's weight, but self_label_weight is "
+                             f"{self.self_label_weight}: set self_label_weight > 0, or self_label_target: null")
+        return self
 
     def guided_terms(self) -> tuple[GuidedTerm, ...]:
         """The graph-guided terms this section switches on (weight > 0)."""
