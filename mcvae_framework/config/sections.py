@@ -124,8 +124,8 @@ class LossConfig(Section):
         "cluster) the model must keep in their graph cluster: after every epoch's check (train/graph_check) that "
         "finds fewer, self_label_weight doubles for the rest of the run, at most 4 times its value (logged, and "
         "in report.json's model checks); null leaves the weight as it is. For data on which the model learns the "
-        "graph's clusters slowly and ends below its graph (mirrored digits: 91% of the training images by the last "
-        "epoch)",
+        "graph's clusters slowly and ends below its graph (handwriting mirrored at random, configs/o2_mnist.yaml: "
+        "91% of the training images by the last epoch)",
     )
     neighbour_weight: float = Field(
         0.0, ge=0,

@@ -21,7 +21,7 @@ from ..errors import TrainingError
 from ..graph.invariant_graph import GraphClusters, central_members
 from ..model.guide import Guide
 from .graph_build import build_invariant_graph
-from .graph_check import GraphKeeper, cluster_probabilities, separated_latents
+from .graph_check import GraphKeeper, cluster_probabilities, scale_self_label, separated_latents
 from .pose_warmup import warm_up_on_graph
 from .refinement import refine_labels
 
@@ -222,7 +222,8 @@ class ClusterGuidance:
             if checkpoint.get("graph_check") is not None:
                 self.keeper.load_state_dict(checkpoint["graph_check"])
                 if self.config.loss.self_label_target is not None:  # the weight the run had reached
-                    self.use_self_label_scale(self.keeper.self_label_scale(self.config.loss.self_label_target))
+                    scale_self_label(self.loss_module, self.config.loss,
+                                     self.keeper.self_label_scale(self.config.loss.self_label_target))
 
     # ------------------------------------------------------------------ during training
 
@@ -274,39 +275,7 @@ class ClusterGuidance:
     def keep_graph(self, epoch: int, epochs) -> str:
         """After ``epoch`` (0-based): the model checked against its graph, repaired when it drifted or
         never matched (:meth:`~mcvae_framework.train.graph_check.GraphKeeper.keep`); the action taken."""
-        if self.keeper is None:
-            return ""
-        action = self.keeper.keep(self, epoch, epochs)
-        self.follow_self_label_target(epoch, epochs)
-        return action
-
-    def follow_self_label_target(self, epoch: int, epochs) -> None:
-        """``loss.self_label_target``: after the check of ``epoch``, the self-labelling term trains on with
-        its weight doubled when the model kept fewer of the graph's unanimous images in their cluster
-        than the target (:meth:`~mcvae_framework.train.graph_check.GraphKeeper.self_label_scale`; rank 0
-        checks, every process follows). A model that learns the graph's clusters slowly (mirrored digits
-        agreed with their graph on 91% of the training images by the last of 20 epochs, and clustered
-        0.03 below it) learns them within the run instead."""
-        target = self.config.loss.self_label_target
-        if target is None or epoch + 1 < epochs.pretrain_epochs:
-            return
-        scale = self.keeper.self_label_scale(target) if self.context.is_main else None
-        scale = self.context.all_gather_objects(scale)[0]
-        weight = self.use_self_label_scale(scale)
-        if self.context.is_main:
-            check = self.keeper.checks[-1]
-            check.self_label_weight = weight
-            if check.core_agreement < target:
-                log.info("epoch %d: under loss.self_label_target (%.1f%% of the unanimous images): the "
-                         "self-labelling weight is now %g (%d times loss.self_label_weight)", epoch + 1,
-                         100 * target, weight, scale)
-
-    def use_self_label_scale(self, scale: int) -> float:
-        """The loss trains on with ``scale`` times the configured self-labelling weight; returns it."""
-        weight = self.config.loss.self_label_weight * scale
-        if weight != self.loss_module.loss_config.self_label_weight:
-            self.loss_module.loss_config = self.config.loss.model_copy(update={"self_label_weight": weight})
-        return weight
+        return self.keeper.keep(self, epoch, epochs) if self.keeper is not None else ""
 
     def sample_latents(self, size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
         """One posterior draw of ``z_c`` for each of a fixed, seeded sample of the training
