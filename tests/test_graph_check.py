@@ -91,9 +91,15 @@ def test_separated_latents_give_each_cluster_its_own_place():
     assert torch.cdist(centres, centres)[~torch.eye(3, dtype=torch.bool)].min() > 3 * latents.std()
 
 
+def three_clusters(size: int):
+    """A graph of three clusters of ``size`` images each, every image's neighbours the first four of
+    its cluster (every image unanimous): its labels and its neighbours."""
+    graph = np.repeat(np.arange(3), size)
+    return graph, np.stack([np.flatnonzero(graph == g)[:4] for g in graph])
+
+
 def test_a_forced_drift_is_repaired_and_the_healthiest_state_kept():
-    graph = np.repeat(np.arange(3), 20)
-    neighbours = np.stack([np.flatnonzero(graph == g)[:4] for g in graph])
+    graph, neighbours = three_clusters(20)
     keeper = GraphKeeper(graph, neighbours, 3, max_repairs=1)
     model = nn.Linear(2, 2)
     healthy_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -164,8 +170,7 @@ def test_the_neighbour_consensus_refuses_a_graph_of_other_images():
 
 
 def test_a_run_that_ends_short_of_its_graph_ends_with_its_best_agreeing_state():
-    graph = np.repeat(np.arange(3), 20)
-    neighbours = np.stack([np.flatnonzero(graph == g)[:4] for g in graph])
+    graph, neighbours = three_clusters(20)
     keeper = GraphKeeper(graph, neighbours, 3)
     model = nn.Linear(2, 2)
     wobbly = graph.copy()
@@ -177,8 +182,8 @@ def test_a_run_that_ends_short_of_its_graph_ends_with_its_best_agreeing_state():
     check = keeper.after_epoch(2, wobbly, model, last=True)
     assert check.healthy and check.action == "restored" and torch.equal(model.weight, best["weight"])
     # a run that ends close to its graph keeps its last state
-    labels = np.repeat(np.arange(3), 200)
-    keeper = GraphKeeper(labels, np.stack([np.flatnonzero(labels == g)[:4] for g in labels]), 3)
+    labels, neighbours = three_clusters(200)
+    keeper = GraphKeeper(labels, neighbours, 3)
     keeper.after_epoch(1, labels, model, last=False)
     nearly = labels.copy()
     nearly[0] = 1  # 99.8% agreement
@@ -189,8 +194,7 @@ def test_a_repair_that_leaves_the_model_agreeing_less_is_undone():
     """A model still learning the graph's clusters (80% agreement, below the 90% health line)
     is re-seeded; when the repair leaves it agreeing on fewer images than before, its state
     from before the repair comes back and the check says so. A repair that helps is kept."""
-    graph = np.repeat(np.arange(3), 20)
-    neighbours = np.stack([np.flatnonzero(graph == g)[:4] for g in graph])
+    graph, neighbours = three_clusters(20)
     learning = graph.copy()
     learning[::5] = (learning[::5] + 1) % 3  # 80% agreement
     keeper = GraphKeeper(graph, neighbours, 3)
@@ -212,8 +216,7 @@ def test_a_repair_that_leaves_the_model_agreeing_less_is_undone():
 
 
 def test_the_self_label_weight_doubles_for_every_check_short_of_the_target_up_to_its_cap():
-    graph = np.repeat(np.arange(3), 40)
-    neighbours = np.stack([np.flatnonzero(graph == g)[:4] for g in graph])
+    graph, neighbours = three_clusters(40)
     keeper = GraphKeeper(graph, neighbours, 3)
     model = nn.Linear(2, 2)
     short = graph.copy()
