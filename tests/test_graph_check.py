@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from scipy.sparse.csgraph import connected_components
 from torch import nn
 
 from mcvae_framework.graph.spectral import bridge_components, modularity, spectral_clusters, symmetric_graph
@@ -60,9 +61,10 @@ def test_a_graph_with_more_pieces_than_clusters_is_bridged_to_the_right_clusters
     assert {piece[edges[0, 0]], piece[edges[0, 1]]} == {0, 1}  # the most similar pieces were joined
     labels, _ = spectral_clusters(symmetric_graph(neighbours, edges), 3, embedding_dim=6, seed=0)
     assert clustering_metrics(truth, labels)["accuracy"] == 1.0
-    # without the bridge the four pieces are what the spectral embedding sees: a class is split
-    unbridged, _ = spectral_clusters(symmetric_graph(neighbours), 3, embedding_dim=6, seed=0)
-    assert clustering_metrics(truth, unbridged)["accuracy"] < 1.0
+    # without the bridge the spectral embedding sees four pieces, equally far apart: which two of them
+    # k-means joins is left to the eigensolver's basis (a class is split on most machines, not all)
+    assert connected_components(symmetric_graph(neighbours), directed=False)[0] == 4
+    assert connected_components(symmetric_graph(neighbours, edges), directed=False)[0] == 3
 
 
 def test_modularity_prefers_the_partition_along_the_graph_communities():
