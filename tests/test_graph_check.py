@@ -15,7 +15,7 @@ from torch import nn
 from mcvae_framework.graph.spectral import bridge_components, modularity, spectral_clusters, symmetric_graph
 from mcvae_framework.report.evaluation import clustering_metrics, evaluate_run
 from mcvae_framework.train import graph_check as graph_check_module
-from mcvae_framework.train.graph_check import GraphKeeper, matched_agreement, separated_latents, unanimous
+from mcvae_framework.train.graph_check import GraphKeeper, matched_agreement, percent, separated_latents, unanimous
 from mcvae_framework.train.trainer import Trainer
 
 from test_guidance import guided_config
@@ -282,3 +282,10 @@ def test_train_log_is_written_after_a_library_silenced_existing_loggers(tmp_path
     finally:
         run_log.close()
     assert "the graph chose its settings" in (tmp_path / "train.log").read_text()
+
+
+def test_the_checks_never_round_a_shortfall_up_to_a_full_agreement():
+    assert percent(1.0) == "100.0%"
+    assert percent(0.953) == "95.3%"
+    assert percent(3199 / 3200) == "99.97%"  # one image of 3,200 elsewhere
+    assert percent(29999 / 30000) == "99.997%"
