@@ -147,28 +147,25 @@ def make_shapes_filled(folder: Path, seed: int, variant: str = "") -> DataSet:
                    "shift": 0.15}, len(names), "quickstart.yaml", labels, notes={"shapes": list(names)})
 
 
-def make_shapes_outline(folder: Path, seed: int, variant: str = "") -> DataSet:
-    """Outlines (2 px), 2 / 4 / 6 shapes drawn from the library by the seed, 48x48, sizes +-20%,
-    shifts up to 6 px, Gaussian noise of 0.1."""
-    rng = np.random.default_rng(2000 + seed)
-    count = (2, 4, 6)[seed % 3]
+def _outlines(folder: Path, rng: np.random.Generator, count: int) -> DataSet:
+    """``count`` shapes drawn from the library by ``rng``, as 2-px outlines, 150 each, 48x48, sizes
+    +-20%, shifts up to 6 px, Gaussian noise of 0.1."""
     names = [str(n) for n in rng.choice(sorted(SHAPE_LIBRARY), size=count, replace=False)]
     labels = _shape_folder(folder, names, 150, 48, rng, radius=12.0, size_jitter=0.2, shift=6.0, outline=2,
                            noise=0.1)
     return DataSet({"type": "image_folder", "path": str(folder)}, {"type": "se2", "angle_deg": [-180, 180],
                    "shift": 0.15}, count, "quickstart.yaml", labels, notes={"shapes": names})
+
+
+def make_shapes_outline(folder: Path, seed: int, variant: str = "") -> DataSet:
+    """Outlines (:func:`_outlines`) of 2 / 4 / 6 shapes by the seed."""
+    return _outlines(folder, np.random.default_rng(2000 + seed), (2, 4, 6)[seed % 3])
 
 
 def make_outlines_dev(folder: Path, seed: int, variant: str = "") -> DataSet:
-    """The development twin of :func:`make_shapes_outline`: the same drawing (2 px outlines, 48x48,
-    sizes +-20%, shifts up to 6 px, noise 0.1) from other draws, 3 / 5 / 4 shapes by the seed."""
-    rng = np.random.default_rng(2500 + seed)
-    count = (3, 5, 4)[seed % 3]
-    names = [str(n) for n in rng.choice(sorted(SHAPE_LIBRARY), size=count, replace=False)]
-    labels = _shape_folder(folder, names, 150, 48, rng, radius=12.0, size_jitter=0.2, shift=6.0, outline=2,
-                           noise=0.1)
-    return DataSet({"type": "image_folder", "path": str(folder)}, {"type": "se2", "angle_deg": [-180, 180],
-                   "shift": 0.15}, count, "quickstart.yaml", labels, notes={"shapes": names})
+    """The development twin of :func:`make_shapes_outline`: the same drawing from other draws, 3 / 5 / 4
+    shapes by the seed."""
+    return _outlines(folder, np.random.default_rng(2500 + seed), (3, 5, 4)[seed % 3])
 
 
 # --- real images ---------------------------------------------------------------------------------
