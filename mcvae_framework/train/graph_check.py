@@ -262,7 +262,7 @@ def scale_self_label(loss_module, loss_config, scale: int) -> float:
 def percent(share: float) -> str:
     """``share`` in percent to one decimal, or to as many as it takes not to round a shortfall up to
     100% (one image in 3,200 elsewhere reads 99.97%, not 100.0%)."""
-    for decimals in range(1, 5):
+    for decimals in range(1, 4):
         text = f"{100 * share:.{decimals}f}"
         if share >= 1 or float(text) < 100:
             return text + "%"
