@@ -6,7 +6,7 @@ and ASPIRE's rotation-invariant classifier beside both on every particle stack.
 
     python benchmarks/unseen.py [--half development|held-out|all] [--families a,b]
         [--variants snr1,...] [--seeds 0,1,2] [--peers] [--threads N] [--out FILE] [--no-doc]
-        [--keep-runs DIR]
+        [--keep-runs DIR] [--set SECTION.FIELD=VALUE ...]
     python benchmarks/unseen.py --merge part1.json part2.json ...   # one block from several runs
     python benchmarks/unseen.py --merge benchmarks/results/unseen.json rerun.json   # reruns over it
 
@@ -18,6 +18,10 @@ still gives (``merge_results``).
 The families were split into a development half (settings were chosen on it) and a held-out
 half (run once the settings were fixed, reported untouched) before any setting was chosen;
 the block says which is which, and reports each family's **worst** seed.
+
+``--set`` (as ``mcvae train --set``) changes a field of the ready config in every run: a
+development try keeps a command of this script (the row lists what it set, and the block's
+command shows it).
 """
 
 from __future__ import annotations
@@ -41,16 +45,18 @@ from _report import benchmark_parser, publish, seed_list  # noqa: E402
 from unseen_data import DEVELOPMENT, FAMILIES, HELD_OUT  # noqa: E402
 
 from mcvae_framework import build  # noqa: E402
-from mcvae_framework.config.experiment import read_config_file, validate_config  # noqa: E402
+from mcvae_framework.config.experiment import apply_overrides, read_config_file, validate_config  # noqa: E402
+from mcvae_framework.errors import ConfigError  # noqa: E402
 from mcvae_framework.report.evaluation import clustering_metrics, evaluate_run  # noqa: E402
 from mcvae_framework.runtime.checkpoint import load_checkpoint  # noqa: E402
 from mcvae_framework.runtime.data import dataset_tensors  # noqa: E402
 from mcvae_framework.train.trainer import Trainer  # noqa: E402
 
 
-def config_for(data_set, seed: int, run_dir: Path, threads: int) -> dict:
-    """The ready config a user starts from, with only the data, group, components and seed changed."""
-    config = read_config_file(ROOT / "configs" / data_set.base_config)
+def config_for(family, data_set, seed: int, run_dir: Path, threads: int, overrides: tuple[str, ...] = ()) -> dict:
+    """The ready config a user starts from, with only the data, group, components and seed changed
+    (and the fields ``overrides``, ``section.field=value`` as ``--set`` gives them, after those)."""
+    config = read_config_file(ROOT / "configs" / family.base_config)
     # the data section is the user's own: where the ready config reads the same kind of data
     # (the particle template, mrc), its preprocessing (downsample: 32) is kept
     same_kind = config["data"].get("type") == data_set.data["type"]
@@ -58,7 +64,15 @@ def config_for(data_set, seed: int, run_dir: Path, threads: int) -> dict:
     config["group"] = data_set.group
     config["prior"] = {**config["prior"], "n_components": data_set.n_classes}
     config["training"].update(seed=seed, out_dir=str(run_dir), progress=False, device="cpu", num_threads=threads)
-    return config
+    return apply_overrides(config, overrides, source="--set") if overrides else config
+
+
+def check_overrides(stacks: list[tuple], overrides: tuple[str, ...]) -> None:
+    """Every ready config the selected stacks start from, validated with ``overrides``: a
+    misspelt field stops the benchmark before its first run, not after an hour of them."""
+    for base in sorted({family.base_config for family, _ in stacks}):
+        validate_config(apply_overrides(read_config_file(ROOT / "configs" / base), overrides, source="--set"),
+                        source=f"configs/{base} with --set")
 
 
 def test_split(config: dict) -> tuple[np.ndarray, np.ndarray | None]:
@@ -68,12 +82,13 @@ def test_split(config: dict) -> tuple[np.ndarray, np.ndarray | None]:
     return labels, (np.asarray(test.source_indices) if getattr(test, "source_indices", None) is not None else None)
 
 
-def run_one(family, variant: str, seed: int, workdir: Path, threads: int, peers: bool) -> list[dict]:
+def run_one(family, variant: str, seed: int, workdir: Path, threads: int, peers: bool,
+            overrides: tuple[str, ...] = ()) -> list[dict]:
     """The model's row (with its graph's accuracy) and, on particle stacks, ASPIRE's rows."""
     folder = workdir / f"{family.name}_{variant}_{seed}"
     data_set = family.make(folder / "data", seed, variant)
     run_dir = folder / "run"
-    config = config_for(data_set, seed, run_dir, threads)
+    config = config_for(family, data_set, seed, run_dir, threads, overrides)
     labels, positions = test_split(config)
     start = time.perf_counter()
     Trainer(config, console=False).run()
@@ -94,7 +109,7 @@ def run_one(family, variant: str, seed: int, workdir: Path, threads: int, peers:
              "graph_settings": {key: graph.get(key) for key in ("neighbours", "search_poses", "downsample", "features",
                                                                "blur_sigma", "pca_dim", "noise_floor", "pieces",
                                                                "pieces_bridged")},
-             "candidates": graph.get("candidates")}]
+             "candidates": graph.get("candidates"), **({"overrides": list(overrides)} if overrides else {})}]
     if peers and family.particles:
         from aspire_peer import aspire_rows
 
@@ -174,7 +189,8 @@ def render(result: dict) -> str:
         s = row["graph_settings"]
         settings = (f"{s['neighbours']} nbrs, {s['search_poses']} poses, {s['features']} blur {s['blur_sigma']:g}, "
                     f"PCA {s['pca_dim']}" + (f", /{s['downsample']}" if s["downsample"] > 1 else "")
-                    + (f", pieces {s['pieces']}->{s['pieces_bridged']}" if s["pieces"] != s["pieces_bridged"] else ""))
+                    + (f", pieces {s['pieces']}->{s['pieces_bridged']}" if s["pieces"] != s["pieces_bridged"] else "")
+                    + "".join(f"; `{item}`" for item in row.get("overrides", ())))
         repairs = f"{row['repairs']}" + (" + restored" if row["restored"] else "")
         lines.append(f"| {row['family']} | {row['variant'] or '--'} | {row['seed']} | {row['accuracy']:.3f} | "
                      f"{_cell(row.get('consensus_accuracy'))} | {row['graph_accuracy']:.3f} | {settings} | {repairs} | "
@@ -292,6 +308,9 @@ def build_parser():
     parser.add_argument("--peers", action="store_true", help="also run ASPIRE on every particle stack")
     parser.add_argument("--merge", nargs="+", default=None, help="JSON results of earlier runs to publish as one")
     parser.add_argument("--keep-runs", default=None, help="keep the data and run folders here (default: a temporary folder)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="change a field of the ready config in every run, e.g. loss.neighbour_weight=1 "
+                             "(repeatable; a development try)")
     return parser
 
 
@@ -305,12 +324,17 @@ def main(argv=None) -> dict:
         stacks = selected_stacks(args)  # before any run starts, not after an hour of them
     except UnknownFamily as error:
         parser.error(f"--families {args.families}: {error}")
+    overrides = tuple(args.overrides)
+    try:
+        check_overrides(stacks, overrides)
+    except ConfigError as error:
+        parser.error(str(error))
     rows = []
     with tempfile.TemporaryDirectory(prefix="mcvae_unseen_") as tmp:
         work = Path(args.keep_runs) if args.keep_runs else Path(tmp)
         for family, variant in stacks:
             for seed in seed_list(args):
-                rows += run_one(family, variant, seed, work, args.threads, args.peers)
+                rows += run_one(family, variant, seed, work, args.threads, args.peers, overrides)
     return publish({"rows": rows}, args, argv)
 
 

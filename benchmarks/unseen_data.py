@@ -56,7 +56,6 @@ class DataSet:
     data: dict
     group: dict
     n_classes: int
-    base_config: str  # the ready config a user starts from
     labels: np.ndarray
     images: np.ndarray | None = None  # (N, H, W) float, when a peer needs the pixels
     notes: dict = field(default_factory=dict)
@@ -78,6 +77,11 @@ class Family:
     @property
     def particles(self) -> bool:
         return self.stack is not None
+
+    @property
+    def base_config(self) -> str:
+        """The ready config (under ``configs/``) a user of this family's data starts from."""
+        return "templates/particles.yaml" if self.particles else "quickstart.yaml"
 
 
 # --- shapes -------------------------------------------------------------------------------------
@@ -144,7 +148,7 @@ def make_shapes_filled(folder: Path, seed: int, variant: str = "") -> DataSet:
              ("ellipse", "triangle", "plus", "arrow", "star", "ell", "tee", "crescent")][seed % 3]
     labels = _shape_folder(folder, names, 200, 40, rng, radius=9.0, size_jitter=0.1, shift=4.0)
     return DataSet({"type": "image_folder", "path": str(folder)}, {"type": "se2", "angle_deg": [-180, 180],
-                   "shift": 0.15}, len(names), "quickstart.yaml", labels, notes={"shapes": list(names)})
+                   "shift": 0.15}, len(names), labels, notes={"shapes": list(names)})
 
 
 def _outlines(folder: Path, rng: np.random.Generator, count: int) -> DataSet:
@@ -154,7 +158,7 @@ def _outlines(folder: Path, rng: np.random.Generator, count: int) -> DataSet:
     labels = _shape_folder(folder, names, 150, 48, rng, radius=12.0, size_jitter=0.2, shift=6.0, outline=2,
                            noise=0.1)
     return DataSet({"type": "image_folder", "path": str(folder)}, {"type": "se2", "angle_deg": [-180, 180],
-                   "shift": 0.15}, count, "quickstart.yaml", labels, notes={"shapes": names})
+                   "shift": 0.15}, count, labels, notes={"shapes": names})
 
 
 def make_shapes_outline(folder: Path, seed: int, variant: str = "") -> DataSet:
@@ -184,7 +188,7 @@ def make_digits(folder: Path, seed: int, variant: str = "") -> DataSet:
     np.savez(folder / "digits.npz", images=images, labels=digits.target)
     data = {"type": "arrays", "path": str(folder / "digits.npz"),
             "transform": {"group": "so2", "angle_deg": [-90, 90], "seed": seed, "canvas": 20}}
-    return DataSet(data, {"type": "so2", "angle_deg": [-90, 90]}, 10, "quickstart.yaml", digits.target)
+    return DataSet(data, {"type": "so2", "angle_deg": [-90, 90]}, 10, digits.target)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -209,7 +213,7 @@ def make_fashion_subsets(folder: Path, seed: int, variant: str = "") -> DataSet:
     np.savez(folder / "fashion.npz", images=images[keep].astype(np.float32) / 255.0, labels=subset_labels)
     data = {"type": "arrays", "path": str(folder / "fashion.npz"),
             "transform": {"group": "so2", "angle_deg": [-180, 180], "seed": seed}}
-    return DataSet(data, {"type": "so2", "angle_deg": [-180, 180]}, 4, "quickstart.yaml", subset_labels,
+    return DataSet(data, {"type": "so2", "angle_deg": [-180, 180]}, 4, subset_labels,
                    notes={"classes": classes.tolist()})
 
 
@@ -251,8 +255,8 @@ def simulate_particles(folder: Path, *, side: int, n_volumes: int, views_per_vol
         mrc.voxel_size = 3.0
     np.save(folder / "labels.npy", labels)
     data = {"type": "mrc", "path": str(folder / "particles.mrcs"), "labels": str(folder / "labels.npy")}
-    return DataSet(data, {"type": "se2", "angle_deg": [-180, 180], "shift": 0.1}, n_classes, "templates/particles.yaml",
-                   labels, images=images, notes={"snr": snr, "side": side})
+    return DataSet(data, {"type": "se2", "angle_deg": [-180, 180], "shift": 0.1}, n_classes, labels, images=images,
+                   notes={"snr": snr, "side": side})
 
 
 def class_views(seed: int, n_classes: int, per_class: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:

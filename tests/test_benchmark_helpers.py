@@ -196,6 +196,29 @@ def test_unseen_refuses_an_unknown_family_before_any_run(capsys):
     assert "no family blobs (the families: shapes_filled" in capsys.readouterr().err
 
 
+def test_unseen_set_changes_the_ready_config_after_the_data_and_names_a_bad_field_before_any_run(
+        capsys, monkeypatch, tmp_path):
+    import unseen
+    from unseen_data import FAMILIES, DataSet
+
+    data_set = DataSet({"type": "image_folder", "path": str(tmp_path)}, {"type": "se2", "angle_deg": [-180, 180]},
+                       3, np.zeros(3, dtype=int))
+    shapes = FAMILIES["outlines_dev"]
+    plain = unseen.config_for(shapes, data_set, 1, tmp_path / "run", 1)
+    tried = unseen.config_for(shapes, data_set, 1, tmp_path / "run", 1, ("loss.neighbour_weight=2", "graph.neighbours=9"))
+    assert (tried["loss"]["neighbour_weight"], tried["graph"]["neighbours"]) == (2, 9)
+    assert plain["loss"].get("neighbour_weight", 0) == 0 and plain["graph"]["neighbours"] == 7
+    assert tried["prior"]["n_components"] == 3 and tried["training"]["seed"] == 1  # the data's changes stay
+    # a misspelt field stops the benchmark before any family's data is made
+    monkeypatch.setattr(unseen, "run_one", lambda *a, **k: pytest.fail("a run started"))
+    monkeypatch.setattr(FAMILIES["digits"], "make", lambda *a, **k: pytest.fail("data was made"))
+    with pytest.raises(SystemExit) as exit_info:
+        unseen.main(["--families", "digits", "--set", "loss.neighbor_weight=1", "--no-doc"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "configs/quickstart.yaml with --set" in error and "neighbor_weight" in error
+
+
 def test_mirrored_digit_development_changes_only_the_o2_configs_data_source(tmp_path):
     import bench_new_groups
     from mcvae_framework.config.experiment import read_config_file
