@@ -208,6 +208,8 @@ def test_without_graph_switches_off_the_graph_and_the_terms_that_learn_from_it()
     assert off["graph"] == {**raw["graph"], "enabled": False}
     fields = [name for term in GUIDED_TERMS for name in term.fields]
     assert {"self_label_weight", "self_label_copies", "neighbour_weight", "pose_guide_weight"} <= set(fields)
-    assert off["loss"] == {**raw["loss"], **dict.fromkeys(fields, 0)}
+    # the quickstart's self_label_target tunes the self-labelling term: null with it (0 is out of its range)
+    assert raw["loss"]["self_label_target"] == 0.99
+    assert off["loss"] == {**raw["loss"], **dict.fromkeys(fields, 0), "self_label_target": None}
     assert raw["graph"]["enabled"] and raw["loss"]["pose_guide_weight"] > 0  # the input is not changed
     validate_config(off, source="quickstart without its graph")

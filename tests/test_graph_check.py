@@ -250,7 +250,9 @@ def test_a_run_below_its_self_label_target_trains_on_with_a_doubled_weight_and_r
     assert [check["self_label_weight"] for check in checks] == [10.0, 20.0, 20.0, 20.0]  # 5 doubled, capped at 4x
     assert trainer.loss_module.loss_config.self_label_weight == 20.0
     assert trainer.config.loss.self_label_weight == 5.0  # the config itself is left as it was
-    assert "the self-labelling weight is now 20 (4 times loss.self_label_weight)" in (run / "train.log").read_text()
+    log_text = (run / "train.log").read_text()
+    assert "the self-labelling weight is now 20 (4 times loss.self_label_weight)" in log_text
+    assert log_text.count("the self-labelling weight stays at 20 (4 times") == 2  # at its cap, not raised again
     weights = []  # the weight a resumed run trains on with, before its next epoch
     monkeypatch.setattr(Trainer, "_train", lambda self: weights.append(self.loss_module.loss_config.self_label_weight))
     Trainer({**config, "training": {**config["training"], "epochs": 4}}, resume=True, console=False).run()

@@ -63,12 +63,14 @@ class GuidedTerm:
     reads: tuple[str, ...]
     #: what of the graph it learns from (for messages).
     learns_from: str
+    #: ``loss`` fields that only tune the term (null turns them off; 0 may be out of their range).
+    tuning: tuple[str, ...] = ()
 
 
 #: The loss terms that learn from the invariant graph.
 GUIDED_TERMS = (
     GuidedTerm("self_label", "self_label_weight", ("self_label_weight", "self_label_copies"),
-               ("labels", "confident"), "clusters"),
+               ("labels", "confident"), "clusters", tuning=("self_label_target",)),
     GuidedTerm("neighbour", "neighbour_weight", ("neighbour_weight",), ("neighbours", "images"), "neighbours"),
     GuidedTerm("pose_guide", "pose_guide_weight", ("pose_guide_weight", "pose_guide_component_weight"),
                ("angles", "angle_clusters", "confident"),
@@ -297,11 +299,13 @@ class GraphConfig(Section):
 
 def without_graph(raw: dict) -> dict:
     """A copy of the raw config dict ``raw`` with the invariant graph switched off, and with it
-    every loss term that learns from the graph (every field of :data:`GUIDED_TERMS`)."""
+    every loss term that learns from the graph (every field of :data:`GUIDED_TERMS` zeroed, its
+    tuning fields null)."""
     config = copy.deepcopy(raw)
     config["graph"] = {**(config.get("graph") or {}), "enabled": False}
     config["loss"] = {**(config.get("loss") or {}),
-                      **dict.fromkeys((name for term in GUIDED_TERMS for name in term.fields), 0)}
+                      **dict.fromkeys((name for term in GUIDED_TERMS for name in term.fields), 0),
+                      **dict.fromkeys((name for term in GUIDED_TERMS for name in term.tuning), None)}
     return config
 
 
