@@ -142,6 +142,13 @@ def _cell(value) -> str:
     return "--" if value is None else f"{value:.3f}"
 
 
+def old_code_sentence(command: str) -> str:
+    """The block's word on runs of older code: only where a run of its command carries the note."""
+    if any(note.startswith(_OLD_CODE_NOTE) for _, notes in _split_runs(command) for note in notes):
+        return "Rows whose command says *ran before ...* come from older code. "
+    return "No row comes from a run of code older than the changes named above. "
+
+
 def render(result: dict) -> str:
     rows = result["rows"]
     lines = [f"`{result['command']}` -- {result['machine']}.", "",
@@ -154,9 +161,8 @@ def render(result: dict) -> str:
              "outlines_dev (development, 3833806) draws outlines as the held-out shapes_outline does, from other "
              "draws, added when shapes_outline seed 1 ended below its graph; its seed 5 showed the cause (a model "
              "learning the graph's clusters too slowly), and the quickstart's loss.self_label_target (12f35f5) was "
-             "chosen on it before the held-out shapes_outline and fashion_subsets were rerun. Rows "
-             "whose command says *ran before ...* come from older code; issue 27's closing notes list every run. "
-             "Accuracy on the test split (20%); each family's **worst** seed; the model's own "
+             "chosen on it before the held-out shapes_outline and fashion_subsets were rerun. "
+             + old_code_sentence(result["command"]) + "Issue 27's closing notes list every run. Accuracy on the test split (20%); each family's **worst** seed; the model's own "
              "invariant graph beside it. *Each image alone*: the model's cluster of an image, as for an image it never saw; "
              "*with its graph*: every image's cluster probabilities averaged with those of its graph neighbours "
              "(`report.json`'s `consensus`; the test images are nodes of the graph of a transductive run). ASPIRE `RIRClass2D` on the same particles, Fourier-cropped to the size the model reads (its nearest-neighbour graph "

@@ -48,7 +48,9 @@ CRYO_PARTICLES, CRYO_CLASSES, CRYO_JUNK, CRYO_SIDE, CRYO_PIXEL_SIZE, CRYO_SNR = 
 
 
 def cryo_demo_config(stack: str = "particles.mrcs", out_dir: str = "runs/cryo_demo") -> dict:
-    """The cryo-EM demo's experiment config (the quickstart's settings for a particle stack)."""
+    """The cryo-EM demo's experiment config (the quickstart's settings for a particle stack, without the
+    quickstart's ``loss.self_label_target``: the demo's figures were made before it, and it would never
+    act there: the demo's model keeps 100% of its graph's unanimous images from the first check on)."""
     return {
         "data": {"type": "mrc", "path": stack, "labels": "classes.npy", "mask_radius": 0.9},
         "group": {"type": "so2", "angle_deg": [-180, 180]},

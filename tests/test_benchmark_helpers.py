@@ -173,6 +173,9 @@ def test_unseen_merge_replaces_rerun_rows_and_says_what_an_older_run_still_gives
     assert runs[4].endswith("--out c.json (its ASPIRE rows only: the model's rows were rerun above)")
     # merging again changes nothing: the notes are rewritten, not piled up
     assert unseen.merge_results([merged]) == {"rows": merged["rows"], "command": merged["command"]}
+    # the block explains the old-code note only while a run still carries it
+    assert "*ran before ...* come from older code" in unseen.old_code_sentence(merged["command"])
+    assert "*ran before" not in unseen.old_code_sentence(rerun["command"])
 
 
 def test_unseen_merge_refuses_a_row_no_command_names():
