@@ -108,7 +108,7 @@ def run_one(family, variant: str, seed: int, workdir: Path, threads: int, peers:
              "restored": checks.get("restored", False),
              "graph_settings": {key: graph.get(key) for key in ("neighbours", "search_poses", "downsample", "features",
                                                                "blur_sigma", "pca_dim", "noise_floor", "pieces",
-                                                               "pieces_bridged")},
+                                                               "pieces_bridged", "silhouette_contrast")},
              "candidates": graph.get("candidates"), **({"overrides": list(overrides)} if overrides else {})}]
     if peers and family.particles:
         from aspire_peer import aspire_rows

@@ -205,6 +205,12 @@ class GraphConfig(Section):
         "textured or varied objects, where pixels of one class rarely match); auto: both are clustered and the "
         "one with the higher modularity is kept")
     wavelet_orientations: int = Field(8, ge=4, description="edge orientations of the 'wavelets' features")
+    silhouettes: Union[bool, Literal["auto"]] = Field(
+        "auto", description="also cluster the images' filled silhouettes (the foreground, gaps closed and holes "
+        "filled: two outlines of one shape at different sizes share few pixels but most of their inside) and keep "
+        "them where their modularity is higher; auto: offered unless features is 'wavelets', for single-channel "
+        "images whose foreground stands at least 15 noise deviations above their background (never noisy "
+        "particles); true: always (single-channel images only); false: never")
     blur_sigma: Union[float, Literal["auto"]] = Field(
         "auto", description="Gaussian blur in pixels (after max_side's averaging) before images are compared "
         "(pixels features only); auto: 0 and 1 are both clustered and the one with the higher modularity is kept")
@@ -294,6 +300,8 @@ class GraphConfig(Section):
             blurs = (0.0, 1.0) if self.blur_sigma == "auto" and name == "pixels" else (
                 1.0 if self.blur_sigma == "auto" else self.blur_sigma,)
             out += [{"features": name, "blur_sigma": float(blur)} for blur in blurs]
+        if self.silhouettes is True or (self.silhouettes == "auto" and self.features != "wavelets"):
+            out.append({"features": "silhouettes", "blur_sigma": 1.0 if self.blur_sigma == "auto" else self.blur_sigma})
         return out
 
 

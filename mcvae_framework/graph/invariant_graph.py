@@ -7,7 +7,8 @@ of the group, looks like the other. The recipe, for any :class:`~mcvae_framework
    centre of mass for translations, the radius of gyration for scales; nothing by
    default), then a light Gaussian blur makes small misalignments cheap (or, with
    ``features="wavelets"``, oriented edge maps replace the pixels:
-   :mod:`~mcvae_framework.graph.wavelets`);
+   :mod:`~mcvae_framework.graph.wavelets`; filled silhouettes compete where outlines are all
+   an image shows: :mod:`~mcvae_framework.graph.silhouettes`);
 2. similarity of images ``i`` and ``j`` = the best cosine similarity between ``x_i`` and
    ``g . x_j`` over the elements ``g`` of ``group.search_elements()`` (by default ``exp`` of
    ``group.search_poses()``; volumes too, for a group that moves them); optionally in a PCA
@@ -49,6 +50,7 @@ from .noise import NOISE_SPECTRUM_MAX_DIM, noise_weighted_axes
 from .solvers import solver_choices
 from .synchronisation import best_moves, pose_trust_info, synchronise, synchronises_orthogonally
 from .synchronisation import synchronise_angles  # noqa: F401  (its home before synchronisation.py took it)
+from .silhouettes import MIN_CONTRAST, SilhouetteImages, silhouette_contrast
 from .wavelets import wavelet_features
 
 log = logging.getLogger("mcvae_framework.graph.invariant_graph")
@@ -291,7 +293,8 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, setti
     Settings left at ``auto`` are read from the data: the neighbours grow with the number of
     images, the search grid is the group's own (the built-in groups: the full circle when the
     pose range is the full circle), a PCA is used when the compared features are large, and
-    where candidates compete (the features, the blur) each is clustered and the one whose
+    where candidates compete (the features, the blur, the filled silhouettes of clean
+    single-channel images) each is clustered and the one whose
     clusters cut its own graph most cleanly (the highest modularity, no label read) is kept.
     The candidates, their modularity and the choice are in the result's ``info``.
 
@@ -321,6 +324,7 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, setti
         # the wavelets are planar: a volume's candidates are pixels only
         candidates = [c for c in settings.candidates()
                       if images.ndim == 4 or settings.features != "auto" or c["features"] == "pixels"]
+        candidates, contrast = _offered_silhouettes(candidates, images, settings.silhouettes, seed=seed)
         results = [_compare(images, group, (poses, elements), n_clusters, k, settings, candidate, seed=seed,
                             chunk_size=chunk_size, progress=progress) for candidate in candidates]
     chosen = max(results, key=lambda r: r["modularity"])
@@ -331,6 +335,7 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, setti
     info = {"search_poses": int(elements.shape[0]), "neighbours": k, "downsample": factor,
             **{key: chosen[key] for key in ("features", "blur_sigma", "pca_dim", "noise_floor", "feature_dim",
                                             "modularity", "pieces", "pieces_bridged")},
+            **({"silhouette_contrast": contrast} if contrast is not None else {}),
             "embedding_dim": settings.embedding_dim or 2 * n_clusters,
             "cluster_sizes": np.bincount(labels, minlength=n_clusters).tolist(), **chosen["search"],
             **solver_choices(n), **pose_trust_info(trust, labels, n_clusters),
@@ -350,6 +355,8 @@ def _compare(images, group, moves, n_clusters: int, k: int, settings, candidate:
     tic = time.perf_counter()
     poses, elements = moves
     features, blur = candidate["features"], candidate["blur_sigma"]
+    if features == "silhouettes":  # the masks are compared as pixels are
+        images, features = SilhouetteImages(images), "pixels"
     describe = image_descriptor(features, blur_sigma=blur, orientations=settings.wavelet_orientations)
     size = int(describe(group.prealign(images[:1])).shape[1])
     pca_dim = settings.resolved_pca_dim(size)
@@ -381,7 +388,7 @@ def _compare(images, group, moves, n_clusters: int, k: int, settings, candidate:
     labels, distance = spectral_clusters(graph, n_clusters, embedding_dim=settings.embedding_dim or 2 * n_clusters,
                                          seed=seed, diffusion_time=settings.diffusion_time,
                                          kmeans_restarts=settings.kmeans_restarts, balanced=settings.balanced)
-    return {"features": features, "blur_sigma": blur, "pca_dim": projection["pca_dim"],
+    return {"features": candidate["features"], "blur_sigma": blur, "pca_dim": projection["pca_dim"],
             "noise_floor": projection.get("noise_floor"),
             "feature_dim": int(reference.shape[1]), "neighbours": index, "similarities": similarity[:, :k],
             "relative": relative, "relative_moves": relative_moves, "labels": labels, "distance": distance,
@@ -389,9 +396,26 @@ def _compare(images, group, moves, n_clusters: int, k: int, settings, candidate:
             "pieces": pieces, "pieces_bridged": bridged, "search": search, "seconds": time.perf_counter() - tic}
 
 
+def _offered_silhouettes(candidates: list[dict], images, setting, *, seed: int) -> tuple[list[dict], float | None]:
+    """The candidates, less the silhouettes where they mean nothing, and the images' foreground
+    contrast in noise deviations (``None`` when no silhouette was asked for): ``auto`` keeps them
+    for single-channel images at :data:`~mcvae_framework.graph.silhouettes.MIN_CONTRAST` or more,
+    ``true`` for any single-channel images."""
+    if not any(c["features"] == "silhouettes" for c in candidates):
+        return candidates, None
+    planar = images.ndim == 4 and images.shape[1] == 1
+    if setting is True and not planar:
+        raise ValueError(f"invariant graph: graph.silhouettes: true needs single-channel images, got shape "
+                         f"{tuple(images.shape)}; set graph.silhouettes to auto or false")
+    contrast = silhouette_contrast(images, seed=seed) if planar else 0.0
+    if setting is True or contrast >= MIN_CONTRAST:
+        return candidates, contrast
+    return [c for c in candidates if c["features"] != "silhouettes"], contrast
+
+
 def describe_choice(info: dict) -> str:
     """One line of what the graph chose (for ``train.log``)."""
-    compared = ", ".join(f"{c['features']}" + (f" blur {c['blur_sigma']:g}" if c["features"] == "pixels" else "")
+    compared = ", ".join(f"{c['features']}" + (f" blur {c['blur_sigma']:g}" if c["features"] != "wavelets" else "")
                          + f": {c['modularity']:.3f}" for c in info["candidates"])
     pieces = (f"; its {info['pieces']} pieces bridged to {info['pieces_bridged']}"
               if info["pieces"] != info["pieces_bridged"] else f"; {info['pieces']} connected piece(s)")
@@ -399,8 +423,15 @@ def describe_choice(info: dict) -> str:
             f"{'images averaged down ' + str(info['downsample']) + 'x, ' if info['downsample'] > 1 else ''}"
             f"{info['features']} features (blur {info['blur_sigma']:g}, "
             f"{_projection_words(info)}){pieces}; modularity of the "
-            f"candidates: {compared}; clusters of sizes {info['cluster_sizes']}"
+            f"candidates: {compared}{_silhouette_words(info)}; clusters of sizes {info['cluster_sizes']}"
             + (f"; pose trust of the clusters {info['pose_trust']}" if info.get("pose_trust") else ""))
+
+
+def _silhouette_words(info: dict) -> str:
+    contrast = info.get("silhouette_contrast")
+    if contrast is None or any(c["features"] == "silhouettes" for c in info["candidates"]):
+        return ""
+    return f" (no silhouettes: foreground contrast {contrast:.3g} noise deviations, below {MIN_CONTRAST:g})"
 
 
 def _projection_words(info: dict) -> str:
