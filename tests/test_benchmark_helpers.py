@@ -220,6 +220,10 @@ def test_unseen_set_changes_the_ready_config_after_the_data_and_names_a_bad_fiel
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert "configs/quickstart.yaml with --set" in error and "neighbor_weight" in error
+    # a data field is the family's own (a folder's resize, which the quickstart's MNIST lacks):
+    # left to the run's own config, where a misspelling is caught before it trains
+    unseen.check_overrides([(shapes, "")], ("data.resize=32",))
+    assert unseen.config_for(shapes, data_set, 1, tmp_path / "run", 1, ("data.resize=32",))["data"]["resize"] == 32
 
 
 def test_mirrored_digit_development_changes_only_the_o2_configs_data_source(tmp_path):

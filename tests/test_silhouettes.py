@@ -11,6 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from mcvae_framework import build
+from mcvae_framework.graph.chunks import ImageChunks
 from mcvae_framework.graph.invariant_graph import invariant_graph_clusters
 from mcvae_framework.graph.silhouettes import (
     MIN_CONTRAST,
@@ -99,6 +100,9 @@ def test_silhouette_images_are_read_as_their_source_is_indexed():
     assert torch.equal(lazy[1:4], silhouettes(images[1:4]))
     assert torch.equal(lazy[-1], silhouettes(images[5:6])[0])
     assert torch.equal(lazy[torch.tensor([0, 5])], silhouettes(images[[0, 5]]))
+    # over chunks read on demand (a memory-mapped or streamed set), the same masks
+    chunks = ImageChunks(lambda positions: images[torch.as_tensor(positions)], len(images), images.shape[1:])
+    assert torch.equal(SilhouetteImages(chunks)[0:6], silhouettes(images))
 
 
 def test_the_graph_keeps_silhouettes_where_they_cluster_outlines_of_different_sizes():
