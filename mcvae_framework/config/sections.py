@@ -213,7 +213,8 @@ class GraphConfig(Section):
         "particles); true: always (single-channel images only); false: never")
     blur_sigma: Union[float, Literal["auto"]] = Field(
         "auto", description="Gaussian blur in pixels (after max_side's averaging) before images are compared "
-        "(pixels features only); auto: 0 and 1 are both clustered and the one with the higher modularity is kept")
+        "(pixels features; the silhouettes take it too, 1 when auto); auto: 0 and 1 are both clustered and the one "
+        "with the higher modularity is kept")
     search_size: Union[int, Literal["auto"]] = Field(
         "auto", description="relative moves tried between two images (the group's search_poses; a group with "
         "a reflection also tries each mirrored); auto: the group's own grid (the built-in planar groups: a rotation every 10 degrees, over "
