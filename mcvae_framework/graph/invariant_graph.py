@@ -47,10 +47,10 @@ from .spectral import balanced_kmeans, bridge_components, modularity, spectral_c
 from .chunks import ImageChunks, as_image_source
 from .neighbours import neighbour_search as search_neighbours
 from .noise import NOISE_SPECTRUM_MAX_DIM, noise_weighted_axes
+from .silhouettes import MIN_CONTRAST, SilhouetteImages, silhouette_contrast
 from .solvers import solver_choices
 from .synchronisation import best_moves, pose_trust_info, synchronise, synchronises_orthogonally
 from .synchronisation import synchronise_angles  # noqa: F401  (its home before synchronisation.py took it)
-from .silhouettes import MIN_CONTRAST, SilhouetteImages, silhouette_contrast
 from .wavelets import wavelet_features
 
 log = logging.getLogger("mcvae_framework.graph.invariant_graph")
