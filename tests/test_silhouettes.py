@@ -16,9 +16,9 @@ from mcvae_framework.graph.invariant_graph import invariant_graph_clusters
 from mcvae_framework.graph.silhouettes import (
     MIN_CONTRAST,
     NOISE_FREE,
-    SilhouetteImages,
     closing_radius,
     silhouette_contrast,
+    silhouette_images,
     silhouettes,
 )
 from mcvae_framework.report.evaluation import clustering_metrics
@@ -95,14 +95,15 @@ def test_the_contrast_reads_the_noise_of_the_images():
 
 def test_silhouette_images_are_read_as_their_source_is_indexed():
     images, _ = outlines_of_two_sizes(per_shape=3)
-    lazy = SilhouetteImages(images)
+    assert torch.equal(silhouette_images(images), silhouettes(images))  # a tensor's, computed once
+    # over chunks read on demand (a memory-mapped or streamed set), the same masks, chunk by chunk
+    chunks = ImageChunks(lambda positions: images[torch.as_tensor(positions)], len(images), images.shape[1:])
+    lazy = silhouette_images(chunks)
     assert lazy.shape == images.shape and len(lazy) == 6 and lazy.ndim == 4
     assert torch.equal(lazy[1:4], silhouettes(images[1:4]))
     assert torch.equal(lazy[-1], silhouettes(images[5:6])[0])
     assert torch.equal(lazy[torch.tensor([0, 5])], silhouettes(images[[0, 5]]))
-    # over chunks read on demand (a memory-mapped or streamed set), the same masks
-    chunks = ImageChunks(lambda positions: images[torch.as_tensor(positions)], len(images), images.shape[1:])
-    assert torch.equal(SilhouetteImages(chunks)[0:6], silhouettes(images))
+    assert torch.equal(lazy[0:6], silhouettes(images))
 
 
 def test_the_graph_keeps_silhouettes_where_they_cluster_outlines_of_different_sizes():

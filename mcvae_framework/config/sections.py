@@ -296,13 +296,13 @@ class GraphConfig(Section):
     def candidates(self) -> list[dict]:
         """The feature settings the graph clusters and compares (one unless some are ``auto``)."""
         features = ("pixels", "wavelets") if self.features == "auto" else (self.features,)
+        if self.silhouettes is True or (self.silhouettes == "auto" and self.features != "wavelets"):
+            features += ("silhouettes",)
         out = []
         for name in features:
             blurs = (0.0, 1.0) if self.blur_sigma == "auto" and name == "pixels" else (
                 1.0 if self.blur_sigma == "auto" else self.blur_sigma,)
             out += [{"features": name, "blur_sigma": float(blur)} for blur in blurs]
-        if self.silhouettes is True or (self.silhouettes == "auto" and self.features != "wavelets"):
-            out.append({"features": "silhouettes", "blur_sigma": 1.0 if self.blur_sigma == "auto" else self.blur_sigma})
         return out
 
 

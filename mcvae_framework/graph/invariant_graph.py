@@ -47,7 +47,7 @@ from .spectral import balanced_kmeans, bridge_components, modularity, spectral_c
 from .chunks import ImageChunks, as_image_source
 from .neighbours import neighbour_search as search_neighbours
 from .noise import NOISE_SPECTRUM_MAX_DIM, noise_weighted_axes
-from .silhouettes import MIN_CONTRAST, SilhouetteImages, silhouette_contrast
+from .silhouettes import MIN_CONTRAST, silhouette_contrast, silhouette_images
 from .solvers import solver_choices
 from .synchronisation import best_moves, pose_trust_info, synchronise, synchronises_orthogonally
 from .synchronisation import synchronise_angles  # noqa: F401  (its home before synchronisation.py took it)
@@ -356,7 +356,7 @@ def _compare(images, group, moves, n_clusters: int, k: int, settings, candidate:
     poses, elements = moves
     features, blur = candidate["features"], candidate["blur_sigma"]
     if features == "silhouettes":  # the masks are compared as pixels are
-        images, features = SilhouetteImages(images), "pixels"
+        images, features = silhouette_images(images), "pixels"
     describe = image_descriptor(features, blur_sigma=blur, orientations=settings.wavelet_orientations)
     size = int(describe(group.prealign(images[:1])).shape[1])
     pca_dim = settings.resolved_pca_dim(size)

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from .chunks import ImageChunks
+
 #: the foreground is what stands out by more than this fraction of the image's contrast
 THRESHOLD = 0.4
 #: smoothing (pixels) before the threshold: one stray noise pixel never joins the foreground
@@ -80,28 +82,14 @@ def silhouette_contrast(images, *, sample: int = 200, seed: int = 0) -> float:
     return float(np.median(ratios))
 
 
-class SilhouetteImages:
-    """The silhouettes of an image source (a tensor or an
-    :class:`~mcvae_framework.graph.chunks.ImageChunks`), computed as they are read: indexed as
-    the source is, never held whole."""
-
-    def __init__(self, source):
-        self.source = source
-        self.shape = tuple(source.shape)
-        self.ndim = len(self.shape)
-        self.dtype = torch.float32
-        self.device = torch.device("cpu")
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __getitem__(self, key) -> torch.Tensor:
-        if isinstance(key, (int, np.integer)):
-            return silhouettes(self.source[np.array([int(key) % len(self)])])[0]
-        return silhouettes(self.source[key])
-
-    def __repr__(self) -> str:
-        return f"SilhouetteImages({self.source!r})"
+def silhouette_images(images):
+    """The silhouettes of an image source, as :func:`~mcvae_framework.graph.invariant_graph`'s
+    averaging down reads it: a tensor's computed once, an
+    :class:`~mcvae_framework.graph.chunks.ImageChunks`' as its chunks are read (never held whole)."""
+    if not isinstance(images, ImageChunks):
+        return silhouettes(images)
+    return ImageChunks(lambda positions: silhouettes(torch.as_tensor(images.read(positions)).float()),
+                       len(images), images.image_shape, progress=images.progress)
 
 
-__all__ = ["MIN_CONTRAST", "SilhouetteImages", "closing_radius", "silhouette_contrast", "silhouettes"]
+__all__ = ["MIN_CONTRAST", "closing_radius", "silhouette_contrast", "silhouette_images", "silhouettes"]
