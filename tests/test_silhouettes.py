@@ -139,3 +139,12 @@ def test_silhouettes_true_on_colour_images_is_refused_with_the_fix():
         invariant_graph_clusters(colour, group, 2, neighbours=5, silhouettes=True)
     graph = invariant_graph_clusters(colour, group, 2, neighbours=5, kmeans_restarts=2)  # auto: left out
     assert [c["features"] for c in graph.info["candidates"]] == ["pixels", "pixels"]
+
+
+def test_volumes_get_no_silhouettes_and_silhouettes_true_on_them_is_refused():
+    group = build("group", {"type": "so3"})
+    volumes = torch.rand(20, 1, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="graph.silhouettes: true needs single-channel images.*auto or false"):
+        invariant_graph_clusters(volumes, group, 2, neighbours=5, search_size=4, silhouettes=True)
+    graph = invariant_graph_clusters(volumes, group, 2, neighbours=5, search_size=4, kmeans_restarts=2)
+    assert [c["features"] for c in graph.info["candidates"]] == ["pixels", "pixels"]  # blurs 0 and 1

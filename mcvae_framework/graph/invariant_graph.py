@@ -321,9 +321,10 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, setti
         search_size = 0 if settings.search_size == "auto" else settings.search_size
         poses = group.search_poses(search_size).to(torch.float32)
         elements = group.search_elements(search_size).to(torch.float32)
-        # the wavelets are planar: a volume's candidates are pixels only
+        # the wavelets are planar: a volume's candidates are pixels only (and silhouettes, which
+        # _offered_silhouettes then drops, or refuses where graph.silhouettes says true)
         candidates = [c for c in settings.candidates()
-                      if images.ndim == 4 or settings.features != "auto" or c["features"] == "pixels"]
+                      if images.ndim == 4 or settings.features != "auto" or c["features"] != "wavelets"]
         candidates, contrast = _offered_silhouettes(candidates, images, settings.silhouettes, seed=seed)
         results = [_compare(images, group, (poses, elements), n_clusters, k, settings, candidate, seed=seed,
                             chunk_size=chunk_size, progress=progress) for candidate in candidates]
