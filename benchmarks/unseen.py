@@ -108,7 +108,6 @@ def run_one(family, variant: str, seed: int, workdir: Path, threads: int, peers:
     rows = [{**base, "method": "mce_vae", "accuracy": report["accuracy"], "nmi": report["nmi"],
              "graph_accuracy": clustering_metrics(labels, graph_labels, data_set.n_classes)["accuracy"],
              "consensus_accuracy": report.get("consensus", {}).get("accuracy"),
-             "settled_accuracy": report.get("settled", {}).get("accuracy"),
              "empty_components": report["collapse"]["empty_components"], "seconds": seconds,
              "graph_seconds": graph["seconds"], "repairs": checks.get("repairs", 0),
              "restored": checks.get("restored", False),
@@ -185,18 +184,15 @@ def render(result: dict) -> str:
              "seed; the model's own invariant graph beside it. *Each image alone*: the model's cluster of an image, "
              "as for an image it never saw; *with its graph*: every image's cluster probabilities averaged with those "
              "of its graph neighbours (`report.json`'s `consensus`; the test images are nodes of the graph of a "
-             "transductive run); *unanimous images kept*: the model's clusters, except that every image whose graph "
-             "neighbours all share its graph cluster keeps that cluster (`report.json`'s `settled`; -- for runs "
-             "older than this reading). ASPIRE `RIRClass2D` on the same particles, Fourier-cropped to the size the model "
+             "transductive run). ASPIRE `RIRClass2D` on the same particles, Fourier-cropped to the size the model "
              "reads (its nearest-neighbour graph clustered spectrally, and k-means on its bispectrum features).", ""]
     for half in (DEVELOPMENT, HELD_OUT):
         mine = [r for r in worst_rows(rows) if r["half"] == half and r["method"] == "mce_vae"]
         if not mine:
             continue
         lines += [f"**{half}**", "", "| family | stack | seeds | worst seed | MCE-VAE, each image alone | MCE-VAE with "
-                  "its graph | unanimous images kept | its graph | ASPIRE (best row) | empty components | "
-                  "seconds (graph) |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "its graph | its graph | ASPIRE (best row) | empty components | seconds (graph) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for row in sorted(mine, key=lambda r: (r["family"], r["variant"])):
             seeds = sorted(r["seed"] for r in rows if (r["family"], r["variant"], r["method"]) ==
                            (row["family"], row["variant"], "mce_vae"))
@@ -206,16 +202,15 @@ def render(result: dict) -> str:
             peer_cell = f"{peer['accuracy']:.3f} ({peer['method'][7:]}, {peer['seconds']:.0f} s)" if peer else "--"
             lines.append(f"| {row['family']} | {row['variant'] or '--'} | {len(seeds)} | {row['seed']} | "
                          f"{row['accuracy']:.3f} | {_cell(row.get('consensus_accuracy'))} | "
-                         f"{_cell(row.get('settled_accuracy'))} | {row['graph_accuracy']:.3f} | {peer_cell} | "
+                         f"{row['graph_accuracy']:.3f} | {peer_cell} | "
                          f"{row['empty_components']} | {row['seconds']:.0f} ({row['graph_seconds']:.0f}) |")
         lines.append("")
     lines += ["Every seed: model / graph accuracy, the graph's chosen settings, repairs of the model "
               "(`train/graph_check`), and for a particle stack with several views of a volume the closest two of them "
               "(a fact of its labels: two classes a few degrees apart are one picture, which no classifier tells apart; "
               "particles_80 seed 0 holds two views 6 degrees apart, which caps every method near 7/8).", "",
-              "| family | stack | seed | MCE-VAE alone | with its graph | unanimous kept | graph | settings | repairs | "
-              "closest views |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| family | stack | seed | MCE-VAE alone | with its graph | graph | settings | repairs | closest views |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in sorted((r for r in rows if r["method"] == "mce_vae"),
                       key=lambda r: (r["half"], r["family"], r["variant"], r["seed"])):
         s = row["graph_settings"]
@@ -225,8 +220,7 @@ def render(result: dict) -> str:
                     + "".join(f"; `{item}`" for item in row.get("overrides", ())))
         repairs = f"{row['repairs']}" + (" + restored" if row["restored"] else "")
         lines.append(f"| {row['family']} | {row['variant'] or '--'} | {row['seed']} | {row['accuracy']:.3f} | "
-                     f"{_cell(row.get('consensus_accuracy'))} | {_cell(row.get('settled_accuracy'))} | "
-                     f"{row['graph_accuracy']:.3f} | {settings} | {repairs} | "
+                     f"{_cell(row.get('consensus_accuracy'))} | {row['graph_accuracy']:.3f} | {settings} | {repairs} | "
                      f"{closest_views_cell(row)} |")
     return "\n".join(lines)
 

@@ -171,46 +171,6 @@ def test_the_neighbour_consensus_refuses_a_graph_of_other_images():
         neighbour_consensus(torch.full((3, 2), 0.5), torch.zeros(4, 2, dtype=torch.long))
 
 
-def test_the_settled_reading_keeps_unanimous_images_in_their_graph_cluster_and_the_model_elsewhere():
-    from mcvae_framework.report.consensus import settled_clusters
-
-    graph = np.array([0, 0, 0, 1, 1, 1])
-    # images 0, 1, 3, 4 unanimous; 2 and 5 each have a neighbour of the other cluster
-    neighbours = np.array([[1, 2], [0, 2], [0, 3], [4, 5], [3, 5], [2, 4]])
-    # the model names the clusters the other way round, moves unanimous image 1 and doubtful image 5
-    model = np.array([1, 0, 1, 0, 0, 1])
-    settled = settled_clusters(model, graph, neighbours, 2)
-    assert settled.tolist() == [1, 1, 1, 0, 0, 1]  # image 1 back in its graph cluster (named 1 by the model)
-    assert settled_clusters(graph, graph, neighbours, 2).tolist() == graph.tolist()
-    with pytest.raises(ValueError, match="5 model clusters, 6 graph labels and 6 neighbour lists"):
-        settled_clusters(model[:5], graph, neighbours, 2)
-
-
-def test_the_report_gives_the_settled_reading_beside_the_consensus_on_the_graphs_images():
-    from mcvae_framework.report.consensus import graph_readings
-
-    class Fixed(torch.nn.Module):  # a "model" whose clusters are given: the last image moved out of its cluster
-        def __init__(self, clusters):
-            super().__init__()
-            self.weight = torch.nn.Parameter(torch.zeros(1))
-            self.clusters = clusters
-
-        def cluster_probabilities(self, x):
-            return torch.nn.functional.one_hot(self.clusters[x[:, 0, 0, 0].long()], 2).float()
-
-    images = torch.arange(8.0).reshape(8, 1, 1, 1)
-    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
-    dataset = torch.utils.data.StackDataset(image=images, label=labels)
-    neighbours = torch.tensor([[1, 2], [0, 2], [0, 1], [0, 1], [5, 6], [4, 6], [4, 5], [4, 5]])
-    graph = {"labels": labels, "neighbours": neighbours}
-    config = type("Config", (), {"training": type("Training", (), {"transductive": False})()})()
-    model = Fixed(torch.tensor([0, 0, 0, 0, 1, 1, 1, 0]))
-    readings = graph_readings(model, config, graph, "train", dataset)
-    assert readings["settled"]["accuracy"] == 1.0 and readings["settled"]["moved_images"] == 1
-    assert readings["settled"]["unanimous_images"] == 8 and readings["consensus"]["accuracy"] == 1.0
-    assert graph_readings(model, config, graph, "test", dataset) is None  # the graph holds no test image
-
-
 def test_a_run_that_ends_short_of_its_graph_ends_with_its_best_agreeing_state():
     graph, neighbours = three_clusters(20)
     keeper = GraphKeeper(graph, neighbours, 3)

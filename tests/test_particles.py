@@ -86,8 +86,6 @@ def test_a_tiny_stack_trains_end_to_end_with_its_noise_level_read_from_the_data(
     # the test images are nodes of the transductive run's graph: the consensus reading is reported
     assert report["consensus"]["neighbours"] == report["graph"]["neighbours"]
     assert 0.0 <= report["consensus"]["accuracy"] <= 1.0
-    assert report["settled"]["unanimous_images"] <= report["n_images"]
-    assert 0.0 <= report["settled"]["accuracy"] <= 1.0
     json.dumps(report["graph"])  # what report.json holds
 
 

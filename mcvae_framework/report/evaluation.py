@@ -42,7 +42,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from ..config.components import build
-from .consensus import graph_readings
+from .consensus import consensus_report
 from .inference import load_trained_model, predict_dataset
 from ..model.losses import elbo_terms
 from ..model.pose_terms import random_elements
@@ -265,7 +265,9 @@ def evaluate_run(run_dir, split: str = "test", *, device: str = "cpu", batch_siz
     graph = graph_summary(checkpoint)
     if graph is not None:
         report["graph"] = graph
-        report.update(graph_readings(model, config, checkpoint["graph"], split, dataset, batch_size=batch_size) or {})
+        consensus = consensus_report(model, config, checkpoint["graph"], split, dataset, batch_size=batch_size)
+        if consensus is not None:
+            report["consensus"] = consensus
     write_report(report, run_dir)
     return report
 

@@ -54,12 +54,6 @@ def report_markdown(report: dict) -> str:
                   f"{consensus['neighbours']} graph neighbours; {consensus['moved_images']} images change cluster): "
                   f"accuracy {_fmt(consensus['accuracy'])}, NMI {_fmt(consensus['nmi'])}, ARI "
                   f"{_fmt(consensus['ari'])}.", ""]
-    settled = report.get("settled") or {}
-    if "accuracy" in settled:
-        lines += [f"With the graph's unanimous images kept (the {settled['unanimous_images']} images whose "
-                  f"{settled['neighbours']} graph neighbours all share their graph cluster stay in it; "
-                  f"{settled['moved_images']} images change cluster): accuracy {_fmt(settled['accuracy'])}, NMI "
-                  f"{_fmt(settled['nmi'])}, ARI {_fmt(settled['ari'])}.", ""]
     collapse = report.get("collapse") or {}
     if collapse.get("empty_components") or collapse.get("reseeded_during_training"):
         lines += [f"**Mixture collapse:** {collapse.get('empty_components', 0)} empty component(s) on this split; "

@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from ..report.consensus import unanimous  # the report's settled reading keeps these images too
 from ..report.inference import cluster_probabilities  # the trainer's checks call it through this module
 from .batching import STREAM_REFINE, derive_seed
 from .refinement import distil_labels
@@ -51,6 +50,12 @@ END_BELOW = 0.99
 #: (development digits, mirrored, seed 0: at most 4x, accuracy 0.863, reflection 0.882; at most 8x, 0.862 and
 #: 0.872; the graph 0.862; without the target 0.826)
 MAX_SELF_LABEL_SCALE = 4
+
+
+def unanimous(labels: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: images whose every graph neighbour shares their cluster."""
+    labels = np.asarray(labels)
+    return (labels[np.asarray(neighbours)] == labels[:, None]).all(axis=1)
 
 
 def matched_agreement(reference: np.ndarray, clusters: np.ndarray, n_clusters: int) -> float:
