@@ -135,7 +135,7 @@ def test_noisy_images_and_named_wavelets_get_no_silhouettes():
 def test_silhouettes_true_on_colour_images_is_refused_with_the_fix():
     group = build("group", {"type": "so2", "angle_deg": [-180, 180]})
     colour = torch.rand(20, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(ValueError, match="graph.silhouettes: true needs single-channel images.*auto or false"):
+    with pytest.raises(ValueError, match="graph.silhouettes: true needs single-channel 2-D images.*auto or false"):
         invariant_graph_clusters(colour, group, 2, neighbours=5, silhouettes=True)
     graph = invariant_graph_clusters(colour, group, 2, neighbours=5, kmeans_restarts=2)  # auto: left out
     assert [c["features"] for c in graph.info["candidates"]] == ["pixels", "pixels"]
@@ -144,7 +144,7 @@ def test_silhouettes_true_on_colour_images_is_refused_with_the_fix():
 def test_volumes_get_no_silhouettes_and_silhouettes_true_on_them_is_refused():
     group = build("group", {"type": "so3"})
     volumes = torch.rand(20, 1, 8, 8, 8, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(ValueError, match="graph.silhouettes: true needs single-channel images.*auto or false"):
+    with pytest.raises(ValueError, match="graph.silhouettes: true needs single-channel 2-D images.*auto or false"):
         invariant_graph_clusters(volumes, group, 2, neighbours=5, search_size=4, silhouettes=True)
     graph = invariant_graph_clusters(volumes, group, 2, neighbours=5, search_size=4, kmeans_restarts=2)
     assert [c["features"] for c in graph.info["candidates"]] == ["pixels", "pixels"]  # blurs 0 and 1

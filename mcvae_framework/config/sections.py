@@ -210,7 +210,7 @@ class GraphConfig(Section):
         "filled: two outlines of one shape at different sizes share few pixels but most of their inside) and keep "
         "them where their modularity is higher; auto: offered unless features is 'wavelets', for single-channel "
         "images whose foreground stands at least 15 noise deviations above their background (never noisy "
-        "particles); true: always (single-channel images only); false: never")
+        "particles); true: always (single-channel 2-D images only: volumes and colour images are refused); false: never")
     blur_sigma: Union[float, Literal["auto"]] = Field(
         "auto", description="Gaussian blur in pixels (after max_side's averaging) before images are compared "
         "(pixels features; the silhouettes take it too, 1 when auto); auto: 0 and 1 are both clustered and the one "

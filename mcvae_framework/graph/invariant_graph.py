@@ -406,7 +406,7 @@ def _offered_silhouettes(candidates: list[dict], images, setting, *, seed: int) 
         return candidates, None
     planar = images.ndim == 4 and images.shape[1] == 1
     if setting is True and not planar:
-        raise ValueError(f"invariant graph: graph.silhouettes: true needs single-channel images, got shape "
+        raise ValueError(f"invariant graph: graph.silhouettes: true needs single-channel 2-D images, got shape "
                          f"{tuple(images.shape)}; set graph.silhouettes to auto or false")
     contrast = silhouette_contrast(images, seed=seed) if planar else 0.0
     if setting is True or contrast >= MIN_CONTRAST:
