@@ -319,3 +319,60 @@ def test_prototypes_say_how_many_images_each_cluster_holds(run_dir, tmp_path, mo
     assert "1 empty" in ax.get_title()
     with pytest.raises(ValueError, match="counts has 2 entries for 4 clusters"):
         plotting.prototypes_figure(model, tmp_path / "q.png", counts=[1, 2])
+
+
+# ------------------------------------------------------------------- predict --with-graph
+
+GRAPH_CONFIG = {**CONFIG, "graph": {"enabled": True, "neighbours": 5, "confident_fraction": 1.0},
+                "loss": {**CONFIG["loss"], "self_label_weight": 5},
+                "training": {**CONFIG["training"], "epochs": 2, "transductive": True}}
+
+
+@pytest.fixture(scope="module")
+def graph_run(tmp_path_factory):
+    from mcvae_framework.train.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("graph_run")
+    Trainer(GRAPH_CONFIG, out_dir=out / "run", console=False, overwrite=True).run()
+    config = out / "experiment.yaml"
+    config.write_text(yaml.safe_dump(GRAPH_CONFIG))
+    return out / "run", config
+
+
+def test_predict_with_graph_writes_the_consensus_that_evaluate_scores(graph_run, tmp_path):
+    from mcvae_framework.report.evaluation import clustering_metrics, evaluate_run
+
+    run, config = graph_run
+    result = _invoke("predict", run, "--data", config, "--split", "test", "--with-graph", "--out", tmp_path / "t.csv")
+    assert result.exit_code == 0, result.output
+    rows = _rows(tmp_path / "t.csv")
+    labels = np.array([int(r["label"]) for r in rows])
+    clusters = np.array([int(r["cluster"]) for r in rows])
+    report = evaluate_run(run, split="test")
+    assert clustering_metrics(labels, clusters, n_clusters=4)["accuracy"] == report["consensus"]["accuracy"]
+    assert sum(r["cluster"] != r["model_cluster"] for r in rows) == report["consensus"]["moved_images"]
+    model_clusters = np.array([int(r["model_cluster"]) for r in rows])
+    assert clustering_metrics(labels, model_clusters, n_clusters=4)["accuracy"] == report["accuracy"]
+    probabilities = np.array([[float(r[f"probability_{k}"]) for k in range(4)] for r in rows])
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, atol=1e-5)
+    # every image, in source order: the same clusters for the test images
+    result = _invoke("predict", run, "--data", config, "--with-graph", "--out", tmp_path / "all.csv")
+    assert result.exit_code == 0, result.output
+    every = {r["index"]: r["cluster"] for r in _rows(tmp_path / "all.csv")}
+    assert all(every[r["index"]] == r["cluster"] for r in rows)
+
+
+def test_predict_with_graph_refuses_images_that_are_not_the_runs_graph(graph_run, run_dir, config_file, tmp_path):
+    run, config = graph_run
+    other = tmp_path / "other.npy"
+    np.save(other, np.zeros((5, 12, 12), dtype=np.uint8))
+    result = _invoke("predict", run, "--data", other, "--with-graph", "--out", tmp_path / "o.csv")
+    assert result.exit_code != 0 and "is not in the run's graph, which holds its training images and test" in \
+        result.output
+    turned = tmp_path / "turned.yaml"  # the same digits at the same positions, turned otherwise
+    turned.write_text(yaml.safe_dump({**GRAPH_CONFIG, "data": {**DATA, "transform": {**DATA["transform"], "seed": 1}}}))
+    result = _invoke("predict", run, "--data", turned, "--with-graph", "--out", tmp_path / "t.csv")
+    assert result.exit_code != 0 and "not those the run's graph was built on" in result.output
+    result = _invoke("predict", run_dir, "--data", config_file, "--with-graph", "--out", tmp_path / "n.csv")
+    assert result.exit_code != 0 and "trained without one (graph.enabled: false)" in result.output
+    assert "Traceback" not in result.output

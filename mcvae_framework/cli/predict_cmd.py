@@ -25,11 +25,15 @@ from . import cli
 @click.option("--split-column", is_flag=True, help="add a `split` column: the split (train/test) of each image")
 @click.option("--checkpoint", type=click.Choice(["last", "best"]), default="last", show_default=True,
               help="which checkpoint of the run: last.pt or best.pt")
+@click.option("--with-graph", is_flag=True,
+              help="the run's own images only: each image's cluster probabilities averaged with those of its "
+                   "invariant-graph neighbours (report.json's consensus); the model's own cluster goes to "
+                   "model_cluster")
 @click.option("--canonical", "with_canonical", is_flag=True, help="also store canonical images (.npz only)")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1))
-def predict_command(run_dir, data, out, clusters, pixel_size, split, split_column, checkpoint, with_canonical, device,
-                    batch_size):
+def predict_command(run_dir, data, out, clusters, pixel_size, split, split_column, checkpoint, with_graph,
+                    with_canonical, device, batch_size):
     """Cluster, cluster probabilities and pose of every image in --data, written to --out:
     one row per image in the data's own order (a folder's sorted listing, an array file's
     order), the file name (or array index) first.
@@ -49,5 +53,5 @@ def predict_command(run_dir, data, out, clusters, pixel_size, split, split_colum
 
     path = predict_run(run_dir, data, out, split=split, device=device, batch_size=batch_size,
                        with_canonical=with_canonical, split_column=split_column, checkpoint=checkpoint,
-                       clusters=parse_clusters(clusters), pixel_size=pixel_size)
+                       clusters=parse_clusters(clusters), pixel_size=pixel_size, with_graph=with_graph)
     click.echo(f"wrote {path}")

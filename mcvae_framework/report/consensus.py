@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..config.components import build
+from ..errors import DataError
 from ..runtime.data import dataset_tensors
 from .inference import cluster_probabilities
 
@@ -50,6 +51,59 @@ def graph_sources(config, split: str, dataset, n_graph: int) -> tuple[list, int]
     if sum(len(source) for source in sources) != n_graph:
         return None  # the data changed since training: the graph's positions no longer apply
     return sources, position
+
+
+def consensus_of_images(model, config, graph: dict | None, dataset, *, where: str, batch_size: int = 256) -> torch.Tensor:
+    """``(N, K)``: the neighbour consensus of the images of ``dataset``, which must be nodes of the
+    run's graph (its training images, and its test images after a ``training.transductive``
+    run), for ``mcvae predict --with-graph``. An image is found by its split and its position in
+    the source, then checked pixel for pixel.
+
+    :param graph: the run's checkpoint's ``graph``.
+    :param dataset: the images predicted: one split, or every image of the run's data.
+    :param where: the images' origin for the messages (``--data FILE``).
+    :raises DataError: the run has no graph, or an image is not one of its nodes (another file, a
+        test image of a run that was not transductive, data changed since training).
+    """
+    if graph is None:
+        raise DataError(f"{where}: --with-graph reads the run's invariant graph, and this run trained without one "
+                        "(graph.enabled: false); predict without --with-graph")
+    neighbours = graph["neighbours"].long()
+    found = graph_sources(config, "train", build("data", config.data, split="train"), len(neighbours))
+    if found is None:
+        raise DataError(f"{where}: --with-graph needs the run's graph to hold the images of its data, but the data "
+                        f"named in the run's config no longer has the graph's {len(neighbours)} images; predict "
+                        "without --with-graph")
+    nodes_at = {key: node for node, key in enumerate(key for source in found[0] for key in _item_keys(source))}
+    held = "training images" + (" and test images" if config.training.transductive else "")
+    keys = _item_keys(dataset)
+    missing = [key for key in keys if key not in nodes_at]
+    if missing:
+        raise DataError(f"{where}: --with-graph reads each image's graph neighbours, but the image at position "
+                        f"{missing[0][1]} ({len(missing)} in all) is not in the run's graph, which holds its {held}; "
+                        "predict the run's own data (its config), or without --with-graph")
+    nodes = torch.as_tensor([nodes_at[key] for key in keys])
+    node_images = torch.cat([dataset_tensors(source, keys=("image",))["image"] for source in found[0]])
+    if not torch.equal(node_images[nodes], dataset_tensors(dataset, keys=("image",))["image"].to(node_images.dtype)):
+        raise DataError(f"{where}: --with-graph reads each image's graph neighbours, but these images are not those "
+                        "the run's graph was built on (other data at the same positions); predict the run's own "
+                        "data, or without --with-graph")
+    probabilities = cluster_probabilities(model, node_images, batch_size=batch_size).float()
+    return neighbour_consensus(probabilities, neighbours)[nodes]
+
+
+def _item_keys(dataset) -> list[tuple[str, int]]:
+    """Each item's ``(split, position in the source)``: a split's own items, or the items of
+    every split (``split="all"`` with ``item_splits``, or both splits one after the other)."""
+    parts = getattr(dataset, "parts", None) or [dataset]
+    keys = []
+    for part in parts:
+        n = len(part)
+        positions = getattr(part, "source_indices", None)
+        positions = range(n) if positions is None else positions
+        splits = getattr(part, "item_splits", None) or [getattr(part, "split", None)] * n
+        keys += [(str(split), int(position)) for split, position in zip(splits, positions)]
+    return keys
 
 
 def consensus_report(model, config, graph: dict | None, split: str, dataset, *, batch_size: int = 256) -> dict | None:
@@ -85,4 +139,4 @@ def consensus_report(model, config, graph: dict | None, split: str, dataset, *, 
     return out
 
 
-__all__ = ["consensus_report", "graph_sources", "neighbour_consensus"]
+__all__ = ["consensus_of_images", "consensus_report", "graph_sources", "neighbour_consensus"]

@@ -25,6 +25,11 @@ extension:
   probabilities; see :mod:`mcvae_framework.report.star_export` for the conventions).
 
 ``clusters`` keeps only the images of the chosen clusters, in any format.
+
+``with_graph`` (the run's own images only: the nodes of its invariant graph) writes the
+model's clusters read with its graph (``report.json``'s ``consensus``): ``probabilities``
+become each image's averaged with those of its graph neighbours, ``cluster`` their most
+probable, and ``model_cluster`` keeps the model's own.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from ..runtime.data import ConcatenatedSplits, dataset_tensors
 from ..runtime.run_layout import RunLayout
 from ..errors import ConfigError, DataError
 from ..geomstats_bridge import pose_fields
+from ..runtime.checkpoint import load_checkpoint
+from .consensus import consensus_of_images
 from .inference import load_run, predict_dataset, run_checkpoint  # noqa: F401  (run_checkpoint: re-exported)
 from .star_export import keep_clusters, require_starfile, write_particles_star
 from ..config.plugins import current_registry
@@ -207,6 +214,8 @@ def prediction_table(result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if "label" in result:
         columns["label"] = result["label"]
     columns["cluster"] = result["cluster"]
+    if "model_cluster" in result:
+        columns["model_cluster"] = result["model_cluster"]
     for k in range(result["probabilities"].shape[1]):
         columns[f"probability_{k}"] = result["probabilities"][:, k]
     for j in range(result["tau"].shape[1] if "tau" in result else 0):
@@ -261,7 +270,7 @@ def default_output(run_dir, data, split: str | None = None) -> Path:
 
 def predict_run(run_dir, data, out=None, *, split: str | None = None, device: str = "cpu", batch_size: int = 256,
                 with_canonical: bool = False, split_column: bool = False, checkpoint: str = "last",
-                clusters=None, pixel_size: float | None = None) -> Path:
+                clusters=None, pixel_size: float | None = None, with_graph: bool = False) -> Path:
     """Predict with a run folder's trained model on ``data`` and write ``out``.
 
     :param run_dir: a folder written by ``mcvae train``.
@@ -276,6 +285,8 @@ def predict_run(run_dir, data, out=None, *, split: str | None = None, device: st
         output); default every image.
     :param pixel_size: Angstrom per pixel for a ``.star`` file (default: the particle
         stack's header, else 1).
+    :param with_graph: the clusters read with the run's invariant graph (see the module
+        docstring); ``data`` must be the run's own images.
     :returns: the written file.
     """
     out = check_output_path(out if out is not None else default_output(run_dir, data, split))
@@ -291,6 +302,12 @@ def predict_run(run_dir, data, out=None, *, split: str | None = None, device: st
     with torch.no_grad():
         result = predictions(model, dataset, batch_size=batch_size, with_canonical=with_canonical,
                              split_column=split_column)
+        if with_graph:
+            graph = load_checkpoint(run_checkpoint(run_dir, checkpoint)).get("graph")
+            agreed = consensus_of_images(model, config, graph, dataset, where=f"--data {data}", batch_size=batch_size)
+            result["model_cluster"] = result["cluster"]
+            result["probabilities"] = agreed.numpy()
+            result["cluster"] = agreed.argmax(1).numpy().astype(np.int64)
     if clusters is not None:
         kept = keep_clusters({**result, "_row": np.arange(len(result["cluster"]))}, clusters)
         result, rows = {k: v for k, v in kept.items() if k != "_row"}, kept["_row"]
