@@ -81,7 +81,7 @@ def consensus_of_images(model, config, graph: dict | None, dataset, *, where: st
     if missing:
         raise DataError(f"{where}: --with-graph reads each image's graph neighbours, but the image at position "
                         f"{missing[0][1]} ({len(missing)} in all) is not in the run's graph, which holds its {held}; "
-                        "predict the run's own data (its config), or without --with-graph")
+                        "predict the run's own data (its config, or one split of it with --split), or without --with-graph")
     nodes = torch.as_tensor([nodes_at[key] for key in keys])
     node_images = torch.cat([dataset_tensors(source, keys=("image",))["image"] for source in found[0]])
     if not torch.equal(node_images[nodes], dataset_tensors(dataset, keys=("image",))["image"].to(node_images.dtype)):
