@@ -90,4 +90,18 @@ def as_image_source(images) -> "torch.Tensor | ImageChunks":
     return torch.as_tensor(images).detach().to("cpu", torch.float32)
 
 
-__all__ = ["ImageChunks", "as_image_source"]
+def transformed(images, transform: Callable[[torch.Tensor], torch.Tensor], image_shape: tuple | None = None):
+    """An image source with ``transform`` applied to its images: a tensor's transformed now,
+    an :class:`ImageChunks`' wrapped in one that transforms each chunk as it is read (the set
+    is never held whole).
+
+    :param transform: a ``(k, C, H, W)`` batch of images to the transformed batch.
+    :param image_shape: the shape ``transform`` gives one image (default: the shape it had).
+    """
+    if not isinstance(images, ImageChunks):
+        return transform(images)
+    return ImageChunks(lambda positions: transform(torch.as_tensor(images.read(positions)).float()), len(images),
+                       images.image_shape if image_shape is None else image_shape, progress=images.progress)
+
+
+__all__ = ["ImageChunks", "as_image_source", "transformed"]

@@ -44,7 +44,7 @@ from sklearn.decomposition import PCA
 
 from ..config.sections import GraphConfig
 from .spectral import balanced_kmeans, bridge_components, modularity, spectral_clusters, symmetric_graph  # noqa: F401
-from .chunks import ImageChunks, as_image_source
+from .chunks import as_image_source, transformed
 from .neighbours import neighbour_search as search_neighbours
 from .noise import NOISE_SPECTRUM_MAX_DIM, noise_weighted_axes
 from .silhouettes import MIN_CONTRAST, silhouette_contrast, silhouette_images
@@ -408,7 +408,7 @@ def _offered_silhouettes(candidates: list[dict], images, setting, *, seed: int) 
     if setting is True and not planar:
         raise ValueError(f"invariant graph: graph.silhouettes: true needs single-channel 2-D images, got shape "
                          f"{tuple(images.shape)}; set graph.silhouettes to auto or false")
-    contrast = silhouette_contrast(images, seed=seed) if planar else 0.0
+    contrast = silhouette_contrast(images, seed=seed)  # 0 for colour images and volumes
     if setting is True or contrast >= MIN_CONTRAST:
         return candidates, contrast
     return [c for c in candidates if c["features"] != "silhouettes"], contrast
@@ -444,11 +444,8 @@ def _projection_words(info: dict) -> str:
 def _averaged_down(images, factor: int):
     """The images averaged over ``factor x factor`` blocks, read lazily when they are chunks."""
     pool = F.avg_pool3d if images.ndim == 5 else F.avg_pool2d  # volumes: factor^3 voxels into one
-    if not isinstance(images, ImageChunks):
-        return pool(images, factor)
-    channels, *sides = images.image_shape
-    return ImageChunks(lambda positions: pool(torch.as_tensor(images.read(positions)).float(), factor),
-                       len(images), (channels, *(side // factor for side in sides)), progress=images.progress)
+    channels, *sides = images.shape[1:]
+    return transformed(images, lambda batch: pool(batch, factor), (channels, *(side // factor for side in sides)))
 
 
 def _pose_range_centre(group) -> float:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .chunks import ImageChunks
+from .chunks import transformed
 
 #: the foreground is what stands out by more than this fraction of the image's contrast
 THRESHOLD = 0.4
@@ -83,13 +83,10 @@ def silhouette_contrast(images, *, sample: int = 200, seed: int = 0) -> float:
 
 
 def silhouette_images(images):
-    """The silhouettes of an image source, as :func:`~mcvae_framework.graph.invariant_graph`'s
-    averaging down reads it: a tensor's computed once, an
-    :class:`~mcvae_framework.graph.chunks.ImageChunks`' as its chunks are read (never held whole)."""
-    if not isinstance(images, ImageChunks):
-        return silhouettes(images)
-    return ImageChunks(lambda positions: silhouettes(torch.as_tensor(images.read(positions)).float()),
-                       len(images), images.image_shape, progress=images.progress)
+    """The silhouettes of an image source (:func:`~mcvae_framework.graph.chunks.transformed`): a
+    tensor's computed once, an :class:`~mcvae_framework.graph.chunks.ImageChunks`' as its chunks
+    are read (never held whole)."""
+    return transformed(images, silhouettes)
 
 
 __all__ = ["MIN_CONTRAST", "closing_radius", "silhouette_contrast", "silhouette_images", "silhouettes"]
