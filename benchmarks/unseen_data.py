@@ -19,6 +19,8 @@ particles_128      held-out     ASPIRE: 3 volumes x 2 views, 128 px, SNR 1 / 0.1
 particles_views    development  ASPIRE: 4 volumes x 2 views, 400 each, 64 px (added later, see below)
 particles_96       held-out     ASPIRE: 3 volumes x 3 views, 350 each, 96 px (added later, see below)
 outlines_dev       development  shape outlines (3, 5, 4 by seed), other draws (added later, see below)
+skewed_dev         development  ASPIRE: 3 volumes x 2 views, unequal classes, 64 px (added later)
+particles_skewed   held-out     ASPIRE: 4 volumes x 2 views, unequal classes, 80 px (added later)
 =================  ===========  ==========================================================
 
 The last two were added after the first report, when the held-out particles_128 rows had
@@ -27,6 +29,11 @@ particles_64 gave 1.000): particles_views is a development stack with fewer part
 class and several views per volume, on which the changes that followed were tried, and
 particles_96 a new held-out family, fixed before any of those runs and reported untouched.
 particles_128, seen before those changes, is reported beside it but is no longer untouched.
+
+Every particle family above has classes of equal size; a real stack rarely has (some views of a
+molecule are rare). skewed_dev and particles_skewed, whose classes hold from 35% down to 4% of
+the particles, were added together and committed before any run on either: settings may be
+tried on the first, the second is reported untouched.
 
 outlines_dev was added (and committed before any run on it) when the held-out shape outlines'
 seed 1 ended with the model below its graph (0.967 against 0.992) and no development family
@@ -223,11 +230,13 @@ SNRS = {"snr1": 1.0, "snr0.1": 0.1, "snr0.05": 0.05}
 
 
 def simulate_particles(folder: Path, *, side: int, n_volumes: int, views_per_volume: int, per_class: int,
-                       snr: float, seed: int, max_shift: float) -> DataSet:
+                       snr: float, seed: int, max_shift: float, shares: tuple[float, ...] = ()) -> DataSet:
     """A particle stack simulated by ASPIRE: ``n_volumes`` random asymmetric volumes, each seen
     along ``views_per_volume`` random directions (a class is one volume seen along one
     direction), uniform in-plane angles, shifts up to ``max_shift`` px, 5 CTF defoci
-    (1.5-2.5 um), white noise at ``snr``; written as ``particles.mrcs`` and ``labels.npy``."""
+    (1.5-2.5 um), white noise at ``snr``; written as ``particles.mrcs`` and ``labels.npy``.
+    ``per_class`` particles per class, or with ``shares`` (one per class) that many on average,
+    shared out in those proportions."""
     import mrcfile
     from aspire.noise import WhiteNoiseAdder
     from aspire.operators import RadialCTFFilter
@@ -236,8 +245,8 @@ def simulate_particles(folder: Path, *, side: int, n_volumes: int, views_per_vol
 
     volumes = AsymmetricVolume(L=side, C=n_volumes, seed=seed, dtype=np.float32).generate()
     n_classes = n_volumes * views_per_volume
-    n = n_classes * per_class
-    rng, labels, views = class_views(seed, n_classes, per_class)
+    rng, labels, views = class_views(seed, n_classes, per_class, shares)
+    n = len(labels)
     angles = np.zeros((n, 3), dtype=np.float32)
     angles[:, :2] = views[labels]
     angles[:, 2] = rng.uniform(0, 2 * np.pi, n)  # psi turns the projection in its plane
@@ -259,11 +268,25 @@ def simulate_particles(folder: Path, *, side: int, n_volumes: int, views_per_vol
                    notes={"snr": snr, "side": side})
 
 
-def class_views(seed: int, n_classes: int, per_class: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+def class_sizes(n_classes: int, per_class: int, shares: tuple[float, ...] = ()) -> np.ndarray:
+    """Particles of each class: ``per_class`` each, or ``n_classes * per_class`` shared out in
+    proportion to ``shares`` (largest remainders, so the total is exact)."""
+    if not shares:
+        return np.full(n_classes, per_class)
+    if len(shares) != n_classes:
+        raise ValueError(f"{len(shares)} class shares for {n_classes} classes")
+    exact = np.asarray(shares, dtype=float) / sum(shares) * n_classes * per_class
+    sizes = np.floor(exact).astype(int)
+    sizes[np.argsort(sizes - exact)[:n_classes * per_class - sizes.sum()]] += 1
+    return sizes
+
+
+def class_views(seed: int, n_classes: int, per_class: int,
+                shares: tuple[float, ...] = ()) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
     """The stack's random source after its first draws: every particle's class, and each
     class's viewing direction (``(n_classes, 2)`` Euler angles rot and tilt, uniform on the sphere)."""
     rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.repeat(np.arange(n_classes), per_class))
+    labels = rng.permutation(np.repeat(np.arange(n_classes), class_sizes(n_classes, per_class, shares)))
     views = np.stack([rng.uniform(0, 2 * np.pi, n_classes), np.arccos(rng.uniform(-1, 1, n_classes))], axis=1)
     return rng, labels, views
 
@@ -293,16 +316,18 @@ class ParticleStack:
     per_class: int
     seed_offset: int
     max_shift: float
+    shares: tuple[float, ...] = ()  # unequal classes: each one's share of the particles (see class_sizes)
 
     def make(self, folder: Path, seed: int, variant: str) -> DataSet:
         return simulate_particles(folder, side=self.side, n_volumes=self.n_volumes,
                                   views_per_volume=self.views_per_volume, per_class=self.per_class,
-                                  snr=SNRS[variant], seed=self.seed_offset + seed, max_shift=self.max_shift)
+                                  snr=SNRS[variant], seed=self.seed_offset + seed, max_shift=self.max_shift,
+                                  shares=self.shares)
 
     def closest_views_deg(self, seed: int) -> float | None:
         """:func:`closest_views_deg` of the seed's stack, without simulating it."""
         n_classes = self.n_volumes * self.views_per_volume
-        _, _, views = class_views(self.seed_offset + seed, n_classes, self.per_class)
+        _, _, views = class_views(self.seed_offset + seed, n_classes, self.per_class, self.shares)
         return closest_views_deg(views, self.views_per_volume)
 
 
@@ -311,6 +336,11 @@ PARTICLES_128 = ParticleStack(side=128, n_volumes=3, views_per_volume=2, per_cla
 PARTICLES_VIEWS = ParticleStack(side=64, n_volumes=4, views_per_volume=2, per_class=400, seed_offset=7, max_shift=2.0)
 PARTICLES_96 = ParticleStack(side=96, n_volumes=3, views_per_volume=3, per_class=350, seed_offset=300, max_shift=3.0)
 PARTICLES_80 = ParticleStack(side=80, n_volumes=2, views_per_volume=4, per_class=300, seed_offset=500, max_shift=2.5)
+# unequal classes, the largest 35% and 30% of the particles, the smallest 5% and 4% (150 and 128)
+SKEWED_DEV = ParticleStack(side=64, n_volumes=3, views_per_volume=2, per_class=500, seed_offset=700, max_shift=2.0,
+                           shares=(0.35, 0.25, 0.15, 0.12, 0.08, 0.05))
+PARTICLES_SKEWED = ParticleStack(side=80, n_volumes=4, views_per_volume=2, per_class=400, seed_offset=900,
+                                 max_shift=2.5, shares=(0.30, 0.20, 0.14, 0.11, 0.09, 0.07, 0.05, 0.04))
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in [
@@ -337,4 +367,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     # below its graph and no development family did
     Family("outlines_dev", DEVELOPMENT, "shape outlines: 3, 5, 4 by seed; 150 each, 48x48, noise 0.1, other draws",
            make_outlines_dev),
+    # added together (and committed) before any run on either: every stack above has classes of
+    # equal size, a real one rarely has
+    Family("skewed_dev", DEVELOPMENT, "ASPIRE: 3 volumes x 2 views, 3,000 particles of 64 px, classes 35% to 5%",
+           stack=SKEWED_DEV),
+    Family("particles_skewed", HELD_OUT, "ASPIRE: 4 volumes x 2 views, 3,200 particles of 80 px, classes 30% to 4%",
+           stack=PARTICLES_SKEWED),
 ]}

@@ -135,6 +135,24 @@ def test_closest_views_reads_the_angle_between_two_views_of_one_volume_only():
     assert 5 < PARTICLES_80.closest_views_deg(0) < 7 < PARTICLES_80.closest_views_deg(1)
 
 
+def test_unequal_particle_classes_share_out_the_whole_stack_in_proportion():
+    from unseen_data import PARTICLES_64, PARTICLES_SKEWED, class_sizes, class_views
+
+    sizes = class_sizes(8, 400, PARTICLES_SKEWED.shares)
+    assert sizes.sum() == 3200 and list(sizes) == sorted(sizes, reverse=True)
+    assert sizes[0] == 960 and sizes[-1] == 128  # 30% and 4% of 3,200
+    assert list(class_sizes(3, 10, (1, 1, 1))) == [10, 10, 10]
+    assert list(class_sizes(3, 1, (1, 1, 1))) == [1, 1, 1]  # remainders never lose a particle
+    assert class_sizes(3, 7, (2, 1, 1)).sum() == 21
+    with pytest.raises(ValueError, match="2 class shares for 3 classes"):
+        class_sizes(3, 10, (1, 1))
+    # equal classes draw what they drew before shares existed
+    _, labels, _ = class_views(PARTICLES_64.seed_offset, 5, 1000)
+    assert np.bincount(labels).tolist() == [1000] * 5
+    _, skewed, _ = class_views(0, 8, 400, PARTICLES_SKEWED.shares)
+    assert np.bincount(skewed).tolist() == sizes.tolist()
+
+
 def _unseen_row(family, variant, seed, method, accuracy):
     return {"family": family, "variant": variant, "seed": seed, "method": method, "accuracy": accuracy}
 
