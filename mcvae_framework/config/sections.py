@@ -235,6 +235,12 @@ class GraphConfig(Section):
     balanced: bool = Field(
         False, description="hold the graph's clusters to equal sizes (an optimal-transport assignment after "
         "k-means); for data whose classes are about equally frequent, where k-means merges similar classes")
+    split_merge: bool = Field(
+        True, description="after the spectral clusters are found (and the features chosen), make the moves that "
+        "lower their normalised cut at the same cluster count: one cluster cut in two along its own graph while two "
+        "others, or a half and another, join (graph/spectral.split_and_merge; the moves are logged). k-means on a "
+        "spectral embedding favours clusters of similar sizes: on a particle stack whose classes hold 35% down to "
+        "5% of the particles it split the largest class and joined the two smallest; ignored with balanced")
     repair_epochs: int = Field(
         3, ge=1, description="a model whose clusters never matched the graph's (checked after every epoch from the end "
         "of pretraining: agreement on the graph's unanimous images, empty components) gets its prior re-seeded apart "

@@ -43,7 +43,17 @@ import torch.nn.functional as F
 from sklearn.decomposition import PCA
 
 from ..config.sections import GraphConfig
-from .spectral import balanced_kmeans, bridge_components, modularity, spectral_clusters, symmetric_graph  # noqa: F401
+from .spectral import (  # noqa: F401  (spectral_clusters, balanced_kmeans: re-exported)
+    balanced_kmeans,
+    bridge_components,
+    centre_distances,
+    modularity,
+    normalised_cut,
+    spectral_clusters,
+    spectral_partition,
+    split_and_merge,
+    symmetric_graph,
+)
 from .chunks import as_image_source, transformed
 from .neighbours import neighbour_search as search_neighbours
 from .noise import NOISE_SPECTRUM_MAX_DIM, noise_weighted_axes
@@ -329,14 +339,24 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, setti
         results = [_compare(images, group, (poses, elements), n_clusters, k, settings, candidate, seed=seed,
                             chunk_size=chunk_size, progress=progress) for candidate in candidates]
     chosen = max(results, key=lambda r: r["modularity"])
-    labels, index = chosen["labels"], chosen["neighbours"]
-    confident = central_members(labels, chosen["distance"], settings.confident_fraction)
+    labels, index, distance = chosen["labels"], chosen["neighbours"], chosen["distance"]
+    cut = {}
+    if settings.split_merge and not settings.balanced:
+        # after the choice of features, which modularity makes on the k-means clusters: modularity
+        # itself prefers clusters of equal sizes, the normalised cut does not
+        before = normalised_cut(chosen["graph"], labels)
+        labels, moves = split_and_merge(chosen["graph"], labels, seed=seed)
+        cut = {"split_merge_moves": moves, "normalised_cut": [round(before, 4),
+                                                              round(normalised_cut(chosen["graph"], labels), 4)]}
+        if moves:
+            distance = centre_distances(chosen["embedding"], labels, n_clusters)
+    confident = central_members(labels, distance, settings.confident_fraction)
     angles, synchronised, trust = synchronise(index, chosen["relative"], chosen["relative_moves"], labels, group,
                                               centre=_pose_range_centre(group), seed=seed)
     info = {"search_poses": int(elements.shape[0]), "neighbours": k, "downsample": factor,
             **{key: chosen[key] for key in ("features", "blur_sigma", "pca_dim", "noise_floor", "feature_dim",
                                             "modularity", "pieces", "pieces_bridged")},
-            **({"silhouette_contrast": contrast} if contrast is not None else {}),
+            **({"silhouette_contrast": contrast} if contrast is not None else {}), **cut,
             "embedding_dim": settings.embedding_dim or 2 * n_clusters,
             "cluster_sizes": np.bincount(labels, minlength=n_clusters).tolist(), **chosen["search"],
             **solver_choices(n), **pose_trust_info(trust, labels, n_clusters),
@@ -386,14 +406,14 @@ def _compare(images, group, moves, n_clusters: int, k: int, settings, candidate:
     del moved
     edges, pieces, bridged = bridge_components(index.numpy(), reserve.numpy(), similarity.numpy(), n_clusters)
     graph = symmetric_graph(index.numpy(), edges)
-    labels, distance = spectral_clusters(graph, n_clusters, embedding_dim=settings.embedding_dim or 2 * n_clusters,
-                                         seed=seed, diffusion_time=settings.diffusion_time,
-                                         kmeans_restarts=settings.kmeans_restarts, balanced=settings.balanced)
+    labels, distance, embedding = spectral_partition(
+        graph, n_clusters, embedding_dim=settings.embedding_dim or 2 * n_clusters, seed=seed,
+        diffusion_time=settings.diffusion_time, kmeans_restarts=settings.kmeans_restarts, balanced=settings.balanced)
     return {"features": candidate["features"], "blur_sigma": blur, "pca_dim": projection["pca_dim"],
             "noise_floor": projection.get("noise_floor"),
             "feature_dim": int(reference.shape[1]), "neighbours": index, "similarities": similarity[:, :k],
             "relative": relative, "relative_moves": relative_moves, "labels": labels, "distance": distance,
-            "modularity": modularity(graph, labels),
+            "modularity": modularity(graph, labels), "graph": graph, "embedding": embedding,
             "pieces": pieces, "pieces_bridged": bridged, "search": search, "seconds": time.perf_counter() - tic}
 
 
@@ -424,8 +444,17 @@ def describe_choice(info: dict) -> str:
             f"{'images averaged down ' + str(info['downsample']) + 'x, ' if info['downsample'] > 1 else ''}"
             f"{info['features']} features (blur {info['blur_sigma']:g}, "
             f"{_projection_words(info)}){pieces}; modularity of the "
-            f"candidates: {compared}{_silhouette_words(info)}; clusters of sizes {info['cluster_sizes']}"
+            f"candidates: {compared}{_silhouette_words(info)}{_split_merge_words(info)}; "
+            f"clusters of sizes {info['cluster_sizes']}"
             + (f"; pose trust of the clusters {info['pose_trust']}" if info.get("pose_trust") else ""))
+
+
+def _split_merge_words(info: dict) -> str:
+    if not info.get("split_merge_moves"):
+        return ""
+    before, after = info["normalised_cut"]
+    return (f"; {info['split_merge_moves']} split-and-merge move(s) (graph.split_merge), normalised cut "
+            f"{before:.3f} -> {after:.3f}")
 
 
 def _silhouette_words(info: dict) -> str:

@@ -128,6 +128,16 @@ def spectral_clusters(graph: scipy.sparse.csr_matrix, n_clusters: int, *, embedd
     :param balanced: refine the k-means clusters to equal sizes (:func:`balanced_kmeans`).
     :returns: ``(labels (N,), distance of every row to its cluster's centre (N,))``.
     """
+    labels, distance, _ = spectral_partition(graph, n_clusters, embedding_dim=embedding_dim, seed=seed,
+                                             diffusion_time=diffusion_time, kmeans_restarts=kmeans_restarts,
+                                             balanced=balanced)
+    return labels, distance
+
+
+def spectral_partition(graph: scipy.sparse.csr_matrix, n_clusters: int, *, embedding_dim: int, seed: int,
+                       diffusion_time: float = 5.0, kmeans_restarts: int = 20,
+                       balanced: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`spectral_clusters`, and the row-normalised embedding the clusters were found in."""
     embedding = spectral_embedding(graph, embedding_dim, diffusion_time=diffusion_time, seed=seed)
     embedding /= np.linalg.norm(embedding, axis=1, keepdims=True).clip(min=1e-12)
     count, component = connected_components(graph, directed=False)
@@ -141,7 +151,120 @@ def spectral_clusters(graph: scipy.sparse.csr_matrix, n_clusters: int, *, embedd
     if balanced:
         labels, centres = balanced_kmeans(embedding, centres)
     distance = np.linalg.norm(embedding - centres[labels], axis=1)
-    return labels.astype(np.int64), distance
+    return labels.astype(np.int64), distance, embedding
+
+
+def centre_distances(embedding: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """``(N,)`` every row's distance to the mean of its cluster's rows."""
+    centres = np.stack([embedding[labels == c].mean(0) if (labels == c).any() else np.zeros(embedding.shape[1])
+                        for c in range(n_clusters)])
+    return np.linalg.norm(embedding - centres[labels], axis=1)
+
+
+#: split_and_merge never makes a cluster of fewer than 1/SMALLEST_SHARE of an equal share of the
+#: images: the normalised cut of a sliver of a few images linked only to other clusters is 0, and on
+#: scikit-learn's digits the cut then split off 20-27 images per move (the graph 0.897 -> 0.865)
+SMALLEST_SHARE = 4
+#: and joins two clusters only where they are at least this many times more linked (conductance)
+#: than the two halves it cuts apart: the halves of the largest class of an unequal particle stack
+#: 5.3 times (development `skewed_dev`, SNR 0.1: the graph 0.79 -> 1.000); on scikit-learn's digits,
+#: whose classes blur into one another, moves at 1.7 and 2.2 times cost the graph 0.015-0.025
+LINK_OVER_SEAM = 3
+
+
+def split_and_merge(graph: scipy.sparse.csr_matrix, labels: np.ndarray, *, seed: int,
+                    min_gain: float = 1e-3) -> tuple[np.ndarray, int]:
+    """Moves that lower the partition's :func:`normalised_cut` at the same cluster count: one
+    cluster split in two (:func:`bisection` of its own graph) while two others, or one of the
+    halves and another, are merged; the best move is made while one lowers the cut by ``min_gain``.
+
+    k-means on a spectral embedding favours clusters of similar sizes: where the classes are
+    unequal (a particle stack whose largest class holds 35% of the particles and whose two
+    smallest 8% and 5%) it splits the largest class and merges the two smallest, although its
+    neighbour lists hardly link the two (29 edges between them, 658 between the halves). The
+    graph itself tells the better partition: the one whose clusters keep more of their edges
+    inside, each counted against its own volume (modularity, which penalises a large cluster by
+    its squared volume, preferred the split: 0.793 against 0.762).
+
+    :returns: ``(labels, moves made)``.
+    """
+    labels = np.asarray(labels).copy()
+    k = int(labels.max()) + 1
+    smallest = len(labels) / (SMALLEST_SHARE * k)
+    coo = graph.tocoo()
+    halves = {}  # a cluster's 2-means split, kept until the partition changes
+    moves = 0
+    for _ in range(k):
+        inside, degree = _cluster_edges(coo, labels, k)
+        base = _cut(inside, degree)
+        best, best_gain = None, min_gain
+        for split in range(k):
+            members = np.flatnonzero(labels == split)
+            if len(members) < 8:  # too few to cut by their spectrum
+                continue
+            if split not in halves:
+                halves[split] = bisection(graph[members][:, members], seed=seed)
+            if min(halves[split].sum(), (~halves[split]).sum()) < smallest:
+                continue  # a sliver (a few images linked elsewhere) is no cluster
+            trial = labels.copy()
+            trial[members[halves[split]]] = k  # the second half: a cluster k + 1-th for now
+            inside, degree = _cluster_edges(coo, trial, k + 1)
+            kept = np.diag(inside) / degree.clip(min=1e-12)  # each cluster's share of its edges kept inside
+            seam = _conductance(inside, degree, split, k)  # how weakly the two halves hold together
+            for a in range(k + 1):
+                for b in range(a + 1, k + 1):
+                    if {a, b} == {split, k} or _conductance(inside, degree, a, b) < LINK_OVER_SEAM * seam:
+                        continue  # the split undone, or two clusters not far more linked than the halves
+                    joined = (inside[a, a] + inside[b, b] + 2 * inside[a, b]) / max(degree[a] + degree[b], 1e-12)
+                    cut = k - (kept.sum() - kept[a] - kept[b] + joined)
+                    if base - cut > best_gain:
+                        best, best_gain = (members[halves[split]], a, b), base - cut
+        if best is None:
+            break
+        second_half, a, b = best
+        labels[second_half] = k
+        labels[labels == b] = a  # b joins a; the second half then takes b's label, so labels stay 0..k-1
+        labels[labels == k] = b
+        halves = {}
+        moves += 1
+    return labels, moves
+
+
+def bisection(graph: scipy.sparse.csr_matrix, *, seed: int) -> np.ndarray:
+    """``(n,)`` bool: a cluster's own graph cut in two by its spectral embedding (the leading
+    non-trivial eigenvectors of its normalised adjacency, 2-means of their rows), the relaxed
+    minimum normalised cut of Shi and Malik; pieces it does not link come apart first."""
+    from sklearn.cluster import KMeans
+
+    degree = np.asarray(graph.sum(1)).ravel()
+    if (degree == 0).any():  # images whose every neighbour is in another cluster: the part to cut off
+        return degree == 0
+    embedding = spectral_embedding(graph, 3, diffusion_time=1.0, seed=seed)[:, 1:]
+    return KMeans(2, n_init=3, random_state=seed).fit_predict(embedding) == 1
+
+
+def normalised_cut(graph: scipy.sparse.csr_matrix, labels: np.ndarray) -> float:
+    """Shi and Malik's normalised cut of the partition ``labels``: over the clusters, the share of
+    each one's edge weight (its volume) that leaves it. 0 for clusters the graph never links."""
+    labels = np.asarray(labels)
+    k = int(labels.max()) + 1
+    return _cut(*_cluster_edges(graph.tocoo(), labels, k))
+
+
+def _conductance(inside: np.ndarray, degree: np.ndarray, a: int, b: int) -> float:
+    """The edge weight between clusters ``a`` and ``b`` over the smaller one's volume."""
+    return float(inside[a, b] / max(min(degree[a], degree[b]), 1e-12))
+
+
+def _cut(inside: np.ndarray, degree: np.ndarray) -> float:
+    return float(len(degree) - (np.diag(inside) / degree.clip(min=1e-12)).sum())
+
+
+def _cluster_edges(coo, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(k, k)`` edge weight between clusters and ``(k,)`` their volumes (summed degrees)."""
+    pairs = labels[coo.row] * k + labels[coo.col]
+    inside = np.bincount(pairs, weights=coo.data, minlength=k * k).reshape(k, k)
+    return inside, inside.sum(1)
 
 
 def modularity(graph: scipy.sparse.csr_matrix, labels: np.ndarray) -> float:
