@@ -1,7 +1,9 @@
 """From neighbour lists to clusters: the symmetrised k-NN graph, its connected components
 merged down to the cluster count by their best cross-component similarities, its spectral
-embedding and k-means on it (optionally held to equal cluster sizes), and the modularity
-that tells, without labels, how cleanly a partition cuts the graph."""
+embedding and k-means on it (optionally held to equal cluster sizes), the modularity that
+tells, without labels, how cleanly a partition cuts the graph, and the split-and-merge moves
+that lower a partition's normalised cut where k-means made clusters of similar sizes out of
+unequal classes."""
 
 from __future__ import annotations
 
@@ -192,7 +194,7 @@ def split_and_merge(graph: scipy.sparse.csr_matrix, labels: np.ndarray, *, seed:
     k = int(labels.max()) + 1
     smallest = len(labels) / (SMALLEST_SHARE * k)
     coo = graph.tocoo()
-    halves = {}  # a cluster's 2-means split, kept until the partition changes
+    halves = {}  # a cluster's bisection, kept until the partition changes
     moves = 0
     for _ in range(k):
         inside, degree = _cluster_edges(coo, labels, k)
