@@ -43,17 +43,8 @@ import torch.nn.functional as F
 from sklearn.decomposition import PCA
 
 from ..config.sections import GraphConfig
-from .spectral import (  # noqa: F401  (spectral_clusters, balanced_kmeans: re-exported)
-    balanced_kmeans,
-    bridge_components,
-    centre_distances,
-    modularity,
-    normalised_cut,
-    spectral_clusters,
-    spectral_partition,
-    split_and_merge,
-    symmetric_graph,
-)
+from .spectral import balanced_kmeans, bridge_components, modularity, spectral_clusters, symmetric_graph  # noqa: F401
+from .spectral import describe_moves, spectral_partition, split_and_merge_refined
 from .chunks import as_image_source, transformed
 from .neighbours import neighbour_search as search_neighbours
 from .noise import NOISE_SPECTRUM_MAX_DIM, noise_weighted_axes
@@ -341,15 +332,9 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, setti
     chosen = max(results, key=lambda r: r["modularity"])
     labels, index, distance = chosen["labels"], chosen["neighbours"], chosen["distance"]
     cut = {}
-    if settings.split_merge and not settings.balanced:
-        # after the choice of features, which modularity makes on the k-means clusters: modularity
-        # itself prefers clusters of equal sizes, the normalised cut does not
-        before = normalised_cut(chosen["graph"], labels)
-        labels, moves = split_and_merge(chosen["graph"], labels, seed=seed)
-        cut = {"split_merge_moves": moves, "normalised_cut": [round(before, 4),
-                                                              round(normalised_cut(chosen["graph"], labels), 4)]}
-        if moves:
-            distance = centre_distances(chosen["embedding"], labels, n_clusters)
+    if settings.split_merge and not settings.balanced:  # after modularity chose the features (it prefers equal sizes)
+        labels, distance, cut = split_and_merge_refined(chosen["graph"], labels, distance, chosen["embedding"],
+                                                        seed=seed)
     confident = central_members(labels, distance, settings.confident_fraction)
     angles, synchronised, trust = synchronise(index, chosen["relative"], chosen["relative_moves"], labels, group,
                                               centre=_pose_range_centre(group), seed=seed)
@@ -444,17 +429,9 @@ def describe_choice(info: dict) -> str:
             f"{'images averaged down ' + str(info['downsample']) + 'x, ' if info['downsample'] > 1 else ''}"
             f"{info['features']} features (blur {info['blur_sigma']:g}, "
             f"{_projection_words(info)}){pieces}; modularity of the "
-            f"candidates: {compared}{_silhouette_words(info)}{_split_merge_words(info)}; "
+            f"candidates: {compared}{_silhouette_words(info)}{describe_moves(info)}; "
             f"clusters of sizes {info['cluster_sizes']}"
             + (f"; pose trust of the clusters {info['pose_trust']}" if info.get("pose_trust") else ""))
-
-
-def _split_merge_words(info: dict) -> str:
-    if not info.get("split_merge_moves"):
-        return ""
-    before, after = info["normalised_cut"]
-    return (f"; {info['split_merge_moves']} split-and-merge move(s) (graph.split_merge), normalised cut "
-            f"{before:.3f} -> {after:.3f}")
 
 
 def _silhouette_words(info: dict) -> str:

@@ -232,6 +232,28 @@ def split_and_merge(graph: scipy.sparse.csr_matrix, labels: np.ndarray, *, seed:
     return labels, moves
 
 
+def split_and_merge_refined(graph: scipy.sparse.csr_matrix, labels: np.ndarray, distance: np.ndarray,
+                            embedding: np.ndarray, *, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """:func:`split_and_merge` on k-means clusters found in ``embedding``: the labels, every row's
+    distance to its cluster's centre (measured again where a move was made), and what it did for
+    the graph's info (``split_merge_moves``, ``normalised_cut`` before and after)."""
+    before = normalised_cut(graph, labels)
+    labels, moves = split_and_merge(graph, labels, seed=seed)
+    if moves:
+        distance = centre_distances(embedding, labels, int(labels.max()) + 1)
+    return labels, distance, {"split_merge_moves": moves,
+                              "normalised_cut": [round(before, 4), round(normalised_cut(graph, labels), 4)]}
+
+
+def describe_moves(info: dict) -> str:
+    """The moves in the graph's log line (nothing where none was made)."""
+    if not info.get("split_merge_moves"):
+        return ""
+    before, after = info["normalised_cut"]
+    return (f"; {info['split_merge_moves']} split-and-merge move(s) (graph.split_merge), normalised cut "
+            f"{before:.3f} -> {after:.3f}")
+
+
 def bisection(graph: scipy.sparse.csr_matrix, *, seed: int) -> np.ndarray:
     """``(n,)`` bool: a cluster's own graph cut in two by its spectral embedding (the leading
     non-trivial eigenvectors of its normalised adjacency, 2-means of their rows), the relaxed
