@@ -258,13 +258,11 @@ def bisection(graph: scipy.sparse.csr_matrix, *, seed: int) -> np.ndarray:
     """``(n,)`` bool: a cluster's own graph cut in two by its spectral embedding (the leading
     non-trivial eigenvectors of its normalised adjacency, 2-means of their rows), the relaxed
     minimum normalised cut of Shi and Malik; pieces it does not link come apart first."""
-    from sklearn.cluster import KMeans
-
     degree = np.asarray(graph.sum(1)).ravel()
     if (degree == 0).any():  # images whose every neighbour is in another cluster: the part to cut off
         return degree == 0
     embedding = spectral_embedding(graph, 3, diffusion_time=1.0, seed=seed)[:, 1:]
-    return KMeans(2, n_init=3, random_state=seed).fit_predict(embedding) == 1
+    return fit_kmeans(embedding, 2, restarts=3, seed=seed)[0] == 1
 
 
 def normalised_cut(graph: scipy.sparse.csr_matrix, labels: np.ndarray) -> float:
