@@ -362,6 +362,39 @@ def test_predict_with_graph_writes_the_consensus_that_evaluate_scores(graph_run,
     assert all(every[r["index"]] == r["cluster"] for r in rows)
 
 
+def test_predict_with_graph_scores_each_image_once(graph_run, tmp_path, monkeypatch):
+    """The predicted images' probabilities come from predict's own model pass: the consensus
+    scores only the graph's other nodes, and reads the same as scoring every node itself."""
+    from mcvae_framework.report import consensus
+    from mcvae_framework.report.inference import load_run
+    from mcvae_framework.report.prediction import load_prediction_data, predict_run
+    from mcvae_framework.runtime.checkpoint import load_checkpoint
+
+    run, config = graph_run
+    scored = []
+    counted = consensus.cluster_probabilities
+
+    def counting(model, images, **options):
+        scored.append(len(images))
+        return counted(model, images, **options)
+
+    monkeypatch.setattr(consensus, "cluster_probabilities", counting)
+    predict_run(run, config, tmp_path / "all.csv", with_graph=True)
+    assert scored == []  # every node is a predicted image
+    predict_run(run, config, tmp_path / "test.csv", split="test", with_graph=True)
+    run_config, model = load_run(run)
+    n_train = len(load_prediction_data(config, "train", config=run_config))
+    assert scored == [n_train]  # the training images only
+    monkeypatch.setattr(consensus, "cluster_probabilities", counted)
+    dataset = load_prediction_data(config, "test", config=run_config)
+    graph = load_checkpoint(run / "checkpoints" / "last.pt")["graph"]
+    itself = consensus.consensus_of_images(model, run_config, graph, dataset, where="test")
+    images = consensus.dataset_tensors(dataset, keys=("image",))["image"]
+    given = consensus.consensus_of_images(model, run_config, graph, dataset, where="test", images=images,
+                                          probabilities=counted(model, images))
+    torch.testing.assert_close(given, itself)
+
+
 def test_predict_with_graph_refuses_images_that_are_not_the_runs_graph(graph_run, run_dir, config_file, tmp_path):
     run, config = graph_run
     other = tmp_path / "other.npy"

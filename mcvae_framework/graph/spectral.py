@@ -15,6 +15,7 @@ import scipy.sparse.linalg
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import cdist
 
+from .noise import NOISY_BELOW
 from .solvers import fit_kmeans, leading_eigenvectors
 
 
@@ -245,13 +246,90 @@ def split_and_merge_refined(graph: scipy.sparse.csr_matrix, labels: np.ndarray, 
                               "normalised_cut": [round(before, 4), round(normalised_cut(graph, labels), 4)]}
 
 
+def merged_partition(graph: scipy.sparse.csr_matrix, embedding: np.ndarray, n_clusters: int, *, seed: int,
+                     restarts: int = 20, over: int = 2) -> np.ndarray:
+    """``(N,)`` labels ``0..n_clusters-1``: k-means into ``over * n_clusters`` clusters on the
+    spectral ``embedding``, then clusters joined two at a time, each time the pair whose join
+    leaves the partition's lowest :func:`normalised_cut`, down to ``n_clusters``.
+
+    k-means into the cluster count favours clusters of similar sizes: on a noisy particle stack
+    whose classes hold 35% down to 5% of the particles it halved the largest class and joined two
+    small ones, and no single move of :func:`split_and_merge` lowered the cut. With more
+    clusters than classes, k-means cuts every class into pieces instead of joining two, and the
+    pieces of one class, linked densely, are the first the cut joins back."""
+    count = min(over * n_clusters, len(embedding))
+    labels = np.unique(fit_kmeans(embedding, count, restarts=restarts, seed=seed)[0], return_inverse=True)[1]
+    coo = graph.tocoo()
+    for m in range(int(labels.max()) + 1, n_clusters, -1):
+        inside, degree = _cluster_edges(coo, labels, m)
+        kept = np.diag(inside) / degree.clip(min=1e-12)
+        together = np.add.outer(np.diag(inside), np.diag(inside)) + 2 * inside
+        # the cut after joining a and b, less what every join shares: the pair that keeps most inside
+        gain = together / np.add.outer(degree, degree).clip(min=1e-12) - np.add.outer(kept, kept)
+        np.fill_diagonal(gain, -np.inf)
+        a, b = sorted(np.unravel_index(int(np.argmax(gain)), gain.shape))
+        labels[labels == b] = a
+        labels[labels > b] -= 1
+    return labels.astype(np.int64)
+
+
+def refined_partition(graph: scipy.sparse.csr_matrix, labels: np.ndarray, distance: np.ndarray,
+                      embedding: np.ndarray, settings, *, seed: int,
+                      contrast: float | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The clusters k-means found on ``embedding`` as the ``graph`` settings (its config section)
+    ask, with every row's distance to its cluster's centre and what was done, for the graph's
+    info: kept (``balanced``), moved by :func:`split_and_merge` (``split_merge``), then replaced
+    by :func:`merged_partition` where ``partition`` is ``merge``, or ``auto`` and the images'
+    foreground ``contrast`` (:func:`~mcvae_framework.graph.noise.foreground_contrast`) is below
+    :data:`~mcvae_framework.graph.noise.NOISY_BELOW` noise deviations. The merged clusters are
+    numbered as the k-means ones they overlap most; where they are the same partition, the
+    k-means labels and distances are kept as they are."""
+    if settings.balanced:  # equal sizes asked for: neither route keeps them
+        return labels, distance, {}
+    info = {} if contrast is None else {"noise_contrast": round(contrast, 2)}
+    if settings.split_merge:
+        labels, distance, moves = split_and_merge_refined(graph, labels, distance, embedding, seed=seed)
+        info.update(moves)
+    noisy = contrast is not None and contrast < NOISY_BELOW
+    if not (settings.partition == "merge" or (settings.partition == "auto" and noisy)):
+        return labels, distance, info
+    k = int(labels.max()) + 1
+    merged = _numbered_as(merged_partition(graph, embedding, k, seed=seed, restarts=settings.kmeans_restarts), labels, k)
+    info.update(partition="merge", merged_normalised_cut=[round(normalised_cut(graph, labels), 4),
+                                                          round(normalised_cut(graph, merged), 4)],
+                merge_moved_images=int((merged != labels).sum()))
+    if not info["merge_moved_images"]:
+        return labels, distance, info
+    return merged, centre_distances(embedding, merged, k), info
+
+
+def _numbered_as(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    """``labels`` renumbered so that each cluster takes the number of the ``reference`` cluster
+    it shares most images with (a one-to-one matching)."""
+    from scipy.optimize import linear_sum_assignment
+
+    overlap = np.zeros((k, k))
+    np.add.at(overlap, (labels, reference), 1)
+    rows, columns = linear_sum_assignment(-overlap)
+    number = np.empty(k, dtype=np.int64)
+    number[rows] = columns
+    return number[labels]
+
+
 def describe_moves(info: dict) -> str:
-    """The moves in the graph's log line (nothing where none was made)."""
-    if not info.get("split_merge_moves"):
-        return ""
-    before, after = info["normalised_cut"]
-    return (f"; {info['split_merge_moves']} split-and-merge move(s) (graph.split_merge), normalised cut "
-            f"{before:.3f} -> {after:.3f}")
+    """The moves (or the joins of ``partition: merge``) in the graph's log line (nothing where none was made)."""
+    words = ""
+    if info.get("split_merge_moves"):
+        before, after = info["normalised_cut"]
+        words = (f"; {info['split_merge_moves']} split-and-merge move(s) (graph.split_merge), normalised cut "
+                 f"{before:.3f} -> {after:.3f}")
+    if info.get("partition") == "merge":
+        before, after = info["merged_normalised_cut"]
+        noisy = (f", foreground contrast {info['noise_contrast']:.1f} noise deviations, below {NOISY_BELOW:g}"
+                 if "noise_contrast" in info else "")
+        words += (f"; clusters joined from twice as many k-means clusters (graph.partition{noisy}), normalised cut "
+                  f"{before:.3f} -> {after:.3f}, {info['merge_moved_images']} image(s) moved")
+    return words
 
 
 def bisection(graph: scipy.sparse.csr_matrix, *, seed: int) -> np.ndarray:

@@ -53,7 +53,8 @@ def graph_sources(config, split: str, dataset, n_graph: int) -> tuple[list, int]
     return sources, position
 
 
-def consensus_of_images(model, config, graph: dict | None, dataset, *, where: str, batch_size: int = 256) -> torch.Tensor:
+def consensus_of_images(model, config, graph: dict | None, dataset, *, where: str, batch_size: int = 256,
+                        images: torch.Tensor | None = None, probabilities: torch.Tensor | None = None) -> torch.Tensor:
     """``(N, K)``: the neighbour consensus of the images of ``dataset``, which must be nodes of the
     run's graph (its training images, and its test images after a ``training.transductive``
     run), for ``mcvae predict --with-graph``. An image is found by its split and its position in
@@ -62,6 +63,9 @@ def consensus_of_images(model, config, graph: dict | None, dataset, *, where: st
     :param graph: the run's checkpoint's ``graph``.
     :param dataset: the images predicted: one split, or every image of the run's data.
     :param where: the images' origin for the messages (``--data FILE``).
+    :param images: ``dataset``'s images, stacked, where the caller read them already (else read here).
+    :param probabilities: their cluster probabilities, where the caller's model pass gave them:
+        the model then scores only the graph's other nodes (``mcvae predict`` runs it once per image).
     :raises DataError: the run has no graph, or an image is not one of its nodes (another file, a
         test image of a run that was not transductive, data changed since training).
     """
@@ -84,12 +88,21 @@ def consensus_of_images(model, config, graph: dict | None, dataset, *, where: st
                         "predict the run's own data (its config, or one split of it with --split), or without --with-graph")
     nodes = torch.as_tensor([nodes_at[key] for key in keys])
     node_images = torch.cat([dataset_tensors(source, keys=("image",))["image"] for source in found[0]])
-    if not torch.equal(node_images[nodes], dataset_tensors(dataset, keys=("image",))["image"].to(node_images.dtype)):
+    images = dataset_tensors(dataset, keys=("image",))["image"] if images is None else images
+    if not torch.equal(node_images[nodes], images.to(node_images.dtype)):
         raise DataError(f"{where}: --with-graph reads each image's graph neighbours, but these images are not those "
                         "the run's graph was built on (other data at the same positions); predict the run's own "
                         "data, or without --with-graph")
-    probabilities = cluster_probabilities(model, node_images, batch_size=batch_size).float()
-    return neighbour_consensus(probabilities, neighbours)[nodes]
+    if probabilities is None:
+        every = cluster_probabilities(model, node_images, batch_size=batch_size).float()
+    else:  # only the nodes the caller did not score
+        every = torch.empty(len(node_images), probabilities.shape[1])
+        every[nodes] = probabilities.float().cpu()
+        others = torch.ones(len(node_images), dtype=torch.bool)
+        others[nodes] = False
+        if others.any():
+            every[others] = cluster_probabilities(model, node_images[others], batch_size=batch_size).float()
+    return neighbour_consensus(every, neighbours)[nodes]
 
 
 def _item_keys(dataset) -> list[tuple[str, int]]:

@@ -176,6 +176,14 @@ def predictions(model, dataset, *, batch_size: int = 256, with_canonical: bool =
     :param split_column: also return each item's ``split`` (when the dataset tells it).
     """
     tensors, outputs = predict_dataset(model, dataset, batch_size)
+    return prediction_arrays(model, dataset, tensors, outputs, with_canonical=with_canonical,
+                             split_column=split_column)
+
+
+def prediction_arrays(model, dataset, tensors: dict, outputs: dict, *, with_canonical: bool = False,
+                      split_column: bool = False) -> dict[str, np.ndarray]:
+    """:func:`predictions` from the stacked items and the model's outputs for them
+    (:func:`~mcvae_framework.report.inference.predict_dataset`)."""
     n = len(tensors["image"])
     sources = getattr(dataset, "source_indices", None)
     result = {
@@ -300,11 +308,13 @@ def predict_run(run_dir, data, out=None, *, split: str | None = None, device: st
                         f"{run_dir} was trained on {expected}; resize/convert them (see the data plugin's options in "
                         "the configuration reference) or pick the matching run")
     with torch.no_grad():
-        result = predictions(model, dataset, batch_size=batch_size, with_canonical=with_canonical,
-                             split_column=split_column)
-        if with_graph:
+        tensors, outputs = predict_dataset(model, dataset, batch_size)
+        result = prediction_arrays(model, dataset, tensors, outputs, with_canonical=with_canonical,
+                                   split_column=split_column)
+        if with_graph:  # the images and their probabilities passed on: each image read and scored once
             graph = load_checkpoint(run_checkpoint(run_dir, checkpoint)).get("graph")
-            agreed = consensus_of_images(model, config, graph, dataset, where=f"--data {data}", batch_size=batch_size)
+            agreed = consensus_of_images(model, config, graph, dataset, where=f"--data {data}", batch_size=batch_size,
+                                         images=tensors["image"], probabilities=outputs["probabilities"])
             result["model_cluster"] = result["cluster"]
             result["probabilities"] = agreed.numpy()
             result["cluster"] = agreed.argmax(1).numpy().astype(np.int64)
