@@ -120,17 +120,17 @@ def test_partition_merge_is_chosen_by_the_graph_settings_and_logged():
     wrong = np.repeat([0, 1, 2, 2], [200, 200, 80, 80])  # the largest class halved, two small ones joined
     _, distance, embedding = _embedding(graph, 3)
     settings = GraphConfig(split_merge=False)
-    for partition, contrast in (("merge", None), ("auto", 4.0)):
-        merged, merged_distance, info = refined_partition(graph, wrong, distance, embedding,
-                                                          settings.model_copy(update={"partition": partition}),
-                                                          seed=0, contrast=contrast)
-        assert agree(merged, truth) and info["partition"] == "merge" and merged_distance.shape == distance.shape
-        # numbered as the k-means clusters they share most with: one half of the large class and one small class move
-        assert info["merge_moved_images"] == 280 and sorted(set(merged.tolist())) == [0, 1, 2]
-        assert "graph.partition" in describe_moves(info) and "280 image(s) moved" in describe_moves(info)
-    for contrast in (None, 60.0):  # auto on clean images (or colour ones, not measured): k-means
-        kept, _, info = refined_partition(graph, wrong, distance, embedding, settings, seed=0, contrast=contrast)
-        assert kept is wrong and "partition" not in info
+    merged, merged_distance, info = refined_partition(graph, wrong, distance, embedding,
+                                                      settings.model_copy(update={"partition": "merge"}), seed=0)
+    assert agree(merged, truth) and info["partition"] == "merge" and merged_distance.shape == distance.shape
+    # numbered as the k-means clusters they share most with: one half of the large class and one small class move
+    assert info["merge_moved_images"] == 280 and sorted(set(merged.tolist())) == [0, 1, 2]
+    assert "graph.partition: merge" in describe_moves(info) and "280 image(s) moved" in describe_moves(info)
+    # after the split-and-merge move has put it right, the joins find the same partition: nothing moves
+    moved, _, info = refined_partition(graph, wrong, distance, embedding, GraphConfig(partition="merge"), seed=0)
+    assert agree(moved, truth) and info["split_merge_moves"] == 1 and info["merge_moved_images"] == 0
+    kept, _, info = refined_partition(graph, wrong, distance, embedding, settings, seed=0)
+    assert kept is wrong and "partition" not in info  # the default: k-means
     kept, kept_distance, info = refined_partition(graph, wrong, distance, embedding,
                                                   GraphConfig(partition="merge", balanced=True), seed=0)
     assert kept is wrong and kept_distance is distance and info == {}
@@ -140,19 +140,3 @@ def test_partition_merge_is_chosen_by_the_graph_settings_and_logged():
     assert np.array_equal(same, truth) and same_distance is distance and info["merge_moved_images"] == 0
     with pytest.raises(ValueError, match="partition"):
         GraphConfig(partition="agglomerative")
-
-
-def test_foreground_contrast_reads_the_noise_from_neighbouring_pixels():
-    import torch
-
-    from mcvae_framework.graph.noise import NOISY_BELOW, foreground_contrast
-
-    generator = torch.Generator().manual_seed(0)
-    disc = ((torch.arange(32) - 16.0) ** 2 + (torch.arange(32)[:, None] - 16.0) ** 2 < 64).float()
-    noisy = disc + 2.0 * torch.randn(20, 1, 32, 32, generator=generator)
-    assert foreground_contrast(noisy) < NOISY_BELOW < foreground_contrast(disc + 0.01 * noisy)
-    # an object filling the image (a smooth ramp under a little noise) is no noisier for it
-    ramp = torch.linspace(0, 1, 32).expand(32, 32) * torch.linspace(0, 1, 32)[:, None]
-    assert foreground_contrast(ramp + 0.005 * torch.randn(20, 1, 32, 32, generator=generator)) > NOISY_BELOW
-    assert foreground_contrast(disc.expand(5, 1, 32, 32)) == 1e6  # noise-free
-    assert foreground_contrast(torch.randn(20, 3, 32, 32, generator=generator)) is None  # colour: not measured

@@ -47,7 +47,7 @@ from .spectral import balanced_kmeans, bridge_components, modularity, spectral_c
 from .spectral import describe_moves, refined_partition, spectral_partition
 from .chunks import as_image_source, transformed
 from .neighbours import neighbour_search as search_neighbours
-from .noise import NOISE_SPECTRUM_MAX_DIM, foreground_contrast, noise_weighted_axes
+from .noise import NOISE_SPECTRUM_MAX_DIM, noise_weighted_axes
 from .silhouettes import MIN_CONTRAST, silhouette_contrast, silhouette_images
 from .solvers import solver_choices
 from .synchronisation import best_moves, pose_trust_info, synchronise, synchronises_orthogonally
@@ -331,9 +331,8 @@ def invariant_graph_clusters(images: torch.Tensor, group, n_clusters: int, setti
                             chunk_size=chunk_size, progress=progress) for candidate in candidates]
     chosen = max(results, key=lambda r: r["modularity"])
     labels, index, distance = chosen["labels"], chosen["neighbours"], chosen["distance"]
-    noise = foreground_contrast(images, seed=seed) if settings.partition == "auto" else None
     labels, distance, cut = refined_partition(chosen["graph"], labels, distance, chosen["embedding"], settings,
-                                              seed=seed, contrast=noise)  # after modularity chose the features
+                                              seed=seed)  # after modularity chose the features (it prefers equal sizes)
     confident = central_members(labels, distance, settings.confident_fraction)
     angles, synchronised, trust = synchronise(index, chosen["relative"], chosen["relative_moves"], labels, group,
                                               centre=_pose_range_centre(group), seed=seed)

@@ -5,21 +5,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import scipy.integrate
 import scipy.optimize
 import torch
-from scipy import ndimage
 
 
 #: features wider than this are projected by a plain randomized PCA (the full spectrum that
 #: the noise floor is read from costs width^3)
 NOISE_SPECTRUM_MAX_DIM = 4096
-
-#: images whose foreground stands fewer noise deviations than this above their background are
-#: noisy (graph.partition auto): the development particle stacks stand 6 at SNR 1 and 2 at SNR
-#: 0.05, shape outlines drawn with noise 0.1 stand 15, scikit-learn's digits 60
-NOISY_BELOW = 10.0
 
 
 def marchenko_pastur_median(ratio: float) -> float:
@@ -65,27 +58,3 @@ def noise_weighted_axes(pool: torch.Tensor, *, images_seen: int, at_most: int) -
     keep = min(max(int((variance > edge).sum()), 2), at_most)
     weights = (1 - floor / variance[:keep].clamp_min(1e-30)).clamp_min(0)
     return (vectors[:, :keep] * weights).T.float(), mean.float(), floor
-
-
-def foreground_contrast(images, *, sample: int = 200, seed: int = 0) -> float | None:
-    """The median, over a seeded sample of single-channel 2-D ``images``, of how far each one's
-    foreground stands from its background (lightly smoothed: its 99.5th or 0.5th percentile from
-    its median) in deviations of its noise; ``None`` for colour images and volumes.
-
-    The noise is read from the differences of neighbouring pixels (their median absolute
-    deviation over sqrt 2), which an object's edges move little, not from the pixels
-    themselves, whose spread an object filling the image inflates (scikit-learn's 16-px digits:
-    15 deviations that way, 60 this way)."""
-    if images.ndim != 4 or images.shape[1] != 1:
-        return None
-    rng = np.random.default_rng(seed)
-    positions = np.sort(rng.choice(len(images), min(sample, len(images)), replace=False))
-    ratios = []
-    for image in images[torch.as_tensor(positions)][:, 0].numpy().astype(np.float64):
-        steps = np.concatenate([np.diff(image, axis=0).ravel(), np.diff(image, axis=1).ravel()])
-        noise = 1.4826 * float(np.median(np.abs(steps))) / math.sqrt(2)
-        smooth = ndimage.gaussian_filter(image, 0.7)
-        background = float(np.median(smooth))
-        contrast = max(np.percentile(smooth, 99.5) - background, background - np.percentile(smooth, 0.5))
-        ratios.append(min(1e6, contrast / noise) if noise > 0 else (1e6 if contrast > 0 else 0.0))
-    return float(np.median(ratios))

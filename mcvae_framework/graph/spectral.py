@@ -1,9 +1,10 @@
 """From neighbour lists to clusters: the symmetrised k-NN graph, its connected components
 merged down to the cluster count by their best cross-component similarities, its spectral
 embedding and k-means on it (optionally held to equal cluster sizes), the modularity that
-tells, without labels, how cleanly a partition cuts the graph, and the split-and-merge moves
+tells, without labels, how cleanly a partition cuts the graph, the split-and-merge moves
 that lower a partition's normalised cut where k-means made clusters of similar sizes out of
-unequal classes."""
+unequal classes, and the partition joined by the normalised cut from twice as many k-means
+clusters (``graph.partition: merge``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import scipy.sparse.linalg
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial.distance import cdist
 
-from .noise import NOISY_BELOW
 from .solvers import fit_kmeans, leading_eigenvectors
 
 
@@ -274,24 +274,19 @@ def merged_partition(graph: scipy.sparse.csr_matrix, embedding: np.ndarray, n_cl
 
 
 def refined_partition(graph: scipy.sparse.csr_matrix, labels: np.ndarray, distance: np.ndarray,
-                      embedding: np.ndarray, settings, *, seed: int,
-                      contrast: float | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+                      embedding: np.ndarray, settings, *, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """The clusters k-means found on ``embedding`` as the ``graph`` settings (its config section)
     ask, with every row's distance to its cluster's centre and what was done, for the graph's
     info: kept (``balanced``), moved by :func:`split_and_merge` (``split_merge``), then replaced
-    by :func:`merged_partition` where ``partition`` is ``merge``, or ``auto`` and the images'
-    foreground ``contrast`` (:func:`~mcvae_framework.graph.noise.foreground_contrast`) is below
-    :data:`~mcvae_framework.graph.noise.NOISY_BELOW` noise deviations. The merged clusters are
-    numbered as the k-means ones they overlap most; where they are the same partition, the
-    k-means labels and distances are kept as they are."""
+    by :func:`merged_partition` (``partition: merge``). The merged clusters are numbered as the
+    k-means ones they overlap most; where they are the same partition, the k-means labels and
+    distances are kept as they are."""
     if settings.balanced:  # equal sizes asked for: neither route keeps them
         return labels, distance, {}
-    info = {} if contrast is None else {"noise_contrast": round(contrast, 2)}
+    info = {}
     if settings.split_merge:
-        labels, distance, moves = split_and_merge_refined(graph, labels, distance, embedding, seed=seed)
-        info.update(moves)
-    noisy = contrast is not None and contrast < NOISY_BELOW
-    if not (settings.partition == "merge" or (settings.partition == "auto" and noisy)):
+        labels, distance, info = split_and_merge_refined(graph, labels, distance, embedding, seed=seed)
+    if settings.partition != "merge":
         return labels, distance, info
     k = int(labels.max()) + 1
     merged = _numbered_as(merged_partition(graph, embedding, k, seed=seed, restarts=settings.kmeans_restarts), labels, k)
@@ -325,9 +320,7 @@ def describe_moves(info: dict) -> str:
                  f"{before:.3f} -> {after:.3f}")
     if info.get("partition") == "merge":
         before, after = info["merged_normalised_cut"]
-        noisy = (f", foreground contrast {info['noise_contrast']:.1f} noise deviations, below {NOISY_BELOW:g}"
-                 if "noise_contrast" in info else "")
-        words += (f"; clusters joined from twice as many k-means clusters (graph.partition{noisy}), normalised cut "
+        words += (f"; clusters joined from twice as many k-means clusters (graph.partition: merge), normalised cut "
                   f"{before:.3f} -> {after:.3f}, {info['merge_moved_images']} image(s) moved")
     return words
 
