@@ -43,7 +43,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from ..config.components import build
 from .consensus import consensus_report
-from .inference import load_trained_model, predict_dataset
+from .inference import model_from_checkpoint, predict_dataset
 from ..model.losses import elbo_terms
 from ..model.pose_terms import random_elements
 from ..runtime.checkpoint import load_checkpoint
@@ -256,12 +256,13 @@ def evaluate_run(run_dir, split: str = "test", *, device: str = "cpu", batch_siz
         same as tables).
     """
     run_dir = Path(run_dir)
-    config, model = load_trained_model(run_dir, device=device)
+    last = RunLayout(run_dir).last
+    checkpoint = load_checkpoint(last)  # read once: the model, and the graph
+    config, model = model_from_checkpoint(checkpoint, last, device=device)
     dataset = build("data", config.data, split=split)
     report = evaluate_model(model, config, dataset, batch_size=batch_size, n_actions=n_actions, seed=seed,
                             pose_mean=pose_mean)
     report = {"run_dir": str(run_dir), **report, "collapse": collapse_summary(report, run_dir)}
-    checkpoint = load_checkpoint(RunLayout(run_dir).last)
     graph = graph_summary(checkpoint)
     if graph is not None:
         report["graph"] = graph

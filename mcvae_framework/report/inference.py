@@ -35,8 +35,14 @@ def load_trained_model(run_dir: str | Path, device: str | torch.device = "cpu"):
     """
     path = Path(run_dir)
     checkpoint_path = path if path.is_file() else RunLayout(path).last
-    checkpoint = load_checkpoint(checkpoint_path)
-    config = validate_config(checkpoint["config"], source=str(checkpoint_path))
+    return model_from_checkpoint(load_checkpoint(checkpoint_path), checkpoint_path, device=device)
+
+
+def model_from_checkpoint(checkpoint: dict, source, device: str | torch.device = "cpu"):
+    """``(config, model)`` of a loaded ``checkpoint`` (read from the file ``source``, which the
+    config's messages name), the model in eval mode: for a caller that reads more of the
+    checkpoint (its graph) and so loads it once."""
+    config = validate_config(checkpoint["config"], source=str(source))
     with torch.random.fork_rng(devices=[]):  # building initialises weights: leave the caller's RNG alone
         model = build_model(config, image_shape=tuple(checkpoint["image_shape"]))
     model.load_state_dict(checkpoint["model"])
@@ -92,5 +98,6 @@ def predict_dataset(model, dataset, batch_size: int = 256) -> tuple[dict[str, to
     return tensors, predict_images(model, tensors["image"], batch_size)
 
 
-__all__ = ["cluster_probabilities", "load_run", "load_trained_model", "predict_dataset", "predict_images",
+__all__ = ["cluster_probabilities", "load_run", "load_trained_model", "model_from_checkpoint", "predict_dataset",
+           "predict_images",
            "run_checkpoint"]

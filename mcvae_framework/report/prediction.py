@@ -48,7 +48,7 @@ from ..errors import ConfigError, DataError
 from ..geomstats_bridge import pose_fields
 from ..runtime.checkpoint import load_checkpoint
 from .consensus import consensus_of_images
-from .inference import load_run, predict_dataset, run_checkpoint  # noqa: F401  (run_checkpoint: re-exported)
+from .inference import load_run, model_from_checkpoint, predict_dataset, run_checkpoint  # noqa: F401  (re-exported)
 from .star_export import keep_clusters, require_starfile, write_particles_star
 from ..config.plugins import current_registry
 
@@ -300,7 +300,9 @@ def predict_run(run_dir, data, out=None, *, split: str | None = None, device: st
     out = check_output_path(out if out is not None else default_output(run_dir, data, split))
     if with_canonical and out.suffix.lower() != ".npz":
         raise ConfigError([("--canonical", f"canonical images are only written to .npz files, not {out.name}")])
-    config, model = load_run(run_dir, checkpoint, device=device)
+    source = run_checkpoint(run_dir, checkpoint)
+    state = load_checkpoint(source)  # read once: the model, and the graph with --with-graph
+    config, model = model_from_checkpoint(state, source, device=device)
     dataset = load_prediction_data(data, split, config=config)
     expected = tuple(getattr(model.encoder, "image_shape", ()) or ())
     if expected and tuple(dataset.image_shape) != expected:
@@ -312,8 +314,7 @@ def predict_run(run_dir, data, out=None, *, split: str | None = None, device: st
         result = prediction_arrays(model, dataset, tensors, outputs, with_canonical=with_canonical,
                                    split_column=split_column)
         if with_graph:  # the images and their probabilities passed on: each image read and scored once
-            graph = load_checkpoint(run_checkpoint(run_dir, checkpoint)).get("graph")
-            agreed = consensus_of_images(model, config, graph, dataset, where=f"--data {data}", batch_size=batch_size,
+            agreed = consensus_of_images(model, config, state.get("graph"), dataset, where=f"--data {data}", batch_size=batch_size,
                                          images=tensors["image"], probabilities=outputs["probabilities"])
             result["model_cluster"] = result["cluster"]
             result["probabilities"] = agreed.numpy()
