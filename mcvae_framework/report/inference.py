@@ -99,5 +99,4 @@ def predict_dataset(model, dataset, batch_size: int = 256) -> tuple[dict[str, to
 
 
 __all__ = ["cluster_probabilities", "load_run", "load_trained_model", "model_from_checkpoint", "predict_dataset",
-           "predict_images",
-           "run_checkpoint"]
+           "predict_images", "run_checkpoint"]

@@ -48,7 +48,7 @@ from ..errors import ConfigError, DataError
 from ..geomstats_bridge import pose_fields
 from ..runtime.checkpoint import load_checkpoint
 from .consensus import consensus_of_images
-from .inference import load_run, model_from_checkpoint, predict_dataset, run_checkpoint  # noqa: F401  (re-exported)
+from .inference import model_from_checkpoint, predict_dataset, run_checkpoint  # noqa: F401  (run_checkpoint: re-exported)
 from .star_export import keep_clusters, require_starfile, write_particles_star
 from ..config.plugins import current_registry
 
