@@ -212,16 +212,14 @@ def split_and_merge(graph: scipy.sparse.csr_matrix, labels: np.ndarray, *, seed:
             trial = labels.copy()
             trial[members[halves[split]]] = k  # the second half: a cluster k + 1-th for now
             inside, degree = _cluster_edges(coo, trial, k + 1)
-            kept = np.diag(inside) / degree.clip(min=1e-12)  # each cluster's share of its edges kept inside
-            seam = _conductance(inside, degree, split, k)  # how weakly the two halves hold together
-            for a in range(k + 1):
-                for b in range(a + 1, k + 1):
-                    if {a, b} == {split, k} or _conductance(inside, degree, a, b) < LINK_OVER_SEAM * seam:
-                        continue  # the split undone, or two clusters not far more linked than the halves
-                    joined = (inside[a, a] + inside[b, b] + 2 * inside[a, b]) / max(degree[a] + degree[b], 1e-12)
-                    cut = k - (kept.sum() - kept[a] - kept[b] + joined)
-                    if base - cut > best_gain:
-                        best, best_gain = (members[halves[split]], a, b), base - cut
+            links = _conductances(inside, degree)
+            # each pair once; not the split undone, nor two clusters not far more linked than the halves
+            allowed = np.triu(links >= LINK_OVER_SEAM * links[split, k], k=1)
+            allowed[split, k] = False
+            gain = np.where(allowed, base - _joined_cuts(inside, degree), -np.inf)
+            a, b = np.unravel_index(int(np.argmax(gain)), gain.shape)  # the first best, row by row
+            if gain[a, b] > best_gain:
+                best, best_gain = (members[halves[split]], int(a), int(b)), gain[a, b]
         if best is None:
             break
         second_half, a, b = best
@@ -261,13 +259,9 @@ def merged_partition(graph: scipy.sparse.csr_matrix, embedding: np.ndarray, n_cl
     labels = np.unique(fit_kmeans(embedding, count, restarts=restarts, seed=seed)[0], return_inverse=True)[1]
     coo = graph.tocoo()
     for m in range(int(labels.max()) + 1, n_clusters, -1):
-        inside, degree = _cluster_edges(coo, labels, m)
-        kept = np.diag(inside) / degree.clip(min=1e-12)
-        together = np.add.outer(np.diag(inside), np.diag(inside)) + 2 * inside
-        # the cut after joining a and b, less what every join shares: the pair that keeps most inside
-        gain = together / np.add.outer(degree, degree).clip(min=1e-12) - np.add.outer(kept, kept)
-        np.fill_diagonal(gain, -np.inf)
-        a, b = sorted(np.unravel_index(int(np.argmax(gain)), gain.shape))
+        cuts = _joined_cuts(*_cluster_edges(coo, labels, m))
+        cuts[np.tril_indices(m)] = np.inf  # each pair once, a before b
+        a, b = np.unravel_index(int(np.argmin(cuts)), cuts.shape)
         labels[labels == b] = a
         labels[labels > b] -= 1
     return labels.astype(np.int64)
@@ -344,9 +338,18 @@ def normalised_cut(graph: scipy.sparse.csr_matrix, labels: np.ndarray) -> float:
     return _cut(*_cluster_edges(graph.tocoo(), labels, k))
 
 
-def _conductance(inside: np.ndarray, degree: np.ndarray, a: int, b: int) -> float:
-    """The edge weight between clusters ``a`` and ``b`` over the smaller one's volume."""
-    return float(inside[a, b] / max(min(degree[a], degree[b]), 1e-12))
+def _conductances(inside: np.ndarray, degree: np.ndarray) -> np.ndarray:
+    """``(k, k)``: the edge weight between every two clusters over the smaller one's volume."""
+    return inside / np.maximum(np.minimum(degree[:, None], degree[None, :]), 1e-12)
+
+
+def _joined_cuts(inside: np.ndarray, degree: np.ndarray) -> np.ndarray:
+    """``(k, k)``: the partition's normalised cut after clusters ``a`` and ``b`` are joined (its
+    ``k - 1`` clusters' shares of edges leaving them), for every pair (the diagonal means nothing)."""
+    kept = np.diag(inside) / degree.clip(min=1e-12)  # each cluster's share of its edges kept inside
+    joined = ((np.diag(inside)[:, None] + np.diag(inside)[None, :] + 2 * inside)
+              / np.maximum(degree[:, None] + degree[None, :], 1e-12))
+    return (len(degree) - 1) - (kept.sum() - kept[:, None] - kept[None, :] + joined)
 
 
 def _cut(inside: np.ndarray, degree: np.ndarray) -> float:
