@@ -283,7 +283,7 @@ def refined_partition(graph: scipy.sparse.csr_matrix, labels: np.ndarray, distan
     if settings.partition != "merge":
         return labels, distance, info
     k = int(labels.max()) + 1
-    merged = _numbered_as(merged_partition(graph, embedding, k, seed=seed, restarts=settings.kmeans_restarts), labels, k)
+    merged = renumbered_as(merged_partition(graph, embedding, k, seed=seed, restarts=settings.kmeans_restarts), labels, k)
     info.update(partition="merge", merged_normalised_cut=[round(normalised_cut(graph, labels), 4),
                                                           round(normalised_cut(graph, merged), 4)],
                 merge_moved_images=int((merged != labels).sum()))
@@ -292,9 +292,9 @@ def refined_partition(graph: scipy.sparse.csr_matrix, labels: np.ndarray, distan
     return merged, centre_distances(embedding, merged, k), info
 
 
-def _numbered_as(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
-    """``labels`` renumbered so that each cluster takes the number of the ``reference`` cluster
-    it shares most images with (a one-to-one matching)."""
+def renumbered_as(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    """``labels`` (``0..k-1``) renumbered so that each cluster takes the number of the
+    ``reference`` cluster it shares most images with (the best one-to-one matching, Hungarian)."""
     from scipy.optimize import linear_sum_assignment
 
     overlap = np.zeros((k, k))

@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
+from ..graph.spectral import renumbered_as
 from ..report.inference import cluster_probabilities  # the trainer's checks call it through this module
 from .batching import STREAM_REFINE, derive_seed
 from .refinement import distil_labels
@@ -63,10 +63,9 @@ def matched_agreement(reference: np.ndarray, clusters: np.ndarray, n_clusters: i
     matching of clusters to reference clusters (Hungarian)."""
     if len(reference) == 0:
         return 1.0
-    counts = np.zeros((n_clusters, n_clusters))
-    np.add.at(counts, (np.asarray(clusters), np.asarray(reference)), 1)
-    rows, cols = linear_sum_assignment(-counts)
-    return float(counts[rows, cols].sum() / len(reference))
+    reference = np.asarray(reference)
+    return float(np.count_nonzero(renumbered_as(np.asarray(clusters), reference, n_clusters) == reference)
+                 / len(reference))
 
 
 @dataclass
